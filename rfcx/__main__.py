@@ -1,0 +1,5 @@
+"""``python -m rfcx`` (also what ``torchrun -m rfcx`` runs)."""
+
+from .cli import main
+
+main()

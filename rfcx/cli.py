@@ -1,0 +1,123 @@
+"""The ``rfcx`` command line (typer): one sub-command per stage of the system."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="rfcx: bioacoustic species detection at scale (feature store, training recipe, batch inference).",
+)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the data set into (competition layout).")],
+    train: Annotated[int, typer.Option("--train", help="Number of train clips.")] = 100,
+    test: Annotated[int, typer.Option("--test", help="Number of test clips.")] = 40,
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of each clip in seconds.")] = 60.0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same data).")] = 0,
+    background: Annotated[
+        Path | None, typer.Option("--background", help="A real recording (FLAC) to mix in as background.")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Processes generating clips.")] = 1,
+) -> None:
+    """Write a synthetic data set in the competition's layout (train/, test/, train_tp.csv, ...)."""
+    from .synth import synthesize
+
+    try:
+        s = synthesize(out_dir, n_train=train, n_test=test, seconds=seconds, seed=seed, background=background,
+                       workers=workers)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"wrote {s.n_train} train + {s.n_test} test clips of {s.seconds:g} s, {s.n_tp_rows} TP and {s.n_fp_rows} FP "
+        f"boxes to {s.out_dir} in {s.elapsed_s:.1f} s"
+    )
+
+
+@app.command("build-store")
+def build_store_cmd(
+    data: Annotated[Path, typer.Option("--data", help="Data folder: train/, test/, train_tp.csv, train_fp.csv.")],
+    store: Annotated[str, typer.Option("--store", help="Feature store to create or extend (a .zarr folder).")],
+    backend: Annotated[str, typer.Option("--backend", help="dali (default) or torch.")] = "dali",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or gpu.")] = "auto",
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad input (exit code 2).")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Clips decoded per pipeline run.")] = 8,
+) -> None:
+    """Decode every clip and store its log-mel spectrogram in a chunked Zarr store (resumable)."""
+    from tqdm.auto import tqdm
+
+    from store import BadInputError, FeatureStore, build_store
+
+    if backend not in ("dali", "torch"):
+        _fail(f"--backend must be dali or torch, got {backend!r}")
+    try:
+        summary = build_store(
+            data, store, backend=backend, device=device, strict=strict, batch_size=batch_size,
+            on_reject=lambda r: tqdm.write(f"rejected {r}"),
+        )
+    except BadInputError as exc:
+        _fail(f"{exc} (--strict: stopped at the first bad input; what was stored before stays stored)", code=2)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"backend {summary.backend} on {summary.device}: stored {sum(summary.stored.values())} new clips "
+        f"({summary.clips_per_s:.2f} clips/s, {summary.x_realtime:.0f}x real time), "
+        f"skipped {sum(summary.skipped.values())} already stored, {len(summary.rejected)} rejected"
+        + (f", {summary.resampled} resampled to 48 kHz" if summary.resampled else "")
+    )
+    _print_store(FeatureStore.open(store))
+
+
+@app.command()
+def info(store: Annotated[str, typer.Option("--store", help="Feature store to describe.")]) -> None:
+    """Describe a feature store: clips and hours per split, boxes, rejected inputs."""
+    from store import FeatureStore
+
+    try:
+        fs = FeatureStore.open(store)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    _print_store(fs)
+
+
+def _print_store(fs) -> None:  # noqa: ANN001 (store.FeatureStore)
+    import pandas as pd
+
+    s = fs.summary()
+    p = fs.params
+    typer.echo(f"store {s['path']}  (log-mel: {p.n_mels} mels, n_fft {p.n_fft}, hop {p.hop}, {p.sample_rate} Hz, "
+               f"{p.f_min:g}-{p.f_max:g} Hz; built with {s['backend']})")
+    for split, d in s["splits"].items():
+        typer.echo(f"  {split:<5} {d['clips']:>6} clips  {d['hours']:8.2f} h")
+    typer.echo(f"  boxes: {s['tp_boxes']} TP, {s['fp_boxes']} FP;  rejected inputs: {s['rejected']}")
+    rejected = fs.rejected()
+    for _, r in rejected.head(20).iterrows():
+        where = r["file"] if pd.isna(r["row"]) else f"{r['file']}:{r['row']}"
+        typer.echo(f"    rejected {where}: {r['reason']}")
+    if len(rejected) > 20:
+        typer.echo(f"    ... and {len(rejected) - 20} more (FeatureStore.rejected())")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

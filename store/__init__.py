@@ -1,0 +1,13 @@
+"""The feature store: DALI (or torch) log-mel spectrograms of audio clips in a chunked Zarr v3 group.
+
+Public API::
+
+    from store import FeatureStore, MelParams, build_store
+"""
+
+from .builder import BuildSummary, build_store
+from .errors import BadInputError, Rejection
+from .feature_store import CropRequest, FeatureStore
+from .params import MelParams
+
+__all__ = ["BadInputError", "BuildSummary", "CropRequest", "FeatureStore", "MelParams", "Rejection", "build_store"]

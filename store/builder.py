@@ -1,0 +1,388 @@
+"""``build-store``: decode every clip of ``train/`` and ``test/``, compute its log-mel, write it to the Zarr store.
+
+Resumable and incremental: clips already stored (``complete``) are skipped; a clip whose writing was
+interrupted is written again. Bad input is reported with the file (and CSV row) and the reason, skipped and
+recorded in the store's ``rejected`` attribute; with ``strict`` the first one raises :class:`BadInputError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+from tqdm.auto import tqdm
+
+from . import layout
+from .audio import AUDIO_SUFFIXES, AudioInfo, decode, probe
+from .dali_pipeline import DaliLogMel, dali_available
+from .errors import BadInputError, Rejection
+from .params import MelParams
+from .tables import CheckedTable, check_boxes_against_clips, empty_boxes, read_boxes, read_submission_ids
+
+log = logging.getLogger(__name__)
+
+INDEX_EVERY = 256  # clips between index checkpoints
+
+
+@dataclass
+class BuildSummary:
+    """What a build did."""
+
+    store: str
+    backend: str
+    device: str
+    stored: dict[str, int] = field(default_factory=dict)  # newly written this run
+    skipped: dict[str, int] = field(default_factory=dict)  # already in the store
+    total: dict[str, int] = field(default_factory=dict)  # in the store after the run
+    resampled: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    elapsed_s: float = 0.0
+
+    @property
+    def clips_per_s(self) -> float:
+        return sum(self.stored.values()) / self.elapsed_s if self.elapsed_s else 0.0
+
+    @property
+    def x_realtime(self) -> float:
+        return self.audio_seconds / self.elapsed_s if self.elapsed_s else 0.0
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``gpu`` when CUDA is usable, else ``cpu``; ``gpu`` without CUDA is an error."""
+    if device not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"device must be auto, cpu or gpu, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:
+        has_cuda = False
+    if device == "gpu" and not has_cuda:
+        raise RuntimeError("--device gpu was asked for, but no CUDA GPU is visible")
+    return "gpu" if has_cuda else "cpu"
+
+
+class _LogMel:
+    """One backend behind one call: files in, (logmel, decoded samples) or a rejection out, per file."""
+
+    def __init__(self, backend: str, device: str, params: MelParams, batch_size: int) -> None:
+        self.params = params
+        self.backend = backend
+        if backend == "dali":
+            threads = max(1, os.cpu_count() or 1)
+            self.dali = DaliLogMel(params, batch_size=batch_size, num_threads=threads,
+                                   device_id=0 if device == "gpu" else None)
+        elif backend == "torch":
+            from .torch_mel import TorchLogMel
+
+            self.torch = TorchLogMel(params, "cuda" if device == "gpu" else "cpu")
+            self.pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)))
+        else:
+            raise ValueError(f"backend must be dali or torch, got {backend!r}")
+
+    def __call__(self, infos: Sequence[AudioInfo]) -> list[tuple[np.ndarray, int] | Rejection]:
+        if self.backend == "dali":
+            return self._dali(infos)
+        return self._torch(infos)
+
+    def _dali(self, infos: Sequence[AudioInfo]) -> list[tuple[np.ndarray, int] | Rejection]:
+        encoded = [np.fromfile(i.path, dtype=np.uint8) for i in infos]
+        try:
+            return [self._check_length(i, r) for i, r in zip(infos, self.dali(encoded))]
+        except RuntimeError:
+            pass  # some file of the batch does not decode: find which, one at a time
+        out: list[tuple[np.ndarray, int] | Rejection] = []
+        for info, enc in zip(infos, encoded):
+            try:
+                out.append(self._check_length(info, self.dali([enc])[0]))
+            except RuntimeError as exc:
+                out.append(_decode_failure(info.path, exc))
+        return out
+
+    def _check_length(self, info: AudioInfo, result: tuple[np.ndarray, int]) -> tuple[np.ndarray, int] | Rejection:
+        expected = info.frames * self.params.sample_rate / info.sample_rate
+        if result[1] < 0.99 * expected - 1:
+            return Rejection(str(info.path), f"truncated: decoded {result[1]} of {int(expected)} samples")
+        return result
+
+    def _torch(self, infos: Sequence[AudioInfo]) -> list[tuple[np.ndarray, int] | Rejection]:
+        def load(info: AudioInfo) -> np.ndarray | Rejection:
+            try:
+                return decode(info.path, self.params.sample_rate)[0]
+            except BadInputError as exc:
+                return exc.rejection
+
+        decoded = list(self.pool.map(load, infos))
+        signals = [d for d in decoded if isinstance(d, np.ndarray)]
+        mels = iter(self.torch(signals))
+        return [d if isinstance(d, Rejection) else (next(mels), len(d)) for d in decoded]
+
+
+def _decode_failure(path: Path, exc: Exception) -> Rejection:
+    """The clearest reason available: libsndfile's, else DALI's first line."""
+    try:
+        decode(path, 48_000)
+    except BadInputError as bad:
+        return bad.rejection
+    first = next((ln.strip() for ln in str(exc).splitlines() if "rror" in ln), str(exc).splitlines()[0])
+    return Rejection(str(path), f"corrupt audio (DALI: {first[:200]})")
+
+
+def list_audio(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def open_or_create(store_path: str | Path, params: MelParams, backend: str) -> zarr.Group:
+    """The store's root group: created when new, checked (format, mel parameters) when it exists."""
+    store_path = str(store_path)
+    try:
+        root = zarr.open_group(store_path, mode="r+")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        root = None
+    if root is None:
+        if Path(store_path).exists() and any(Path(store_path).iterdir()):
+            raise ValueError(f"{store_path}: exists and is not a feature store; choose another --store")
+        root = zarr.open_group(store_path, mode="w")
+        root.attrs.update({"format": layout.FORMAT, "version": layout.VERSION, "mel": params.to_dict(),
+                           "backend": backend, "rejected": []})
+        return root
+    attrs = dict(root.attrs)
+    if attrs.get("format") != layout.FORMAT:
+        raise ValueError(f"{store_path}: not an rfcx feature store (format={attrs.get('format')!r})")
+    stored = MelParams.from_dict(attrs["mel"])
+    if stored != params:
+        diff = {k: (v, params.to_dict()[k]) for k, v in stored.to_dict().items() if params.to_dict()[k] != v}
+        raise ValueError(f"{store_path}: made with other mel parameters {diff} (stored, asked); use a new --store")
+    return root
+
+
+class _SplitWriter:
+    """Writes the clips of one split and keeps its index."""
+
+    def __init__(self, root: zarr.Group, split: str, params: MelParams) -> None:
+        self.root, self.split, self.params = root, split, params
+        self.group = root.require_group(split)
+        self.mel = self.group.require_group("mel")
+        self.entries = self._load_index()
+
+    def _load_index(self) -> dict[str, tuple[int, int, int]]:
+        """Complete clips: the index where it is consistent, plus any complete clip it is missing."""
+        entries: dict[str, tuple[int, int, int]] = {}
+        try:
+            cols = [self.group[name][:] for name in layout.INDEX_ARRAYS]
+            if len({len(c) for c in cols}) == 1:
+                entries = {str(r): (int(f), int(s), int(sr)) for r, f, s, sr in zip(*cols)}
+        except KeyError:
+            pass
+        for name, arr in self.mel.arrays():
+            if name in entries:
+                continue
+            attrs = arr.attrs
+            if attrs.get("complete"):
+                entries[name] = (arr.shape[1], int(attrs["n_samples"]), int(attrs["source_sample_rate"]))
+        return entries
+
+    def done(self, recording_id: str) -> bool:
+        return recording_id in self.entries
+
+    def write(self, recording_id: str, logmel: np.ndarray, n_samples: int, info: AudioInfo) -> None:
+        n_mels, frames = logmel.shape
+        arr = self.mel.create_array(
+            recording_id, shape=(n_mels, frames), dtype=layout.MEL_DTYPE,
+            chunks=(n_mels, min(layout.CHUNK_FRAMES, frames)), compressors=[layout.mel_codec()],
+            attributes={"complete": False}, overwrite=True, dimension_names=("mel", "frame"),
+        )
+        arr[:] = logmel.astype(layout.MEL_DTYPE)
+        arr.attrs.update({"complete": True, "n_samples": int(n_samples), "source_sample_rate": info.sample_rate,
+                          "source_channels": info.channels})
+        self.entries[recording_id] = (frames, int(n_samples), info.sample_rate)
+
+    def write_index(self) -> None:
+        ids = sorted(self.entries)
+        cols = {
+            "ids": np.array(ids, dtype=str),
+            "n_frames": np.array([self.entries[r][0] for r in ids], dtype=np.int32),
+            "n_samples": np.array([self.entries[r][1] for r in ids], dtype=np.int64),
+            "source_sample_rate": np.array([self.entries[r][2] for r in ids], dtype=np.int32),
+        }
+        for name, values in cols.items():
+            write_column(self.group, name, values)
+        self.group.attrs["n_clips"] = len(ids)
+
+
+def build_store(
+    data_dir: str | Path,
+    store_path: str | Path,
+    backend: str = "dali",
+    device: str = "auto",
+    strict: bool = False,
+    params: MelParams | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+    on_reject: Callable[[Rejection], None] | None = None,
+) -> BuildSummary:
+    """Build (or extend) the feature store at ``store_path`` from the competition layout in ``data_dir``."""
+    data_dir = Path(data_dir)
+    params = params or MelParams()
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: data folder not found")
+    splits = [s for s in layout.SPLITS if (data_dir / s).is_dir()]
+    if not splits:
+        raise FileNotFoundError(f"{data_dir}: has neither a train/ nor a test/ folder")
+    if backend == "dali" and not dali_available():
+        log.warning("NVIDIA DALI is not installed: falling back to the torch backend")
+        backend = "torch"
+    device = resolve_device(device)
+    started = time.perf_counter()
+    summary = BuildSummary(store=str(store_path), backend=backend, device=device)
+
+    def reject(r: Rejection) -> None:
+        if strict:
+            raise BadInputError(r)
+        summary.rejected.append(r)
+        if on_reject:
+            on_reject(r)
+
+    tables = {kind: _read_table(data_dir / f"train_{kind}.csv", params) for kind in layout.TABLE_KINDS}
+    for table in tables.values():
+        for r in (table.rejected if table else []):
+            reject(r)
+
+    root = open_or_create(store_path, params, backend)
+    logmel = _LogMel(backend, device, params, batch_size)
+    rejected_audio: dict[str, set[str]] = {}
+    for split in splits:
+        rejected_audio[split] = _build_split(root, split, data_dir / split, params, logmel, batch_size, summary,
+                                             reject, progress)
+
+    durations = {}
+    if "train" in root:
+        ids, n_samples = root["train/ids"][:], root["train/n_samples"][:]
+        durations = {str(r): int(n) / params.sample_rate for r, n in zip(ids, n_samples)}
+    for kind, table in tables.items():
+        if table is None:
+            rows = empty_boxes()
+        else:
+            checked = check_boxes_against_clips(table, data_dir / f"train_{kind}.csv", durations,
+                                                rejected_audio.get("train", set()))
+            for r in checked.rejected:
+                reject(r)
+            rows = checked.rows
+        _write_table(root.require_group(f"tables/{kind}"), rows)
+    submission = data_dir / "sample_submission.csv"
+    if submission.is_file():
+        ids = np.array(read_submission_ids(submission), dtype=str)
+        write_column(root.require_group("tables/sample_submission"), "recording_id", ids)
+    root.attrs["rejected"] = [r.to_dict() for r in summary.rejected]
+    summary.elapsed_s = time.perf_counter() - started
+    return summary
+
+
+def _read_table(path: Path, params: MelParams) -> CheckedTable | None:
+    if not path.is_file():
+        log.warning("%s not found: the store gets an empty table", path)
+        return None
+    return read_boxes(path, max_hz=params.sample_rate / 2)
+
+
+def _write_table(group: zarr.Group, rows: pd.DataFrame) -> None:
+    for column in rows.columns:
+        write_column(group, column, rows[column].to_numpy())
+    group.attrs["n_rows"] = len(rows)
+
+
+def write_column(group: zarr.Group, name: str, values: np.ndarray) -> None:
+    """A 1-D array in one chunk; text as Zarr's variable-length UTF-8 strings."""
+    if values.dtype.kind in "OUT":
+        values, dtype = values.astype(str).astype(object), str
+    else:
+        dtype = values.dtype
+    arr = group.create_array(name, shape=values.shape, dtype=dtype, chunks=(max(1, len(values)),), overwrite=True)
+    if len(values):
+        arr[:] = values
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _build_split(root: zarr.Group, split: str, folder: Path, params: MelParams, logmel: _LogMel, batch_size: int,
+                 summary: BuildSummary, reject: Callable[[Rejection], None], progress: bool) -> set[str]:
+    """Store the split's new clips; returns the ids whose audio was rejected."""
+    writer = _SplitWriter(root, split, params)
+    files = list_audio(folder)
+    seen: dict[str, Path] = {}
+    todo: list[Path] = []
+    rejected: set[str] = set()
+    for path in files:
+        rid = path.stem
+        if rid in seen:
+            reject(Rejection(str(path), f"duplicate recording id {rid} (also {seen[rid].name})", split=split))
+            continue
+        seen[rid] = path
+        if not writer.done(rid):
+            todo.append(path)
+    summary.skipped[split] = len(seen) - len(todo)
+    stored = 0
+    pending: Future | None = None
+    bar = tqdm(total=len(todo), desc=f"build-store {split}", unit="clip", disable=not progress or not todo,
+               dynamic_ncols=True)
+    t0, audio_s = time.perf_counter(), 0.0
+    try:
+        with ThreadPoolExecutor(1) as io:
+            for batch in _batches(todo, batch_size):
+                infos: list[AudioInfo] = []
+                for path in batch:
+                    try:
+                        infos.append(probe(path))
+                    except BadInputError as exc:
+                        rejected.add(path.stem)
+                        reject(Rejection(exc.rejection.file, exc.rejection.reason, split=split))
+                results = logmel(infos) if infos else []
+                good = []
+                for info, res in zip(infos, results):
+                    if isinstance(res, Rejection):
+                        rejected.add(info.path.stem)
+                        reject(Rejection(res.file, res.reason, split=split))
+                    else:
+                        good.append((info, res))
+                if pending is not None:
+                    pending.result()
+                pending = io.submit(_write_batch, writer, good)
+                stored += len(good)
+                summary.resampled += sum(1 for i, _ in good if i.sample_rate != params.sample_rate)
+                seconds = sum(n for _, (_, n) in good) / params.sample_rate
+                audio_s += seconds
+                summary.audio_seconds += seconds
+                bar.update(len(batch))
+                bar.set_postfix_str(f"{audio_s / max(1e-9, time.perf_counter() - t0):.0f}x real time")
+                if stored and stored % INDEX_EVERY < batch_size:
+                    pending.result()
+                    writer.write_index()
+            if pending is not None:
+                pending.result()
+    finally:
+        bar.close()
+        writer.write_index()
+    summary.stored[split] = stored
+    summary.total[split] = len(writer.entries)
+    return rejected
+
+
+def _write_batch(writer: _SplitWriter, good: list[tuple[AudioInfo, tuple[np.ndarray, int]]]) -> None:
+    for info, (mel, n_samples) in good:
+        writer.write(info.path.stem, mel, n_samples, info)

@@ -1,0 +1,39 @@
+"""The one exception the store raises for bad input: it names the file (and row) and the reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A piece of input that was not stored, and why."""
+
+    file: str
+    reason: str
+    row: int | None = None  # 1-based line number in a CSV file (the header is line 1)
+    split: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.row}" if self.row is not None else self.file
+        return f"{where}: {self.reason}"
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "reason": self.reason, "row": self.row, "split": self.split}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Rejection":
+        return cls(file=d["file"], reason=d["reason"], row=d.get("row"), split=d.get("split"))
+
+
+class BadInputError(ValueError):
+    """Raised for input that cannot be used; carries the :class:`Rejection`."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(str(rejection))
+        self.rejection = rejection
+
+    @classmethod
+    def of(cls, file: str | Path, reason: str, row: int | None = None, split: str | None = None) -> "BadInputError":
+        return cls(Rejection(str(file), reason, row, split))

@@ -1,0 +1,203 @@
+"""Reading a feature store: ids, whole spectrograms, crops (one or a batch), label tables, rejections."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from . import layout
+from .errors import Rejection
+from .params import MelParams
+from .tables import BOX_COLUMNS, empty_boxes
+
+
+@dataclass(frozen=True)
+class CropRequest:
+    """``n_frames`` frames of ``recording_id`` from ``start_frame`` (may reach outside the clip: padded)."""
+
+    recording_id: str
+    start_frame: int
+    n_frames: int
+
+
+class FeatureStore:
+    """Read-only view of a store written by :func:`store.build_store`.
+
+    Example::
+
+        fs = FeatureStore.open("features.zarr")
+        rid = fs.ids("train")[0]
+        x = fs.crop(rid, start_frame=100, n_frames=375)      # (256, 375) float32 dB
+        batch = fs.crops([(rid, 0, 375), (rid, 500, 375)])   # (2, 256, 375)
+    """
+
+    def __init__(self, root: zarr.Group, path: str) -> None:
+        attrs = dict(root.attrs)
+        if attrs.get("format") != layout.FORMAT:
+            raise ValueError(f"{path}: not an rfcx feature store (no format attribute {layout.FORMAT!r})")
+        self.path = path
+        self.root = root
+        self.params = MelParams.from_dict(attrs["mel"])
+        self.backend: str = attrs.get("backend", "?")
+        self._index: dict[str, pd.DataFrame] = {}
+        self._split_of: dict[str, str] = {}
+        self._arrays: dict[str, zarr.Array] = {}
+        for split in layout.SPLITS:
+            if split in root and "ids" in root[split]:
+                frame = self._read_index(split)
+                self._index[split] = frame
+                self._split_of.update(dict.fromkeys(frame.index, split))
+        self._pool: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "FeatureStore":
+        """Open a store read-only; a missing path or a non-store raises with the path in the message."""
+        path = str(path)
+        if "://" not in path and not Path(path).exists():
+            raise FileNotFoundError(f"{path}: feature store not found (build it with `rfcx build-store`)")
+        try:
+            root = zarr.open_group(path, mode="r")
+        except Exception as exc:
+            raise ValueError(f"{path}: not a Zarr group ({exc})") from None
+        return cls(root, path)
+
+    def _read_index(self, split: str) -> pd.DataFrame:
+        group = self.root[split]
+        cols = {name: group[name][:] for name in layout.INDEX_ARRAYS}
+        if len({len(c) for c in cols.values()}) != 1:
+            raise ValueError(f"{self.path}: the index of split {split!r} is inconsistent (an interrupted build?); "
+                             "run `rfcx build-store` again to repair it")
+        frame = pd.DataFrame({k: v for k, v in cols.items() if k != "ids"}, index=pd.Index(cols["ids"].tolist(), dtype=object))
+        frame.index.name = "recording_id"
+        return frame
+
+    # -- what is stored ---------------------------------------------------------------------------------
+    @property
+    def splits(self) -> list[str]:
+        return list(self._index)
+
+    def ids(self, split: str) -> list[str]:
+        """Recording ids of a split, sorted."""
+        return self._split_index(split).index.tolist()
+
+    def index(self, split: str) -> pd.DataFrame:
+        """Per clip: n_frames, n_samples, source_sample_rate (indexed by recording_id)."""
+        return self._split_index(split).copy()
+
+    def _split_index(self, split: str) -> pd.DataFrame:
+        if split not in self._index:
+            raise KeyError(f"{self.path}: no split {split!r} (has: {', '.join(self.splits) or 'none'})")
+        return self._index[split]
+
+    def split_of(self, recording_id: str) -> str:
+        try:
+            return self._split_of[recording_id]
+        except KeyError:
+            raise KeyError(f"{self.path}: no recording {recording_id!r}") from None
+
+    def n_frames(self, recording_id: str) -> int:
+        return int(self._index[self.split_of(recording_id)].at[recording_id, "n_frames"])
+
+    def __contains__(self, recording_id: object) -> bool:
+        return recording_id in self._split_of
+
+    def __len__(self) -> int:
+        return len(self._split_of)
+
+    # -- spectrograms -----------------------------------------------------------------------------------
+    def array(self, recording_id: str) -> zarr.Array:
+        """The clip's Zarr array (float16, (n_mels, frames))."""
+        arr = self._arrays.get(recording_id)
+        if arr is None:
+            arr = self.root[layout.mel_key(self.split_of(recording_id), recording_id)]
+            self._arrays[recording_id] = arr
+        return arr
+
+    def mel(self, recording_id: str) -> np.ndarray:
+        """The whole clip: float32 (n_mels, frames) in dB."""
+        return self.array(recording_id)[:].astype(np.float32)
+
+    def crop(self, recording_id: str, start_frame: int, n_frames: int) -> np.ndarray:
+        """float32 (n_mels, n_frames); frames outside the clip hold the silence floor (``params.floor_db``)."""
+        if n_frames <= 0:
+            raise ValueError(f"n_frames must be positive, got {n_frames}")
+        total = self.n_frames(recording_id)
+        lo, hi = max(0, start_frame), min(total, start_frame + n_frames)
+        out = np.full((self.params.n_mels, n_frames), self.params.floor_db, dtype=np.float32)
+        if hi > lo:
+            out[:, lo - start_frame:hi - start_frame] = self.array(recording_id)[:, lo:hi]
+        return out
+
+    def crops(self, requests: Sequence[CropRequest | tuple[str, int, int]], workers: int | None = None) -> np.ndarray:
+        """A batch of equally long crops, (B, n_mels, n_frames) float32, read concurrently.
+
+        Each crop reads only the chunks that overlap it (chunks span ``layout.CHUNK_FRAMES`` frames).
+        """
+        reqs = [r if isinstance(r, CropRequest) else CropRequest(*r) for r in requests]
+        if not reqs:
+            return np.zeros((0, self.params.n_mels, 0), dtype=np.float32)
+        n = reqs[0].n_frames
+        if any(r.n_frames != n for r in reqs):
+            raise ValueError("all crops of a batch must have the same n_frames")
+        out = np.empty((len(reqs), self.params.n_mels, n), dtype=np.float32)
+
+        def read(i: int) -> None:
+            r = reqs[i]
+            out[i] = self.crop(r.recording_id, r.start_frame, r.n_frames)
+
+        if workers == 1 or len(reqs) == 1:
+            for i in range(len(reqs)):
+                read(i)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(workers or min(8, (os.cpu_count() or 1) * 2))
+            list(self._pool.map(read, range(len(reqs))))
+        return out
+
+    # -- tables -----------------------------------------------------------------------------------------
+    def boxes(self, kind: str) -> pd.DataFrame:
+        """The checked ``tp`` or ``fp`` boxes (columns of ``train_tp.csv``)."""
+        if kind not in layout.TABLE_KINDS:
+            raise ValueError(f"kind must be one of {layout.TABLE_KINDS}, got {kind!r}")
+        key = f"tables/{kind}"
+        if key not in self.root:
+            raise KeyError(f"{self.path}: has no {kind.upper()} table (was train_{kind}.csv given to build-store?)")
+        group = self.root[key]
+        if "recording_id" not in group:
+            return empty_boxes()
+        frame = pd.DataFrame({c: group[c][:].tolist() if c == "recording_id" else group[c][:] for c in BOX_COLUMNS})
+        return frame
+
+    def submission_ids(self) -> list[str] | None:
+        """Row order of the ``sample_submission.csv`` the store was built with, if any."""
+        key = "tables/sample_submission"
+        if key not in self.root:
+            return None
+        return self.root[key]["recording_id"][:].tolist()
+
+    def rejected(self) -> pd.DataFrame:
+        """Every input the last build rejected: split, file, row (CSV line or empty), reason."""
+        rows = [Rejection.from_dict(d) for d in self.root.attrs.get("rejected", [])]
+        frame = pd.DataFrame([{"split": r.split or "", "file": r.file, "row": r.row, "reason": r.reason} for r in rows],
+                             columns=["split", "file", "row", "reason"])
+        return frame.astype({"row": "Int64"})
+
+    def summary(self) -> dict:
+        """Counts and hours per split, tables, rejections: what ``rfcx build-store`` prints."""
+        out: dict = {"path": self.path, "backend": self.backend, "mel": self.params.to_dict(), "splits": {}}
+        for split, frame in self._index.items():
+            out["splits"][split] = {"clips": len(frame), "hours": float(frame["n_samples"].sum()) / self.params.sample_rate / 3600}
+        for kind in layout.TABLE_KINDS:
+            try:
+                out[f"{kind}_boxes"] = len(self.boxes(kind))
+            except KeyError:
+                out[f"{kind}_boxes"] = None
+        out["rejected"] = len(self.root.attrs.get("rejected", []))
+        return out

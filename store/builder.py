@@ -139,7 +139,7 @@ def _decode_failure(path: Path, exc: Exception) -> Rejection:
     return Rejection(str(path), f"corrupt audio (DALI: {first[:200]})")
 
 
-def list_audio(folder: Path) -> list[Path]:
+def list_audio_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
@@ -324,7 +324,7 @@ def _build_split(root: zarr.Group, split: str, folder: Path, params: MelParams, 
                  summary: BuildSummary, reject: Callable[[Rejection], None], progress: bool) -> set[str]:
     """Store the split's new clips; returns the ids whose audio was rejected."""
     writer = _SplitWriter(root, split, params)
-    files = list_audio(folder)
+    files = list_audio_files(folder)
     seen: dict[str, Path] = {}
     todo: list[Path] = []
     rejected: set[str] = set()

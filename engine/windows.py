@@ -1,0 +1,35 @@
+"""The sliding windows of the recipe: fixed-length windows every ``hop_seconds`` over a clip."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def n_windows(n_frames: int, frames_per_second: float, window_seconds: float, hop_seconds: float) -> int:
+    """How many windows fit: 113 for a 60 s clip, 4 s windows and a 0.5 s hop; at least 1 (a short clip is padded)."""
+    clip_s = (n_frames - 1) / frames_per_second
+    if clip_s <= window_seconds:
+        return 1
+    return int(np.floor((clip_s - window_seconds) / hop_seconds + 1e-6)) + 1
+
+
+def window_starts(n_frames: int, frames_per_second: float, window_seconds: float, hop_seconds: float) -> np.ndarray:
+    """Start frame of each window (int64), window ``w`` starting at ``w * hop_seconds``."""
+    n = n_windows(n_frames, frames_per_second, window_seconds, hop_seconds)
+    return np.round(np.arange(n) * hop_seconds * frames_per_second).astype(np.int64)
+
+
+def window_centres_s(n_frames: int, frames_per_second: float, window_seconds: float, hop_seconds: float) -> np.ndarray:
+    """Centre time (s) of each window."""
+    n = n_windows(n_frames, frames_per_second, window_seconds, hop_seconds)
+    return np.arange(n) * hop_seconds + window_seconds / 2
+
+
+def frame_windows(mel: np.ndarray, starts: np.ndarray, length: int, fill: float) -> np.ndarray:
+    """Stack the windows of a (n_mels, frames) spectrogram into (n, n_mels, length), padding with ``fill``."""
+    n_mels, frames = mel.shape
+    need = int(starts.max()) + length if len(starts) else length
+    if need > frames:
+        mel = np.concatenate([mel, np.full((n_mels, need - frames), fill, dtype=mel.dtype)], axis=1)
+    idx = starts[:, None] + np.arange(length)[None, :]
+    return np.ascontiguousarray(mel[:, idx].transpose(1, 0, 2))

@@ -5,7 +5,8 @@ reproducible and clips can be made in any order or in parallel. Train clips carr
 sparse labels like the real ones: about one TP box per TP recording although its
 species calls several times, and FP boxes that mark a call of a band-similar species
 under the wrong species id. ``test_labels.csv`` holds the clip-level truth for the
-test clips and ``calls_truth.csv`` every call placed in every clip.
+test clips and ``calls_truth.csv`` every call placed in every clip. ``tp_fraction`` raises
+(or lowers) the share of train recordings that carry TP boxes above the real ~24 %.
 """
 
 from __future__ import annotations
@@ -116,11 +117,32 @@ def _weights(values: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
-def _plan_train(rng: np.random.Generator, w: _World) -> tuple[list[int], list[int], list[tuple[int, int]]]:
-    """Species calling, TP-labelled species, and FP (labelled A, calling B) pairs."""
+def _kind_probs(layout: dict[str, float], tp_fraction: float | None) -> np.ndarray:
+    """P(TP only, FP only, both) for a train recording. ``None``: the real tables' shares;
+    otherwise ``tp_fraction`` of the recordings carry TP boxes, split between TP only and
+    both in the real ratio, and the rest are FP only."""
+    p = np.array([layout["frac_tp_only"], layout["frac_fp_only"], layout["frac_both"]])
+    if tp_fraction is None:
+        return p / p.sum()
+    with_tp = p[0] + p[2]
+    return np.array([tp_fraction * p[0] / with_tp, 1.0 - tp_fraction, tp_fraction * p[2] / with_tp])
+
+
+def _check_tp_fraction(tp_fraction: float | None) -> None:
+    if tp_fraction is None:
+        return
+    if (not isinstance(tp_fraction, numbers.Real) or isinstance(tp_fraction, bool)
+            or not math.isfinite(tp_fraction) or not 0 < tp_fraction <= 1):
+        raise ValueError(f"tp_fraction must be None or a number in (0, 1], got {tp_fraction!r}")
+
+
+def _plan_train(rng: np.random.Generator, w: _World,
+                tp_fraction: float | None = None) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+    """Species calling, TP-labelled species, and FP (labelled A, calling B) pairs.
+    ``tp_fraction``: the share of recordings with TP boxes (``None``: the real share)."""
     lay = w.layout
-    p = np.array([lay["frac_tp_only"], lay["frac_fp_only"], lay["frac_both"]])
-    kind = rng.choice(3, p=p / p.sum())  # 0: TP only, 1: FP only, 2: both
+    p = _kind_probs(lay, tp_fraction)
+    kind = rng.choice(3, p=p)  # 0: TP only, 1: FP only, 2: both
     n_tp = 0 if kind == 1 else min(int(rng.geometric(1 / lay["mean_tp_rows"])), int(lay["max_tp_rows"]))
     n_fp = 0 if kind == 0 else min(int(rng.geometric(1 / lay["mean_fp_rows"])), int(lay["max_fp_rows"]))
     ids = np.arange(N_SPECIES)
@@ -253,14 +275,16 @@ def _boxes(rng: np.random.Generator, w: _World, placed: list[tuple[int, int, Cal
 
 
 def make_clip(split: str, index: int, seed: int = 0, seconds: float = 60.0,
-              background: np.ndarray | None = None) -> Clip:
+              background: np.ndarray | None = None, tp_fraction: float | None = None) -> Clip:
     """Make one clip from the RNG seeded by (seed, split, index). Its labels do not depend
-    on ``background`` (a real recording, mono float at 48 kHz), only its audio does."""
+    on ``background`` (a real recording, mono float at 48 kHz), only its audio does.
+    ``tp_fraction`` (train clips only): see ``_plan_train``."""
+    _check_tp_fraction(tp_fraction)
     w = _world()
     rng = np.random.default_rng([seed, SPLIT_CODES[split], index])
     n = max(int(round(seconds * SR)), 64)
     if split == TRAIN:
-        present, tp_species, fp_pairs = _plan_train(rng, w)
+        present, tp_species, fp_pairs = _plan_train(rng, w, tp_fraction)
     else:
         k = int(rng.choice(len(TEST_SPECIES_P), p=TEST_SPECIES_P))
         present = [int(s) for s in rng.choice(N_SPECIES, k, replace=False)]
@@ -311,19 +335,20 @@ def _init_job(ctx: dict) -> None:
 def _make_and_write(task: tuple[str, int, str]) -> tuple[list, list, tuple[int, ...], list]:
     """Make one clip, write its FLAC and return its label rows (without the audio)."""
     split, index, rid = task
-    clip = make_clip(split, index, _JOB["seed"], _JOB["seconds"], _JOB["background"])
+    clip = make_clip(split, index, _JOB["seed"], _JOB["seconds"], _JOB["background"], _JOB["tp_fraction"])
     sf.write(str(_JOB["out_dir"] / split / f"{rid}.flac"), clip.audio, SR, format="FLAC", subtype="PCM_16")
     truth = [(split, rid, c.species_id, c.t_min, c.call.f_min, c.t_max, c.call.f_max, c.snr_db) for c in clip.calls]
     return [(rid, *b) for b in clip.tp], [(rid, *b) for b in clip.fp], clip.species, truth
 
 
 def _validate(out_dir: Path, n_train: int, n_test: int, seconds: float, workers: int,
-              background: Path | None) -> None:
+              background: Path | None, tp_fraction: float | None = None) -> None:
     for name, value, low in (("n_train", n_train, 1), ("n_test", n_test, 0), ("workers", workers, 1)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if not isinstance(seconds, numbers.Real) or not math.isfinite(seconds) or seconds < MIN_SECONDS:
         raise ValueError(f"seconds must be a number >= {MIN_SECONDS}, got {seconds!r}")
+    _check_tp_fraction(tp_fraction)
     if background is not None:
         bg = Path(background)
         if not bg.is_file():
@@ -333,11 +358,16 @@ def _validate(out_dir: Path, n_train: int, n_test: int, seconds: float, workers:
 
 
 def synthesize(out_dir: Path, n_train: int = 100, n_test: int = 40, seconds: float = 60.0, seed: int = 0,
-               background: Path | None = None, progress: bool = True, workers: int = 1) -> SynthSummary:
-    """Write a synthetic RFCX-layout data set into ``out_dir`` (see the module docstring)."""
+               background: Path | None = None, progress: bool = True, workers: int = 1,
+               tp_fraction: float | None = None) -> SynthSummary:
+    """Write a synthetic RFCX-layout data set into ``out_dir`` (see the module docstring).
+
+    ``tp_fraction``: the share of train recordings that carry TP boxes, in (0, 1]; those are
+    split between TP only and TP + FP in the real ratio, the rest carry FP boxes only.
+    ``None`` keeps the real tables' shares (~24 % with TP boxes)."""
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
-    _validate(out_dir, n_train, n_test, seconds, workers, background)
+    _validate(out_dir, n_train, n_test, seconds, workers, background, tp_fraction)
     real = _load_background(Path(background)) if background is not None else None
     train_ids, test_ids = recording_ids(seed, n_train, n_test)
     for split, ids in ((TRAIN, train_ids), (TEST, test_ids)):
@@ -348,7 +378,8 @@ def synthesize(out_dir: Path, n_train: int = 100, n_test: int = 40, seconds: flo
         folder.mkdir(parents=True, exist_ok=True)
 
     tasks = [(TRAIN, i, r) for i, r in enumerate(train_ids)] + [(TEST, i, r) for i, r in enumerate(test_ids)]
-    ctx = {"seed": int(seed), "seconds": float(seconds), "background": real, "out_dir": out_dir}
+    ctx = {"seed": int(seed), "seconds": float(seconds), "background": real, "out_dir": out_dir,
+           "tp_fraction": None if tp_fraction is None else float(tp_fraction)}
     if workers == 1:
         _init_job(ctx)
     with ProcessPoolExecutor(workers, initializer=_init_job, initargs=(ctx,)) if workers > 1 else nullcontext() as pool:

@@ -3,11 +3,15 @@
 Resumable and incremental: clips already stored (``complete``) are skipped; a clip whose writing was
 interrupted is written again. Bad input is reported with the file (and CSV row) and the reason, skipped and
 recorded in the store's ``rejected`` attribute; with ``strict`` the first one raises :class:`BadInputError`.
+A ``test_labels.csv`` (clip-level 0/1 truth of the test clips, as ``rfcx synth`` writes it) is checked row by row
+and stored too (``tables/test_labels``).
 """
 
 from __future__ import annotations
 
+import csv
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,11 +29,14 @@ from .audio import AUDIO_SUFFIXES, AudioInfo, decode, probe
 from .dali_pipeline import DaliLogMel, dali_available
 from .errors import BadInputError, Rejection
 from .params import MelParams
-from .tables import CheckedTable, check_boxes_against_clips, empty_boxes, read_boxes, read_submission_ids
+from .tables import (
+    N_SPECIES, CheckedTable, check_boxes_against_clips, empty_boxes, read_boxes, read_submission_ids,
+)
 
 log = logging.getLogger(__name__)
 
 INDEX_EVERY = 256  # clips between index checkpoints
+TRUTH_FILE = "test_labels.csv"  # clip-level truth of the test clips: recording_id,s0..s23 (0/1)
 
 
 @dataclass
@@ -206,8 +213,9 @@ class _SplitWriter:
             attributes={"complete": False}, overwrite=True, dimension_names=("mel", "frame"),
         )
         arr[:] = logmel.astype(layout.MEL_DTYPE)
-        arr.attrs.update({"complete": True, "n_samples": int(n_samples), "source_sample_rate": info.sample_rate,
-                          "source_channels": info.channels})
+        # one metadata write (attrs.update writes once per key: a kill in between left `complete` without the rest)
+        arr.update_attributes({"complete": True, "n_samples": int(n_samples), "source_sample_rate": info.sample_rate,
+                               "source_channels": info.channels})
         self.entries[recording_id] = (frames, int(n_samples), info.sample_rate)
 
     def write_index(self) -> None:
@@ -260,6 +268,10 @@ def build_store(
     for table in tables.values():
         for r in (table.rejected if table else []):
             reject(r)
+    truth_path = data_dir / TRUTH_FILE
+    truth = read_truth(truth_path) if truth_path.is_file() else None
+    for r in (truth.rejected if truth else []):
+        reject(r)
 
     root = open_or_create(store_path, params, backend)
     logmel = _LogMel(backend, device, params, batch_size)
@@ -286,6 +298,12 @@ def build_store(
     if submission.is_file():
         ids = np.array(read_submission_ids(submission), dtype=str)
         write_column(root.require_group("tables/sample_submission"), "recording_id", ids)
+    if truth is not None:
+        test_ids = {str(r) for r in root["test/ids"][:]} if "test" in root and "ids" in root["test"] else set()
+        checked = check_truth_against_clips(truth, truth_path, test_ids, rejected_audio.get("test", set()))
+        for r in checked.rejected:
+            reject(r)
+        _write_truth(root.require_group("tables/test_labels"), checked.rows)
     root.attrs["rejected"] = [r.to_dict() for r in summary.rejected]
     summary.elapsed_s = time.perf_counter() - started
     return summary
@@ -296,6 +314,95 @@ def _read_table(path: Path, params: MelParams) -> CheckedTable | None:
         log.warning("%s not found: the store gets an empty table", path)
         return None
     return read_boxes(path, max_hz=params.sample_rate / 2)
+
+
+def read_truth(path: Path, n_species: int = N_SPECIES) -> CheckedTable:
+    """Read a ``test_labels.csv`` (``recording_id,s0..s{n_species-1}``), checking every row.
+
+    A row is rejected (with its line number and the reason) when it has the wrong number of fields, an empty
+    recording id, a value other than 0 or 1, or repeats an earlier row's recording id. A wrong header raises
+    :class:`ValueError`. ``rows`` has ``recording_id`` (str) and ``s0..`` (uint8) columns, in the file's order.
+    """
+    path = Path(path)
+    columns = ("recording_id",) + tuple(f"s{k}" for k in range(n_species))
+    ids: list[str] = []
+    labels: list[list[int]] = []
+    lines: list[int] = []
+    rejected: list[Rejection] = []
+    seen: dict[str, int] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or tuple(h.strip() for h in header) != columns:
+            raise ValueError(f"{path}: header must be recording_id,s0..s{n_species - 1}, "
+                             f"got {','.join(header or [])!r}")
+        for fields_ in reader:
+            line = reader.line_num
+            if not fields_ or all(not f.strip() for f in fields_):
+                continue
+            reason, values = _check_truth_row(fields_, columns)
+            rid = fields_[0].strip()
+            if reason is None and rid in seen:
+                reason = f"duplicate recording id {rid} (also line {seen[rid]})"
+            if reason:
+                rejected.append(Rejection(str(path), reason, row=line))
+                continue
+            seen[rid] = line
+            ids.append(rid)
+            labels.append(values)
+            lines.append(line)
+    matrix = np.asarray(labels, dtype=np.uint8).reshape(len(labels), n_species)
+    rows = pd.DataFrame(matrix, columns=list(columns[1:]))
+    rows.insert(0, "recording_id", pd.Series(ids, dtype=object))
+    return CheckedTable(rows=rows, rejected=rejected, line_numbers=np.asarray(lines, dtype=np.int64))
+
+
+def _check_truth_row(fields_: list[str], columns: tuple[str, ...]) -> tuple[str | None, list[int]]:
+    if len(fields_) != len(columns):
+        return f"expected {len(columns)} fields, got {len(fields_)}", []
+    if not fields_[0].strip():
+        return "empty recording_id", []
+    values = []
+    for name, text in zip(columns[1:], fields_[1:]):
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        if v not in (0.0, 1.0):
+            return f"{name} must be 0 or 1, got {text.strip()!r}", []
+        values.append(int(v))
+    return None, values
+
+
+def check_truth_against_clips(table: CheckedTable, path: Path, test_ids: set[str],
+                              rejected_audio: set[str]) -> CheckedTable:
+    """Drop the truth rows whose recording is not a stored test clip; ``rejected`` holds only these."""
+    keep = np.ones(len(table.rows), dtype=bool)
+    rejected: list[Rejection] = []
+    for i, rid in enumerate(table.rows["recording_id"]):
+        if rid in rejected_audio:
+            reason = f"recording {rid} was rejected (see its audio file)"
+        elif rid not in test_ids:
+            reason = f"recording {rid} has no audio file in test/"
+        else:
+            continue
+        keep[i] = False
+        rejected.append(Rejection(str(path), reason, row=int(table.line_numbers[i])))
+    return CheckedTable(
+        rows=table.rows[keep].reset_index(drop=True), rejected=rejected, line_numbers=table.line_numbers[keep]
+    )
+
+
+def _write_truth(group: zarr.Group, rows: pd.DataFrame) -> None:
+    """``recording_id`` (str) and ``labels`` (uint8, (n, n_species)), each in one chunk."""
+    write_column(group, "recording_id", rows["recording_id"].to_numpy(dtype=object))
+    labels = rows.drop(columns="recording_id").to_numpy(dtype=np.uint8)
+    arr = group.create_array("labels", shape=labels.shape, dtype=np.uint8,
+                             chunks=(max(1, len(labels)), labels.shape[1]), overwrite=True,
+                             dimension_names=("clip", "species"))
+    if len(labels):
+        arr[:] = labels
+    group.attrs["n_rows"] = len(rows)
 
 
 def _write_table(group: zarr.Group, rows: pd.DataFrame) -> None:

@@ -1,4 +1,5 @@
-"""Reading a feature store: ids, whole spectrograms, crops (one or a batch), label tables, rejections."""
+"""Reading a feature store: ids, whole spectrograms, crops (one or a batch), label tables, test truth,
+rejections."""
 
 from __future__ import annotations
 
@@ -181,6 +182,19 @@ class FeatureStore:
         if key not in self.root:
             return None
         return self.root[key]["recording_id"][:].tolist()
+
+    def truth(self, split: str = "test") -> pd.DataFrame | None:
+        """Clip-level 0/1 truth (uint8; index recording_id, columns s0..s23) from the ``test_labels.csv`` the
+        store was built with; ``None`` when it has none."""
+        if split not in layout.SPLITS:
+            raise ValueError(f"split must be one of {layout.SPLITS}, got {split!r}")
+        key = f"tables/{split}_labels"
+        if key not in self.root:
+            return None
+        group = self.root[key]
+        labels = np.asarray(group["labels"][:], dtype=np.uint8)
+        index = pd.Index(group["recording_id"][:].tolist(), dtype=object, name="recording_id")
+        return pd.DataFrame(labels, index=index, columns=[f"s{k}" for k in range(labels.shape[1])])
 
     def rejected(self) -> pd.DataFrame:
         """Every input the last build rejected: split, file, row (CSV line or empty), reason."""

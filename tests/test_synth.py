@@ -16,7 +16,9 @@ from rfcx.species import (
     N_SPECIES, band_similarity, derive_layout_stats, derive_species_table, load_layout_stats,
     load_species_table,
 )
-from rfcx.synth import LABEL_COLUMNS, SUBMISSION_COLUMNS, _plan_train, _world, make_clip, synthesize
+from rfcx.synth import (
+    LABEL_COLUMNS, SUBMISSION_COLUMNS, _kind_probs, _plan_train, _world, make_clip, synthesize,
+)
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "rfcx"
 N_TRAIN, N_TEST, SECONDS, SEED = 12, 6, 15.0, 7
@@ -117,6 +119,45 @@ def test_layout_follows_real_proportions() -> None:
     assert abs(np.mean((n_tp == 0) & (n_fp > 0)) - lay["frac_fp_only"]) < 0.03
     assert abs(n_tp[n_tp > 0].mean() - lay["mean_tp_rows"]) < 0.05
     assert abs(n_fp[n_fp > 0].mean() - lay["mean_fp_rows"]) < 0.15
+
+
+@pytest.mark.parametrize("tp_fraction", [None, 0.3, 0.6, 1.0])
+def test_tp_fraction_sets_share_of_tp_recordings(tp_fraction: float | None) -> None:
+    w, lay = _world(), load_layout_stats()
+    real_tp = lay["frac_tp_only"] + lay["frac_both"]
+    target = real_tp if tp_fraction is None else tp_fraction
+    plans = [_plan_train(np.random.default_rng([11, i]), w, tp_fraction) for i in range(200)]
+    n_tp = np.array([len(p[1]) for p in plans])
+    n_fp = np.array([len(p[2]) for p in plans])
+    assert ((n_tp > 0) | (n_fp > 0)).all()  # every recording still has a box
+    assert abs(np.mean(n_tp > 0) - target) < 0.1
+    if tp_fraction == 1.0:
+        assert (n_tp > 0).all()
+    p = _kind_probs(lay, tp_fraction)  # TP recordings split into TP only / both in the real ratio
+    assert p.sum() == pytest.approx(1.0) and p[0] + p[2] == pytest.approx(target, abs=1e-3)
+    assert p[2] / (p[0] + p[2]) == pytest.approx(lay["frac_both"] / real_tp)
+
+
+def test_tp_fraction_none_unchanged() -> None:
+    w, lay = _world(), load_layout_stats()
+    p = _kind_probs(lay, None)
+    assert p == pytest.approx([lay["frac_tp_only"], lay["frac_fp_only"], lay["frac_both"]], abs=1e-3)
+    for i in range(20):
+        assert _plan_train(np.random.default_rng([4, i]), w) == _plan_train(np.random.default_rng([4, i]), w, None)
+        a, b = make_clip("train", i, SEED, 1.0), make_clip("train", i, SEED, 1.0, tp_fraction=None)
+        assert (a.tp, a.fp) == (b.tp, b.fp) and np.array_equal(a.audio, b.audio)
+
+
+def test_tp_fraction_end_to_end(tmp_path: Path) -> None:
+    kw = dict(n_train=8, n_test=2, seconds=2.0, seed=SEED, progress=False, tp_fraction=1.0)
+    a, b = synthesize(tmp_path / "a", **kw).out_dir, synthesize(tmp_path / "b", workers=2, **kw).out_dir
+    for name in ("train_tp.csv", "train_fp.csv", "test_labels.csv", "calls_truth.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name  # deterministic
+    tp = pd.read_csv(a / "train_tp.csv", dtype={"recording_id": str})
+    assert set(tp.recording_id) == set(_ids(a / "train"))  # every train recording has a TP box
+    plain = synthesize(tmp_path / "plain", **{**kw, "tp_fraction": None}).out_dir
+    assert (a / "test_labels.csv").read_bytes() == (plain / "test_labels.csv").read_bytes()  # test clips as before
+    assert _ids(a / "train") == _ids(plain / "train")
 
 
 def test_tp_and_fp_boxes_sit_on_calls() -> None:
@@ -244,6 +285,12 @@ def test_bad_arguments(tmp_path: Path) -> None:
         (dict(seconds=float("nan")), "seconds"),
         (dict(workers=0), "workers"),
         (dict(background=tmp_path / "missing.flac"), "missing.flac"),
+        (dict(tp_fraction=0.0), "tp_fraction"),
+        (dict(tp_fraction=-0.2), "tp_fraction"),
+        (dict(tp_fraction=1.5), "tp_fraction"),
+        (dict(tp_fraction=float("nan")), "tp_fraction"),
+        (dict(tp_fraction="0.5"), "tp_fraction"),
+        (dict(tp_fraction=True), "tp_fraction"),
     ]
     text = tmp_path / "notes.flac"
     text.write_text("not audio")

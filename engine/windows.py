@@ -6,11 +6,14 @@ import numpy as np
 
 
 def n_windows(n_frames: int, frames_per_second: float, window_seconds: float, hop_seconds: float) -> int:
-    """How many windows fit: 113 for a 60 s clip, 4 s windows and a 0.5 s hop; at least 1 (a short clip is padded)."""
-    clip_s = (n_frames - 1) / frames_per_second
-    if clip_s <= window_seconds:
-        return 1
-    return int(np.floor((clip_s - window_seconds) / hop_seconds + 1e-6)) + 1
+    """How many windows fit in the clip's frames: 113 for a 60 s clip, 4 s windows and a 0.5 s hop; at least 1
+    (a clip shorter than a window is one padded window)."""
+    length = int(round(window_seconds * frames_per_second))
+    step = hop_seconds * frames_per_second
+    n = int(np.floor((n_frames - length) / step + 1e-9)) + 1
+    while n > 1 and int(round((n - 1) * step)) + length > n_frames:
+        n -= 1
+    return max(1, n)
 
 
 def window_starts(n_frames: int, frames_per_second: float, window_seconds: float, hop_seconds: float) -> np.ndarray:

@@ -36,13 +36,17 @@ def synth(
         Path | None, typer.Option("--background", help="A real recording (FLAC) to mix in as background.")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", help="Processes generating clips.")] = 1,
+    tp_fraction: Annotated[
+        float | None,
+        typer.Option("--tp-fraction", help="Share of train clips with TP boxes, in (0, 1] (default: real ~24 %)."),
+    ] = None,
 ) -> None:
     """Write a synthetic data set in the competition's layout (train/, test/, train_tp.csv, ...)."""
     from .synth import synthesize
 
     try:
         s = synthesize(out_dir, n_train=train, n_test=test, seconds=seconds, seed=seed, background=background,
-                       workers=workers)
+                       workers=workers, tp_fraction=tp_fraction)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     typer.echo(
@@ -113,6 +117,51 @@ def _print_store(fs) -> None:  # noqa: ANN001 (store.FeatureStore)
         typer.echo(f"    rejected {where}: {r['reason']}")
     if len(rejected) > 20:
         typer.echo(f"    ... and {len(rejected) - 20} more (FeatureStore.rejected())")
+
+
+@app.command()
+def train(
+    round_: Annotated[int, typer.Option("--round", help="Run rounds 0..N (complete ones are skipped).")] = 0,
+    store: Annotated[str, typer.Option("--store", help="Feature store (from build-store).")] = "demo/features.zarr",
+    runs: Annotated[Path, typer.Option("--runs", help="Run directory (one per config).")] = Path("demo/runs"),
+    config: Annotated[str, typer.Option("--config", help="A named config (seed, cpu, tiny) or a TOML/YAML file.")] = "cpu",
+    folds: Annotated[int | None, typer.Option("--folds", help="Override the config's fold count.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or gpu (default: the config's).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config field: key=value (repeatable).")] = None,
+    until_converged: Annotated[bool, typer.Option("--until-converged", help="Stop when the held-out signal stops improving.")] = False,
+) -> None:
+    """Train the bootstrap round and the pseudo-label rounds 1..N (resumable)."""
+    import yaml
+
+    from .config import get_config
+    from .train import train_rounds
+
+    try:
+        cfg = get_config(config)
+        if set_:
+            overrides = {}
+            for item in set_:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise ValueError(f"--set takes key=value, got {item!r}")
+                overrides[key.strip()] = yaml.safe_load(value)
+            cfg = cfg.replace(**overrides)
+        if device is not None and device not in ("auto", "cpu", "gpu", "cuda"):
+            raise ValueError(f"--device must be auto, cpu or gpu, got {device!r}")
+        train_rounds(store, runs, cfg, until_round=round_, folds=folds, device=device,
+                     until_converged=until_converged, echo=typer.echo)
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as exc:
+        _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+
+
+def _register_more() -> None:
+    """Commands kept in modules of their own register themselves on ``app``."""
+    from . import cli_engine
+
+    cli_engine.register(app)
+
+
+_register_more()
 
 
 def main() -> None:

@@ -109,8 +109,8 @@ class TrainConfig:
     warmup_epochs: int = 0
     mixup_alpha: float = 0.5
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    tp_fp_sampling: bool = True  # round 0: choose TP vs FP first (else any box uniformly) ...
-    tp_fp_p: float = 0.5  # ... then a crop is around a TP box with this probability
+    tp_fp_sampling: bool = True  # rounds >= 1: with probability tp_fp_p a crop is around a TP/FP box with labels
+    tp_fp_p: float = 0.5  # fixed by the boxes, otherwise a random window with its pseudo labels
     freq_channel: bool = True  # append the FreqConv mel-index channel (in_chans = 2)
     input_pool: tuple[int, int] = (1, 1)  # (freq, time) avg-pool factors on the crop
     pseudo_hop_seconds: float = 0.5  # hop of the sliding windows scored for pseudo labels

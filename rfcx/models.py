@@ -6,7 +6,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from rfcx.config import ModelSpec
+from rfcx.config import ModelSpec, TrainConfig
 
 
 def build_model(
@@ -30,3 +30,11 @@ def pool_input(x: torch.Tensor, pool: tuple[int, int]) -> torch.Tensor:
     if tuple(pool) == (1, 1):
         return x
     return F.avg_pool2d(x, kernel_size=tuple(pool), stride=tuple(pool))
+
+
+def build_classifier(cfg: TrainConfig, spec: ModelSpec, n_classes: int = 24) -> "SpectrogramClassifier":
+    """The trained/exported network of one ensemble member: dB crop in, logits out (see engine.net)."""
+    from engine.net import SpectrogramClassifier
+
+    backbone = build_model(spec, n_classes=n_classes, in_chans=cfg.in_chans, channels_last=False)
+    return SpectrogramClassifier(backbone, freq_channel=cfg.freq_channel, pool=tuple(cfg.input_pool))

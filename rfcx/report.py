@@ -1,0 +1,50 @@
+"""Training reports: loss by epoch (per round) and LWLRAP by round, as PNG files beside metrics.json."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from rfcx.runs import RunDir  # noqa: E402
+
+
+def plot_round(runs: RunDir, k: int) -> None:
+    """``round{k}/loss.png``: training loss by epoch of every member and fold."""
+    metrics = json.loads(runs.metrics(k).read_text())
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, history in sorted(metrics["members"].items()):
+        ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o", ms=3, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("masked BCE" if k == 0 else "BCE (soft labels)")
+    ax.set_title(f"round {k}: training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(runs.round_dir(k) / "loss.png", dpi=110)
+    plt.close(fig)
+
+
+def plot_rounds(runs: RunDir) -> None:
+    """``RUNS/lwlrap.png``: held-out LWLRAP (and test LWLRAP where known) by round."""
+    rows = [json.loads(runs.metrics(k).read_text()) for k in runs.rounds() if runs.metrics(k).is_file()]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("oof_lwlrap", "OOF LWLRAP (TP windows)"), ("oof_box_auc", "OOF TP-vs-FP AUC"),
+                       ("test_lwlrap", "test LWLRAP")):
+        pts = [(m["round"], m[key]) for m in rows if m.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=label)
+    ax.set_xlabel("round")
+    ax.set_xticks([m["round"] for m in rows])
+    ax.set_ylim(0, 1)
+    ax.set_title(f"held-out quality by round ({rows[-1].get('config', '')})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(runs.root / "lwlrap.png", dpi=110)
+    plt.close(fig)

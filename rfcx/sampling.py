@@ -1,0 +1,145 @@
+"""What a training crop is: where it starts and which labels (and label mask) it carries.
+
+Round 0 (bootstrap) learns from the TP/FP boxes only: every crop is around a box centre, its targets and
+mask come from the boxes it covers (TP: target 1, FP: target 0, mask 1 on those species, 0 elsewhere).
+Rounds k >= 1 learn from soft pseudo labels: with probability ``tp_fp_p`` a crop is around a box (labels
+of the nearest pseudo-label windows, fixed by the boxes), otherwise a random window of a random clip with its
+pseudo labels, corrected where it overlaps boxes; the mask is all ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from store.melbank import hz_to_mel_bin
+from store.params import MelParams
+
+N_CLASSES = 24
+COVER = 0.5  # a box counts for a crop when at least this share of it lies inside
+
+
+@dataclass
+class PseudoLabels:
+    """Soft labels on a sliding-window grid: ``scores[offsets[i]:offsets[i+1]]`` are clip ``ids[i]``'s windows."""
+
+    ids: list[str]
+    offsets: np.ndarray
+    scores: np.ndarray  # (total_windows, 24) float32 in [0, 1]
+    window_seconds: float
+    hop_seconds: float
+
+    def __post_init__(self) -> None:
+        self._row = {rid: i for i, rid in enumerate(self.ids)}
+
+    def clip(self, recording_id: str) -> np.ndarray:
+        i = self._row[recording_id]
+        return self.scores[self.offsets[i]:self.offsets[i + 1]]
+
+    def __contains__(self, recording_id: object) -> bool:
+        return recording_id in self._row
+
+    def for_crop(self, recording_id: str, start_s: float, length_s: float) -> np.ndarray:
+        """Labels of a crop: max over the windows lying inside it (at least the window nearest its centre)."""
+        windows = self.clip(recording_id)
+        starts = np.arange(len(windows)) * self.hop_seconds
+        inside = (starts >= start_s - 1e-6) & (starts + self.window_seconds <= start_s + length_s + 1e-6)
+        if not inside.any():
+            centre = start_s + length_s / 2
+            inside = np.zeros(len(windows), dtype=bool)
+            inside[int(np.argmin(np.abs(starts + self.window_seconds / 2 - centre)))] = True
+        return windows[inside].max(axis=0)
+
+
+@dataclass
+class CropBatch:
+    """Descriptors of a batch of crops (the store is read afterwards)."""
+
+    recording_ids: list[str]
+    starts: np.ndarray  # (B,) start frame
+    target: np.ndarray  # (B, 24) float32
+    mask: np.ndarray  # (B, 24) float32
+    box_bins: np.ndarray  # (B, 2) int64 mel bins [lo, hi] of the crop's box, -1 where none
+
+
+class CropSampler:
+    """Draws crop descriptors for one fold's training recordings."""
+
+    def __init__(self, boxes: pd.DataFrame, n_frames: dict[str, int], params: MelParams, crop_frames: int,
+                 round_idx: int, pseudo: PseudoLabels | None = None, tp_fp_sampling: bool = True,
+                 tp_fp_p: float = 0.5, seed: int = 0) -> None:
+        if round_idx > 0 and pseudo is None:
+            raise ValueError("rounds >= 1 need the previous round's pseudo labels")
+        self.ids = sorted(n_frames)
+        self.boxes = boxes[boxes.recording_id.isin(n_frames)].reset_index(drop=True)
+        if round_idx == 0 and self.boxes.empty:
+            raise ValueError("round 0 needs TP/FP boxes, and none of the training recordings has any")
+        self.n_frames, self.params, self.crop = n_frames, params, crop_frames
+        self.round, self.pseudo = round_idx, pseudo
+        self.tp_fp_sampling, self.tp_fp_p = tp_fp_sampling, tp_fp_p
+        self.rng = np.random.default_rng(seed)
+        self.fps = params.frames_per_second
+        self._by_rid = {rid: g for rid, g in self.boxes.groupby("recording_id")}
+        self._order: np.ndarray = np.zeros(0, dtype=np.int64)
+        lo = np.floor(hz_to_mel_bin(self.boxes.f_min.to_numpy(), params.n_mels, params.f_min, params.f_max))
+        hi = np.ceil(hz_to_mel_bin(self.boxes.f_max.to_numpy(), params.n_mels, params.f_min, params.f_max))
+        self._bins = np.stack([np.clip(lo, 0, params.n_mels - 1), np.clip(hi, 0, params.n_mels - 1)], 1).astype(np.int64)
+
+    def _next_box(self) -> int:
+        """Round 0 walks through every box in a fresh random order, epoch after epoch; later rounds draw one."""
+        if self.round > 0:
+            return int(self.rng.integers(len(self.boxes)))
+        if not len(self._order):
+            self._order = self.rng.permutation(len(self.boxes))
+        i, self._order = self._order[0], self._order[1:]
+        return int(i)
+
+    def _box_start(self, i: int) -> int:
+        """A random start that keeps the box centre inside the crop (the whole box, where it fits)."""
+        b = self.boxes.iloc[i]
+        t0, t1 = b.t_min * self.fps, b.t_max * self.fps
+        centre, half = (t0 + t1) / 2, (t1 - t0) / 2
+        slack = max(0.0, self.crop / 2 - half)
+        start = centre - self.crop / 2 + self.rng.uniform(-slack, slack)
+        return int(np.clip(round(start), 0, max(0, self.n_frames[b.recording_id] - self.crop)))
+
+    def _box_labels(self, rid: str, start: int, target: np.ndarray, mask: np.ndarray) -> None:
+        """Boxes covering the crop set their species: FP -> 0 first, then TP -> 1 (a TP wins)."""
+        group = self._by_rid.get(rid)
+        if group is None:
+            return
+        c0, c1 = start / self.fps, (start + self.crop) / self.fps
+        overlap = np.minimum(group.t_max, c1) - np.maximum(group.t_min, c0)
+        covered = group[overlap >= COVER * (group.t_max - group.t_min)]
+        for is_tp in (False, True):
+            species = covered.species_id[covered.is_tp == is_tp].to_numpy()
+            target[species] = 1.0 if is_tp else 0.0
+            mask[species] = 1.0
+
+    def sample(self, batch_size: int) -> CropBatch:
+        rids, starts = [], np.zeros(batch_size, dtype=np.int64)
+        target = np.zeros((batch_size, N_CLASSES), dtype=np.float32)
+        mask = np.zeros((batch_size, N_CLASSES), dtype=np.float32)
+        bins = np.full((batch_size, 2), -1, dtype=np.int64)
+        for j in range(batch_size):
+            from_box = self.round == 0 or (
+                self.tp_fp_sampling and len(self.boxes) and self.rng.random() < self.tp_fp_p)
+            if from_box:
+                i = self._next_box()
+                rid, start = self.boxes.recording_id.iat[i], self._box_start(i)
+                if self.round == 0:
+                    bins[j] = self._bins[i]
+            else:
+                rid = self.ids[int(self.rng.integers(len(self.ids)))]
+                start = int(self.rng.integers(0, max(1, self.n_frames[rid] - self.crop + 1)))
+            if self.round > 0:
+                target[j] = self.pseudo.for_crop(rid, start / self.fps, self.crop / self.fps)
+                mask[j] = 1.0
+            self._box_labels(rid, start, target[j], mask[j])
+            if self.round > 0:
+                mask[j] = 1.0
+            rids.append(rid)
+            starts[j] = start
+        return CropBatch(rids, starts, target, mask, bins)

@@ -1,0 +1,376 @@
+"""``rfcx train --round N``: the bootstrap round and the pseudo-label rounds, fold by fold, resumable.
+
+Round k trains every ensemble member (backbone x crop length) on every fold from scratch, for a fixed number
+of epochs (no checkpoint picking), then scores the held-out clips (out-of-fold) and the test clips with the
+0.5 s sliding window. The out-of-fold windows, averaged over the round's members, are the soft labels of round
+k+1. A checkpoint is written after every epoch; an interrupted fold resumes from it, a complete fold or round
+is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from rfcx import report
+from rfcx.augment import Augmenter
+from rfcx.config import ModelSpec, TrainConfig, get_config
+from rfcx.folds import assign_folds
+from rfcx.loader import crop_loader
+from rfcx.losses import masked_bce
+from rfcx.metrics import lwlrap
+from rfcx.models import build_classifier
+from rfcx.pseudo import predict_windows, read_pseudo_labels, stack, unstack, write_pseudo_labels
+from rfcx.runs import RunDir, member_name, write_json_atomic
+from rfcx.sampling import N_CLASSES, CropSampler, PseudoLabels
+from store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    cfg: TrainConfig
+    store_path: str
+    fs: FeatureStore
+    runs: RunDir
+    boxes: pd.DataFrame  # tp and fp boxes of stored train clips, with is_tp
+    folds: dict[str, int]
+    device: torch.device
+    progress: bool = True
+
+    @property
+    def grid_window_s(self) -> float:
+        """Pseudo-label windows are as long as the shortest training crop."""
+        return min(s.crop_seconds for s in self.cfg.backbones)
+
+    def member_seed(self, k: int, spec: ModelSpec, fold: int) -> int:
+        i = self.cfg.backbones.index(spec)
+        return (self.cfg.seed * 1_000_003 + k * 10_007 + fold * 101 + i) % 2**31
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available; ``gpu`` is an alias of ``cuda``."""
+    name = "cuda" if name == "gpu" else name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was asked for, but no CUDA GPU is visible")
+    return torch.device(name)
+
+
+def open_context(store: str, runs: str | Path, cfg: TrainConfig, device: str | None = None,
+                 progress: bool = True) -> Context:
+    """Check the store and the run directory, write/verify the run's config and folds."""
+    fs = FeatureStore.open(store)
+    if "train" not in fs.splits:
+        raise ValueError(f"{store}: the store has no train split (was DIR/train/ given to build-store?)")
+    try:
+        tp, fp = fs.boxes("tp"), fs.boxes("fp")
+    except KeyError as exc:
+        raise ValueError(f"{store}: {exc.args[0]}") from None
+    if tp.empty and fp.empty:
+        raise ValueError(f"{store}: the store has no TP/FP boxes to learn from (train_tp.csv / train_fp.csv)")
+    boxes = pd.concat([tp.assign(is_tp=True), fp.assign(is_tp=False)], ignore_index=True)
+    run = RunDir(Path(runs))
+    if run.config_file.is_file():
+        import json
+
+        stored = TrainConfig.from_dict(json.loads(run.config_file.read_text()))
+        diff = stored.diff(cfg)
+        if diff:
+            listed = ", ".join(f"{k}: {a!r} (run) vs {b!r} (asked)" for k, a, b in ((k, *v) for k, v in diff.items()))
+            raise ValueError(f"{runs}: this run directory was made with another config ({listed}); "
+                             f"use a new --runs directory, or the run's own config")
+    else:
+        write_json_atomic(run.config_file, cfg.to_dict())
+    folds = assign_folds(fs.ids("train"), boxes, cfg.folds, cfg.seed)
+    folds_file = run.root / "folds.json"
+    if folds_file.is_file():
+        import json
+
+        known = json.loads(folds_file.read_text())
+        folds = {rid: known.get(rid, f) for rid, f in folds.items()}  # clips added later get a fold of their own
+    write_json_atomic(folds_file, folds)
+    dev = resolve_device(device or cfg.device)
+    return Context(cfg, str(store), fs, run, boxes, folds, dev, progress)
+
+
+# -- one member on one fold ------------------------------------------------------------------------------------
+
+def _lr_lambda(cfg: TrainConfig, total_steps: int):
+    warm = cfg.warmup_epochs * cfg.batches_per_epoch
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def _save(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: PseudoLabels | None) -> dict:
+    """Train (or resume, or skip) one member on one fold; returns its checkpoint dict."""
+    cfg, runs = ctx.cfg, ctx.runs
+    path = runs.checkpoint(k, spec, fold)
+    seed = ctx.member_seed(k, spec, fold)
+    torch.manual_seed(seed)
+    model = build_classifier(cfg, spec).to(ctx.device)
+    if cfg.channels_last:
+        model.backbone.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = cfg.epochs * cfg.batches_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
+    ckpt = {"epoch": 0, "history": [], "complete": False}
+    if path.is_file():
+        ckpt = torch.load(path, map_location=ctx.device, weights_only=False)
+        if ckpt.get("complete") or ckpt["epoch"] >= cfg.epochs:
+            return ckpt
+        model.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        log.info("resuming %s from epoch %d", path, ckpt["epoch"])
+
+    train_ids = {rid: ctx.fs.n_frames(rid) for rid, f in ctx.folds.items() if f != fold}
+    crop = ctx.fs.params.seconds_to_frames(spec.crop_seconds)
+    augment = Augmenter(cfg.augment, cfg.mixup_alpha, torch.Generator().manual_seed(seed))
+    use_amp = ctx.device.type == "cuda"
+    history = list(ckpt["history"])
+    name = f"round {k} {member_name(spec)} fold {fold}"
+    bar = tqdm(total=total, initial=ckpt["epoch"] * cfg.batches_per_epoch, desc=name, unit="batch",
+               disable=not ctx.progress, dynamic_ncols=True, leave=False)
+    for epoch in range(ckpt["epoch"], cfg.epochs):
+        epoch_seed = seed + 7919 * (epoch + 1)
+        augment.generator.manual_seed(epoch_seed)  # every epoch is seeded: a resumed fold repeats it exactly
+        torch.manual_seed(epoch_seed)
+
+        def make_sampler(worker: int, epoch_seed: int = epoch_seed) -> CropSampler:
+            return CropSampler(ctx.boxes, train_ids, ctx.fs.params, crop, k, pseudo, cfg.tp_fp_sampling, cfg.tp_fp_p,
+                               seed=epoch_seed * 31 + worker)
+
+        model.train()
+        losses, wait, t_epoch = [], 0.0, time.perf_counter()
+        t_wait = time.perf_counter()
+        for x, target, mask, bins in crop_loader(ctx.store_path, make_sampler, cfg.batch_size,
+                                                 cfg.batches_per_epoch, cfg.num_workers):
+            wait += time.perf_counter() - t_wait
+            x, target, mask = augment(x, target, mask, k, bins if k == 0 else None)
+            x, target, mask = x.to(ctx.device), target.to(ctx.device), mask.to(ctx.device)
+            with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x)
+            loss = masked_bce(logits.float(), target, mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.update(1)
+            elapsed = time.perf_counter() - t_epoch
+            bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{np.mean(losses[-20:]):.4f}",
+                            crops_s=f"{len(losses) * cfg.batch_size / elapsed:.0f}")
+            t_wait = time.perf_counter()
+        seconds = time.perf_counter() - t_epoch
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0],
+                        "crops_per_s": len(losses) * cfg.batch_size / seconds, "data_wait_s": wait,
+                        "seconds": seconds})
+        ckpt = {"state_dict": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "epoch": epoch + 1, "history": history, "complete": False, "config": cfg.to_dict(),
+                "member": {"backbone": spec.backbone, "crop_seconds": spec.crop_seconds}, "fold": fold, "round": k,
+                "mel": ctx.fs.params.to_dict()}
+        _save(ckpt, path)
+    bar.close()
+    return ckpt
+
+
+def predict_member(ctx: Context, k: int, spec: ModelSpec, fold: int, ckpt: dict) -> None:
+    """Score the fold's held-out train clips and every test clip; then mark the checkpoint complete."""
+    path = ctx.runs.predictions(k, spec, fold)
+    if not (ckpt.get("complete") and path.is_file()):
+        model = build_classifier(ctx.cfg, spec).to(ctx.device)
+        model.load_state_dict(ckpt["state_dict"])
+        held_out = sorted(rid for rid, f in ctx.folds.items() if f == fold)
+        test = ctx.fs.ids("test") if "test" in ctx.fs.splits else []
+        kw = dict(grid_window_s=ctx.grid_window_s, hop_s=ctx.cfg.pseudo_hop_seconds, crop_s=spec.crop_seconds,
+                  device=ctx.device)
+        oof_ids, oof_off, oof = stack(predict_windows(model, ctx.fs, held_out, **kw))
+        test_ids, test_off, tst = stack(predict_windows(model, ctx.fs, test, **kw))
+        tmp = path.with_name(f".tmp.{path.name}")
+        np.savez(tmp, oof_ids=np.array(oof_ids), oof_offsets=oof_off, oof_scores=oof, test_ids=np.array(test_ids),
+                 test_offsets=test_off, test_scores=tst)
+        os.replace(tmp, path)
+        ckpt["complete"] = True
+        _save(ckpt, ctx.runs.checkpoint(k, spec, fold))
+
+
+def load_predictions(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    with np.load(path) as z:
+        return (unstack(z["oof_ids"].tolist(), z["oof_offsets"], z["oof_scores"]),
+                unstack(z["test_ids"].tolist(), z["test_offsets"], z["test_scores"]))
+
+
+# -- the round ------------------------------------------------------------------------------------------------
+
+def box_metrics(ctx: Context, oof: dict[str, np.ndarray]) -> dict:
+    """Held-out signals from the out-of-fold windows: LWLRAP on the windows holding TP boxes (truth: their TP
+    species; every class competes), and the AUC of the box's own species score, TP boxes vs FP boxes."""
+    hop, win = ctx.cfg.pseudo_hop_seconds, ctx.grid_window_s
+    rows, truths, tp_scores, fp_scores = [], [], [], []
+    for rid, g in ctx.boxes.groupby("recording_id"):
+        if rid not in oof:
+            continue
+        windows = oof[rid]
+        centres = np.arange(len(windows)) * hop + win / 2
+        for box in g.itertuples():
+            w = int(np.argmin(np.abs(centres - (box.t_min + box.t_max) / 2)))
+            (tp_scores if box.is_tp else fp_scores).append(windows[w, box.species_id])
+            if box.is_tp:
+                truth = np.zeros(N_CLASSES, dtype=np.float32)
+                c0, c1 = centres[w] - win / 2, centres[w] + win / 2
+                inside = g[g.is_tp & (np.minimum(g.t_max, c1) - np.maximum(g.t_min, c0) > 0)]
+                truth[inside.species_id.to_numpy()] = 1
+                rows.append(windows[w])
+                truths.append(truth)
+    out = {"oof_lwlrap": float(lwlrap(np.array(truths), np.array(rows))) if rows else None,
+           "oof_box_auc": _auc(np.array(tp_scores), np.array(fp_scores))}
+    return out
+
+
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float | None:
+    if not len(pos) or not len(neg):
+        return None
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
+def freq_channel_check(ctx: Context, k: int, spec: ModelSpec) -> dict | None:
+    """The seed discussion's check: masked BCE on held-out box crops, FreqConv channel as is vs zeros."""
+    if not ctx.cfg.freq_channel:
+        return None
+    crop = ctx.fs.params.seconds_to_frames(spec.crop_seconds)
+    losses = {"loss": [], "loss_zeroed_freq_channel": []}
+    for fold in range(ctx.cfg.folds):
+        ckpt = torch.load(ctx.runs.checkpoint(k, spec, fold), map_location=ctx.device, weights_only=False)
+        model = build_classifier(ctx.cfg, spec).to(ctx.device).eval()
+        model.load_state_dict(ckpt["state_dict"])
+        held = {rid: ctx.fs.n_frames(rid) for rid, f in ctx.folds.items() if f == fold}
+        try:
+            sampler = CropSampler(ctx.boxes, held, ctx.fs.params, crop, 0, seed=fold)
+        except ValueError:
+            continue
+        b = sampler.sample(min(128, 2 * len(sampler.boxes)))
+        x = torch.from_numpy(ctx.fs.crops(list(zip(b.recording_ids, b.starts.tolist(), [crop] * len(b.starts)))))
+        x, target, mask = x.to(ctx.device), torch.from_numpy(b.target).to(ctx.device), torch.from_numpy(b.mask).to(ctx.device)
+        with torch.inference_mode():
+            for zero, key in ((False, "loss"), (True, "loss_zeroed_freq_channel")):
+                model.zero_freq_channel = zero
+                losses[key].append(float(masked_bce(model(x).float(), target, mask)))
+    if not losses["loss"]:
+        return None
+    return {key: float(np.mean(v)) for key, v in losses.items()}
+
+
+def finish_round(ctx: Context, k: int, started: float) -> dict:
+    """Pseudo labels for round k+1, metrics, plots, exported models; then the round's complete marker."""
+    cfg, runs = ctx.cfg, ctx.runs
+    oof_sum: dict[str, np.ndarray] = {}
+    oof_n: dict[str, int] = {}
+    test_clip: dict[str, list[np.ndarray]] = {}
+    members: dict[str, list[dict]] = {}
+    for spec in cfg.backbones:
+        for fold in range(cfg.folds):
+            oof, test = load_predictions(runs.predictions(k, spec, fold))
+            for rid, s in oof.items():
+                oof_sum[rid] = oof_sum.get(rid, 0) + s
+                oof_n[rid] = oof_n.get(rid, 0) + 1
+            for rid, s in test.items():
+                test_clip.setdefault(rid, []).append(s.max(axis=0))
+            ckpt = torch.load(runs.checkpoint(k, spec, fold), map_location="cpu", weights_only=False)
+            members[f"{member_name(spec)}_fold{fold}"] = ckpt["history"]
+    oof = {rid: oof_sum[rid] / oof_n[rid] for rid in oof_sum}
+    write_pseudo_labels(runs.pseudo_labels(k), oof, ctx.grid_window_s, cfg.pseudo_hop_seconds)
+
+    metrics: dict = {"round": k, "config": cfg.name, **box_metrics(ctx, oof)}
+    truth = ctx.fs.truth("test") if hasattr(ctx.fs, "truth") else None
+    metrics["test_lwlrap"] = None
+    if truth is not None and test_clip:
+        ids = [rid for rid in truth.index if rid in test_clip]
+        scores = np.stack([np.mean(test_clip[rid], axis=0) for rid in ids])
+        metrics["test_lwlrap"] = float(lwlrap(truth.loc[ids].to_numpy(), scores))
+    metrics["freq_channel_check"] = freq_channel_check(ctx, k, cfg.backbones[0])
+    metrics["members"] = members
+    metrics["train_seconds"] = time.perf_counter() - started
+    write_json_atomic(runs.metrics(k), metrics)
+    report.plot_round(runs, k)
+    try:
+        from rfcx.exporting import export_round
+    except ImportError:
+        export_round = None
+    if export_round is not None:
+        export_round(runs.root, k)
+    write_json_atomic(runs.complete_marker(k), {"round": k, "finished": time.time()})
+    report.plot_rounds(runs)
+    return metrics
+
+
+def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu", until_round: int = 0,
+                 folds: int | None = None, device: str | None = None, progress: bool = True,
+                 until_converged: bool = False, echo=print) -> list[dict]:
+    """Run rounds 0..``until_round`` (skipping complete ones); returns each round's metrics."""
+    cfg = get_config(config) if isinstance(config, str) else config
+    if folds is not None:
+        cfg = cfg.replace(folds=folds)
+    ctx = open_context(store, runs, cfg, device, progress)
+    results: list[dict] = []
+    import json
+
+    for k in range(until_round + 1):
+        if ctx.runs.is_complete(k):
+            metrics = json.loads(ctx.runs.metrics(k).read_text())
+            echo(f"round {k}: complete, skipped ({_summary(metrics)})")
+        else:
+            started = time.perf_counter()
+            pseudo = read_pseudo_labels(ctx.runs.pseudo_labels(k - 1)) if k > 0 else None
+            for spec in cfg.backbones:
+                for fold in range(cfg.folds):
+                    ckpt = train_member(ctx, k, spec, fold, pseudo)
+                    predict_member(ctx, k, spec, fold, ckpt)
+            metrics = finish_round(ctx, k, started)
+            echo(f"round {k}: {_summary(metrics)}  ({metrics['train_seconds']:.0f} s)")
+        results.append(metrics)
+        if until_converged and len(results) >= 2 and _signal(results[-1]) <= _signal(results[-2]):
+            echo(f"round {k}: the held-out signal stopped improving; stopping (--until-converged)")
+            break
+    return results
+
+
+def _signal(metrics: dict) -> float:
+    v = metrics.get("oof_lwlrap")
+    return -1.0 if v is None else float(v)
+
+
+def _summary(m: dict) -> str:
+    def f(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    parts = [f"OOF LWLRAP {f(m.get('oof_lwlrap'))}", f"OOF TP-vs-FP AUC {f(m.get('oof_box_auc'))}",
+             f"test LWLRAP {f(m.get('test_lwlrap'))}"]
+    return ", ".join(parts)

@@ -1,0 +1,136 @@
+"""Training pieces: folds, crop sampling and label fixing, pseudo-label windows, the FreqConv channel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from engine.net import SpectrogramClassifier
+from engine.windows import n_windows, window_starts
+from rfcx.folds import assign_folds
+from rfcx.pseudo import clip_windows
+from rfcx.sampling import CropSampler, PseudoLabels
+from store.params import MelParams
+
+P = MelParams()
+FPS = P.frames_per_second
+CROP = P.seconds_to_frames(4.0)
+
+
+def _boxes() -> pd.DataFrame:
+    rows = [
+        ("a", 3, True, 10.0, 11.0, 1000.0, 2000.0),
+        ("a", 7, False, 10.5, 11.5, 1200.0, 2500.0),  # overlaps the TP box of a
+        ("a", 3, False, 40.0, 41.0, 1000.0, 2000.0),  # far away from it
+        ("b", 5, True, 30.0, 32.0, 4000.0, 6000.0),
+        ("c", 9, False, 5.0, 6.0, 300.0, 900.0),
+    ]
+    return pd.DataFrame(rows, columns=["recording_id", "species_id", "is_tp", "t_min", "t_max", "f_min", "f_max"])
+
+
+FRAMES = {rid: 5626 for rid in ("a", "b", "c", "d")}
+
+
+def test_window_count_and_grid() -> None:
+    assert n_windows(5626, FPS, 4.0, 0.5) == 113
+    assert n_windows(5626, FPS, 8.0, 0.5) == 105
+    starts = window_starts(5626, FPS, 4.0, 0.5)
+    assert starts[0] == 0 and starts[-1] + CROP <= 5626 and np.allclose(np.diff(starts), 46.875, atol=1)
+    assert n_windows(100, FPS, 4.0, 0.5) == 1  # a clip shorter than a window is one padded window
+    mel = np.arange(5626, dtype=np.float32)[None, :].repeat(2, 0)
+    w4 = clip_windows(mel, FPS, 4.0, 0.5, 4.0, fill=-100)
+    w8 = clip_windows(mel, FPS, 4.0, 0.5, 8.0, fill=-100)
+    assert w4.shape == (113, 2, 375) and w8.shape == (113, 2, 750)
+    np.testing.assert_array_equal(w4[5, 0], mel[0, starts[5]:starts[5] + 375])
+    # an 8 s crop is centred on the same window centre, padded at the clip's start
+    assert w8[0, 0, 0] == -100 and abs(w8[10, 0].mean() - w4[10, 0].mean()) <= 1
+
+
+def test_folds_are_deterministic_and_stratified() -> None:
+    ids = [f"r{i:03d}" for i in range(40)]
+    boxes = pd.DataFrame({"recording_id": ids, "species_id": [i % 4 for i in range(40)], "is_tp": True})
+    folds = assign_folds(ids, boxes, 4, seed=1)
+    assert folds == assign_folds(ids, boxes, 4, seed=1) and set(folds) == set(ids)
+    assert folds != assign_folds(ids, boxes, 4, seed=2)
+    for species in range(4):  # every species lands in every fold
+        assert {folds[r] for r, s in zip(ids, boxes.species_id) if s == species} == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="cannot be split"):
+        assign_folds(ids[:3], boxes, 4)
+
+
+def test_round0_crops_are_around_boxes_with_masked_box_labels() -> None:
+    s = CropSampler(_boxes(), FRAMES, P, CROP, round_idx=0, seed=0)
+    b = s.sample(200)
+    assert set(b.recording_ids) == {"a", "b", "c"}
+    for rid, start, target, mask, bins in zip(b.recording_ids, b.starts, b.target, b.mask, b.box_bins):
+        c0, c1 = start / FPS, (start + CROP) / FPS
+        covered = _boxes()[(_boxes().recording_id == rid)]
+        covered = covered[(np.minimum(covered.t_max, c1) - np.maximum(covered.t_min, c0)) >= 0.5 * (covered.t_max - covered.t_min)]
+        assert len(covered) >= 1  # the crop holds its box
+        known = set(covered.species_id)
+        assert set(np.flatnonzero(mask)) == known  # every other class is masked out
+        for row in covered.itertuples():
+            if row.is_tp:
+                assert target[row.species_id] == 1
+        if rid == "a" and 7 in known:
+            assert target[7] == 0 and target[3] == 1  # FP 7 target 0 next to TP 3
+        assert 0 <= bins[0] <= bins[1] < 256
+    # all boxes are used (no sampling): one pass over 5 boxes shows each of them
+    first = CropSampler(_boxes(), FRAMES, P, CROP, round_idx=0, seed=3).sample(5)
+    assert sorted(first.recording_ids) == ["a", "a", "a", "b", "c"]
+
+
+def _pseudo(value: float = 0.2) -> PseudoLabels:
+    ids = sorted(FRAMES)
+    scores = np.full((113 * len(ids), 24), value, dtype=np.float32)
+    scores[113 + 60, 11] = 0.9  # clip b, window 60 (30 s - 34 s): class 11
+    return PseudoLabels(ids, np.arange(len(ids) + 1) * 113, scores, 4.0, 0.5)
+
+
+def test_pseudo_labels_for_a_crop() -> None:
+    p = _pseudo()
+    assert p.for_crop("b", 30.0, 4.0)[11] == pytest.approx(0.9)  # exactly window 60
+    assert p.for_crop("b", 28.0, 8.0)[11] == pytest.approx(0.9)  # an 8 s crop takes the max of its windows
+    assert p.for_crop("b", 40.0, 4.0)[11] == pytest.approx(0.2)
+
+
+def test_later_rounds_mix_box_crops_and_random_crops_with_fixed_labels() -> None:
+    s = CropSampler(_boxes(), FRAMES, P, CROP, round_idx=1, pseudo=_pseudo(), tp_fp_p=0.5, seed=0)
+    b = s.sample(400)
+    assert (b.mask == 1).all()
+    assert abs(np.mean([r == "d" for r in b.recording_ids]) - 0.5 * 0.25) < 0.05  # half are random crops, any clip
+    for rid, start, target in zip(b.recording_ids, b.starts, b.target):
+        c0, c1 = start / FPS, (start + CROP) / FPS
+        if rid == "a" and c0 <= 10.0 and c1 >= 11.0:
+            assert target[3] == 1  # fixed by the TP box
+            if c0 <= 10.5 and c1 >= 11.5:
+                assert target[7] == 0  # fixed by the FP box
+        elif rid == "d":
+            assert np.allclose(target, 0.2)  # pure pseudo labels
+    only_boxes = CropSampler(_boxes(), FRAMES, P, CROP, 1, _pseudo(), tp_fp_p=1.0, seed=0).sample(100)
+    assert "d" not in only_boxes.recording_ids
+    no_boxes = CropSampler(_boxes(), FRAMES, P, CROP, 1, _pseudo(), tp_fp_sampling=False, seed=0).sample(400)
+    assert abs(np.mean([r == "d" for r in no_boxes.recording_ids]) - 0.25) < 0.08  # uniform over clips
+
+
+def test_freq_channel_input() -> None:
+    seen = {}
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen["x"] = x
+            return x.mean(dim=(2, 3))
+
+    net = SpectrogramClassifier(Probe(), freq_channel=True, pool=(2, 2))
+    net(torch.zeros(3, 256, 100))
+    x = seen["x"]
+    assert x.shape == (3, 2, 128, 50)
+    ramp = x[0, 1, :, 0]
+    assert ramp[0] < 0.01 and ramp[-1] > 0.99 and torch.all(ramp[1:] > ramp[:-1])
+    net.zero_freq_channel = True
+    net(torch.zeros(3, 256, 100))
+    assert torch.all(seen["x"][:, 1] == 0)
+    SpectrogramClassifier(Probe(), freq_channel=False)(torch.zeros(1, 256, 8))
+    assert seen["x"].shape == (1, 1, 256, 8)

@@ -1,0 +1,116 @@
+"""A tiny round 0 -> 1 run end to end, resume after an interruption, and the run directory's guards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import rfcx.train as train_mod
+from rfcx.cli import app
+from rfcx.config import get_config
+from rfcx.pseudo import read_pseudo_labels
+from rfcx.runs import RunDir
+from rfcx.synth import synthesize
+from rfcx.train import train_rounds
+from store import build_store
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("tiny")
+    synthesize(root / "data", n_train=8, n_test=3, seconds=10.0, seed=1, tp_fraction=1.0, progress=False)
+    build_store(root / "data", root / "s.zarr", backend="torch", device="cpu", progress=False)
+    return str(root / "s.zarr")
+
+
+def _cfg(**changes):
+    return get_config("tiny").replace(**changes)
+
+
+def test_round_0_to_1_end_to_end(tiny_store, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    results = train_rounds(tiny_store, runs, _cfg(), until_round=1, progress=False, echo=lambda *_: None)
+    assert [m["round"] for m in results] == [0, 1]
+    run = RunDir(runs)
+    for k in (0, 1):
+        assert run.is_complete(k) and (run.round_dir(k) / "loss.png").is_file()
+        m = json.loads(run.metrics(k).read_text())
+        assert 0 <= m["oof_lwlrap"] <= 1 and 0 <= m["test_lwlrap"] <= 1 and 0 <= m["oof_box_auc"] <= 1
+        assert set(m["freq_channel_check"]) == {"loss", "loss_zeroed_freq_channel"}
+        assert set(m["members"]) == {"test_efficientnet-2s_fold0", "test_efficientnet-2s_fold1"}
+    assert (runs / "lwlrap.png").is_file()
+    pseudo = read_pseudo_labels(run.pseudo_labels(0))
+    assert len(pseudo.ids) == 8 and pseudo.window_seconds == 2.0 and pseudo.hop_seconds == 0.5
+    assert all(len(pseudo.clip(r)) == 17 for r in pseudo.ids)  # (10 s - 2 s) / 0.5 s + 1 windows
+    assert ((pseudo.scores >= 0) & (pseudo.scores <= 1)).all()
+
+    ckpt = run.checkpoint(1, _cfg().backbones[0], 0)
+    before = ckpt.stat().st_mtime_ns
+    again = train_rounds(tiny_store, runs, _cfg(), until_round=1, progress=False, echo=lambda *_: None)
+    assert ckpt.stat().st_mtime_ns == before and again[1]["test_lwlrap"] == results[1]["test_lwlrap"]
+
+
+def test_resume_after_interruption_repeats_the_same_training(tiny_store, tmp_path, monkeypatch) -> None:
+    cfg = _cfg(epochs=3, folds=2)
+    full = tmp_path / "full"
+    train_rounds(tiny_store, full, cfg, until_round=0, progress=False, echo=lambda *_: None)
+
+    real_save, calls = train_mod._save, {"n": 0}
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        calls["n"] += 1
+        if calls["n"] == 2:  # after the second epoch of fold 0
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "_save", save_then_die)
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        train_rounds(tiny_store, cut, cfg, until_round=0, progress=False, echo=lambda *_: None)
+    spec = cfg.backbones[0]
+    assert torch.load(RunDir(cut).checkpoint(0, spec, 0), weights_only=False)["epoch"] == 2
+    monkeypatch.setattr(train_mod, "_save", real_save)
+    train_rounds(tiny_store, cut, cfg, until_round=0, progress=False, echo=lambda *_: None)
+    a = torch.load(RunDir(full).checkpoint(0, spec, 0), weights_only=False)
+    b = torch.load(RunDir(cut).checkpoint(0, spec, 0), weights_only=False)
+    assert b["complete"] and len(b["history"]) == 3
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value)
+
+
+def test_run_directory_of_another_config_is_refused(tiny_store, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    train_rounds(tiny_store, runs, _cfg(batches_per_epoch=1), 0, progress=False, echo=lambda *_: None)
+    with pytest.raises(ValueError, match=r"another config \(batches_per_epoch: 1 \(run\) vs 2 \(asked\)\).*new --runs"):
+        train_rounds(tiny_store, runs, _cfg(), 0, progress=False, echo=lambda *_: None)
+
+
+def test_bad_inputs(tiny_store, tmp_path, dataset) -> None:
+    with pytest.raises(FileNotFoundError, match="feature store not found"):
+        train_rounds(str(tmp_path / "none.zarr"), tmp_path / "r", _cfg(), 0, progress=False)
+    (dataset / "train_tp.csv").unlink()
+    (dataset / "train_fp.csv").unlink()
+    build_store(dataset, tmp_path / "nobox.zarr", backend="torch", device="cpu", progress=False)
+    with pytest.raises(ValueError, match="no TP/FP boxes"):
+        train_rounds(str(tmp_path / "nobox.zarr"), tmp_path / "r", _cfg(), 0, progress=False)
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "--store", tiny_store, "--runs", str(tmp_path / "r2"), "--config", "tiny",
+                              "--set", "backbones=[{backbone: resnet_51, crop_seconds: 2.0}]"])
+    assert res.exit_code == 1 and "resnet_51" in res.output and "not a timm model" in res.output
+    res = runner.invoke(app, ["train", "--store", tiny_store, "--runs", str(tmp_path / "r2"), "--config", "tiny",
+                              "--set", "learning_rate=0.1"])
+    assert res.exit_code == 1 and "unknown config field 'learning_rate'" in res.output
+    res = runner.invoke(app, ["train", "--store", tiny_store, "--runs", str(tmp_path / "r2"), "--config", "nope"])
+    assert res.exit_code == 1 and "unknown config 'nope'" in res.output
+
+
+def test_cli_train_prints_lwlrap_per_round(tiny_store, tmp_path) -> None:
+    res = CliRunner().invoke(app, ["train", "--round", "0", "--store", tiny_store, "--runs", str(tmp_path / "r"),
+                                   "--config", "tiny", "--set", "batches_per_epoch=1"])
+    assert res.exit_code == 0, res.output
+    assert "round 0: OOF LWLRAP" in res.output and "test LWLRAP" in res.output

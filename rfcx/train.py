@@ -288,7 +288,7 @@ def freq_channel_check(ctx: Context, k: int, spec: ModelSpec) -> dict | None:
     return {key: float(np.mean(v)) for key, v in losses.items()}
 
 
-def finish_round(ctx: Context, k: int, started: float) -> dict:
+def finish_round(ctx: Context, k: int, started: float, export_formats: tuple[str, ...] = ("torchscript", "export")) -> dict:
     """Pseudo labels for round k+1, metrics, plots, exported models; then the round's complete marker."""
     cfg, runs = ctx.cfg, ctx.runs
     oof_sum: dict[str, np.ndarray] = {}
@@ -320,12 +320,10 @@ def finish_round(ctx: Context, k: int, started: float) -> dict:
     metrics["train_seconds"] = time.perf_counter() - started
     write_json_atomic(runs.metrics(k), metrics)
     report.plot_round(runs, k)
-    try:
+    if export_formats:
         from rfcx.exporting import export_round
-    except ImportError:
-        export_round = None
-    if export_round is not None:
-        export_round(runs.root, k)
+
+        export_round(runs.root, k, export_formats)
     write_json_atomic(runs.complete_marker(k), {"round": k, "finished": time.time()})
     report.plot_rounds(runs)
     return metrics
@@ -333,8 +331,12 @@ def finish_round(ctx: Context, k: int, started: float) -> dict:
 
 def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu", until_round: int = 0,
                  folds: int | None = None, device: str | None = None, progress: bool = True,
-                 until_converged: bool = False, echo=print) -> list[dict]:
-    """Run rounds 0..``until_round`` (skipping complete ones); returns each round's metrics."""
+                 until_converged: bool = False, echo=print,
+                 export_formats: tuple[str, ...] = ("torchscript", "export")) -> list[dict]:
+    """Run rounds 0..``until_round`` (skipping complete ones); returns each round's metrics.
+
+    Each finished round's models are exported in ``export_formats`` for the inference engine.
+    """
     cfg = get_config(config) if isinstance(config, str) else config
     if folds is not None:
         cfg = cfg.replace(folds=folds)
@@ -353,7 +355,7 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
                 for fold in range(cfg.folds):
                     ckpt = train_member(ctx, k, spec, fold, pseudo)
                     predict_member(ctx, k, spec, fold, ckpt)
-            metrics = finish_round(ctx, k, started)
+            metrics = finish_round(ctx, k, started, export_formats)
             echo(f"round {k}: {_summary(metrics)}  ({metrics['train_seconds']:.0f} s)")
         results.append(metrics)
         if until_converged and len(results) >= 2 and _signal(results[-1]) <= _signal(results[-2]):

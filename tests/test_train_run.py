@@ -44,6 +44,9 @@ def test_round_0_to_1_end_to_end(tiny_store, tmp_path) -> None:
         assert set(m["freq_channel_check"]) == {"loss", "loss_zeroed_freq_channel"}
         assert set(m["members"]) == {"test_efficientnet-2s_fold0", "test_efficientnet-2s_fold1"}
     assert (runs / "lwlrap.png").is_file()
+    assert sorted(p.name for p in run.models_dir(1).iterdir()) == [
+        "test_efficientnet-2s_fold0.pt2", "test_efficientnet-2s_fold0.ts",
+        "test_efficientnet-2s_fold1.pt2", "test_efficientnet-2s_fold1.ts"]
     pseudo = read_pseudo_labels(run.pseudo_labels(0))
     assert len(pseudo.ids) == 8 and pseudo.window_seconds == 2.0 and pseudo.hop_seconds == 0.5
     assert all(len(pseudo.clip(r)) == 17 for r in pseudo.ids)  # (10 s - 2 s) / 0.5 s + 1 windows
@@ -51,14 +54,14 @@ def test_round_0_to_1_end_to_end(tiny_store, tmp_path) -> None:
 
     ckpt = run.checkpoint(1, _cfg().backbones[0], 0)
     before = ckpt.stat().st_mtime_ns
-    again = train_rounds(tiny_store, runs, _cfg(), until_round=1, progress=False, echo=lambda *_: None)
+    again = train_rounds(tiny_store, runs, _cfg(), until_round=1, progress=False, echo=lambda *_: None, export_formats=())
     assert ckpt.stat().st_mtime_ns == before and again[1]["test_lwlrap"] == results[1]["test_lwlrap"]
 
 
 def test_resume_after_interruption_repeats_the_same_training(tiny_store, tmp_path, monkeypatch) -> None:
     cfg = _cfg(epochs=3, folds=2)
     full = tmp_path / "full"
-    train_rounds(tiny_store, full, cfg, until_round=0, progress=False, echo=lambda *_: None)
+    train_rounds(tiny_store, full, cfg, until_round=0, progress=False, echo=lambda *_: None, export_formats=())
 
     real_save, calls = train_mod._save, {"n": 0}
 
@@ -71,11 +74,11 @@ def test_resume_after_interruption_repeats_the_same_training(tiny_store, tmp_pat
     monkeypatch.setattr(train_mod, "_save", save_then_die)
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        train_rounds(tiny_store, cut, cfg, until_round=0, progress=False, echo=lambda *_: None)
+        train_rounds(tiny_store, cut, cfg, until_round=0, progress=False, echo=lambda *_: None, export_formats=())
     spec = cfg.backbones[0]
     assert torch.load(RunDir(cut).checkpoint(0, spec, 0), weights_only=False)["epoch"] == 2
     monkeypatch.setattr(train_mod, "_save", real_save)
-    train_rounds(tiny_store, cut, cfg, until_round=0, progress=False, echo=lambda *_: None)
+    train_rounds(tiny_store, cut, cfg, until_round=0, progress=False, echo=lambda *_: None, export_formats=())
     a = torch.load(RunDir(full).checkpoint(0, spec, 0), weights_only=False)
     b = torch.load(RunDir(cut).checkpoint(0, spec, 0), weights_only=False)
     assert b["complete"] and len(b["history"]) == 3
@@ -85,9 +88,9 @@ def test_resume_after_interruption_repeats_the_same_training(tiny_store, tmp_pat
 
 def test_run_directory_of_another_config_is_refused(tiny_store, tmp_path) -> None:
     runs = tmp_path / "runs"
-    train_rounds(tiny_store, runs, _cfg(batches_per_epoch=1), 0, progress=False, echo=lambda *_: None)
+    train_rounds(tiny_store, runs, _cfg(batches_per_epoch=1), 0, progress=False, echo=lambda *_: None, export_formats=())
     with pytest.raises(ValueError, match=r"another config \(batches_per_epoch: 1 \(run\) vs 2 \(asked\)\).*new --runs"):
-        train_rounds(tiny_store, runs, _cfg(), 0, progress=False, echo=lambda *_: None)
+        train_rounds(tiny_store, runs, _cfg(), 0, progress=False, echo=lambda *_: None, export_formats=())
 
 
 def test_bad_inputs(tiny_store, tmp_path, dataset) -> None:

@@ -1,9 +1,244 @@
-"""CLI commands of the inference side (registered on rfcx.cli.app)."""
+"""CLI commands of the inference side: export, infer, evaluate (registered on rfcx.cli.app)."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+DEFAULT_STORE = "demo/features.zarr"  # where `make demo` puts them
+DEFAULT_RUNS = Path("demo/runs")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _formats(value: str) -> tuple[str, ...]:
+    choices = {"torchscript": ("torchscript",), "export": ("export",), "both": ("torchscript", "export")}
+    if value not in choices:
+        _fail(f"--format must be torchscript, export or both, got {value!r}")
+    return choices[value]
+
+
+def export_cmd(
+    round_: Annotated[int, typer.Option("--round", help="Round whose member checkpoints to export.")],
+    runs: Annotated[Path, typer.Option("--runs", help="Run directory of `rfcx train`.")] = DEFAULT_RUNS,
+    fmt: Annotated[str, typer.Option("--format", help="torchscript (.ts), export (.pt2) or both.")] = "both",
+    force: Annotated[bool, typer.Option("--force", help="Export again files newer than their checkpoint.")] = False,
+) -> None:
+    """Export every member of a round as frozen TorchScript and/or torch.export programs (round{K}/models/)."""
+    from rfcx.exporting import export_round
+
+    formats = _formats(fmt)
+    try:
+        written = export_round(runs, round_, formats, force=force)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+def _round_models(runs: Path, round_: int | None, fmt: str) -> tuple[int, list[Path]]:
+    """The exported model files of the requested (or latest complete) round; clear errors otherwise."""
+    from engine.export import SUFFIXES
+    from rfcx.runs import RunDir
+
+    run = RunDir(runs)
+    if not runs.is_dir():
+        _fail(f"{runs}: no such run directory (train with `rfcx train`, or give --runs)")
+    if round_ is None:
+        round_ = run.latest_complete()
+        if round_ is None:
+            known = ", ".join(map(str, run.rounds())) or "none"
+            _fail(f"{runs}: no complete round to infer with (rounds present: {known}; a round is complete once "
+                  f"{run.complete_marker(0).name} is written)")
+    elif not run.is_complete(round_):
+        _fail(f"{run.round_dir(round_)}: round {round_} is not complete (no {run.complete_marker(round_).name})")
+    files = sorted(run.models_dir(round_).glob(f"*{SUFFIXES[fmt]}"))
+    if not files:
+        flag = "torchscript" if fmt == "torchscript" else "export"
+        _fail(f"{run.models_dir(round_)}: no exported {fmt} models (*{SUFFIXES[fmt]}); "
+              f"run `rfcx export --round {round_} --runs {runs} --format {flag}`")
+    return round_, files
+
+
+def _prior(prior_file: Path | None, fs, n_classes: int):  # noqa: ANN001, ANN202 (store.FeatureStore | None)
+    """The class prior: from a labels CSV (recording_id,s0..: 0/1 or soft pseudo labels) or the store's TP boxes."""
+    from engine.postprocess import prior_from_boxes, prior_from_labels
+    from rfcx.evaluation import read_scores
+
+    if prior_file is not None:
+        labels = read_scores(prior_file, "prior labels")
+        if labels.shape[1] - 1 != n_classes:
+            _fail(f"{prior_file}: has {labels.shape[1] - 1} classes, the models {n_classes}")
+        return prior_from_labels(labels.drop(columns="recording_id").to_numpy())
+    if fs is None:
+        _fail("--postprocess prior needs --prior FILE (labels CSV) when scoring audio files")
+    try:
+        tp = fs.boxes("tp")
+    except KeyError as exc:
+        _fail(f"--postprocess prior: {exc.args[0]}; give --prior FILE instead")
+    if tp.empty:
+        _fail(f"{fs.path}: no TP boxes to estimate the class prior from; give --prior FILE instead")
+    return prior_from_boxes(tp.recording_id, tp.species_id, n_classes)
+
+
+def infer_cmd(
+    inputs: Annotated[list[Path] | None, typer.Argument(
+        help="Audio files or folders to score (not in a store); leave out with --batch.", show_default=False)] = None,
+    batch: Annotated[bool, typer.Option("--batch", help="Score every clip of a split of the feature store.")] = False,
+    store: Annotated[str, typer.Option("--store", help="Feature store (with --batch).")] = DEFAULT_STORE,
+    runs: Annotated[Path, typer.Option("--runs", help="Run directory of `rfcx train`.")] = DEFAULT_RUNS,
+    round_: Annotated[int | None, typer.Option("--round", help="Round to use (default: the latest complete one).",
+                                               show_default=False)] = None,
+    split: Annotated[str, typer.Option("--split", help="Split of the store to score (with --batch).")] = "test",
+    out: Annotated[Path, typer.Option("--out", help="Submission CSV to write (recording_id,s0..s23).")] = Path(
+        "submission.csv"),
+    mode: Annotated[str, typer.Option("--mode", help="exact (one forward per window) or fcn (one per clip).")] = "exact",
+    postprocess: Annotated[str, typer.Option("--postprocess", help="none, or prior (rescale classes by prior).")] = "none",
+    prior_file: Annotated[Path | None, typer.Option(
+        "--prior", help="Labels CSV (recording_id,s0..; 0/1 or soft pseudo labels) giving the class prior "
+                        "(default: the store's TP boxes).", show_default=False)] = None,
+    prior_strength: Annotated[float, typer.Option("--prior-strength", help="Exponent of the prior ratio.")] = 1.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.")] = 64,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or gpu.")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help="Exported models to run: torchscript (.ts) or export (.pt2).")] = (
+        "torchscript"),
+    detections: Annotated[Path | None, typer.Option(
+        "--detections", help="Also write per-window detections above --threshold (CSV).", show_default=False)] = None,
+    threshold: Annotated[float, typer.Option("--threshold", help="Score threshold of --detections.")] = 0.5,
+    checkpoint_dir: Annotated[Path | None, typer.Option(
+        "--checkpoint-dir", help="Where finished clips are kept so that a killed run resumes "
+                                 "(default: .OUT.parts beside --out, removed once OUT is written).",
+        show_default=False)] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine).",
+        show_default=False)] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Score clips with the exported ensemble of a round: a feature store's split (--batch) or audio files."""
+    from store import BadInputError, FeatureStore
+
+    from engine.audio_clips import AudioClips, find_audio
+    from engine.batch import MODES, infer_clips, resolve_device
+    from engine.export import ModelFileError, load_model
+    from engine.outputs import check_writable, write_detections, write_submission
+    from engine.postprocess import POSTPROCESS, postprocess as apply_postprocess
+
+    if batch == bool(inputs):
+        _fail("give either --batch (score a store's split) or audio FILE_OR_DIR arguments, not both or neither")
+    if mode not in MODES:
+        _fail(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if postprocess not in POSTPROCESS:
+        _fail(f"--postprocess must be one of {', '.join(POSTPROCESS)}, got {postprocess!r}")
+    if fmt not in ("torchscript", "export"):
+        _fail(f"--format must be torchscript or export, got {fmt!r}")
+    if batch_size < 1:
+        _fail(f"--batch-size must be >= 1, got {batch_size}")
+    if threads is not None:
+        if threads < 1:
+            _fail(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        dev = resolve_device(device)
+    except (RuntimeError, ValueError) as exc:
+        _fail(str(exc))
+
+    fs = None
+    try:
+        if batch:
+            fs = FeatureStore.open(store)
+            if split not in fs.splits:
+                _fail(f"{store}: no split {split!r} (has: {', '.join(fs.splits) or 'none'})")
+            ids, clips, params = fs.ids(split), fs, fs.params
+            source = f"store {Path(store).resolve()} ({split})"
+            order = fs.submission_ids() if split == "test" else None  # else sorted ids
+            known = set(ids)
+            missing = [rid for rid in order or [] if rid not in known]
+            if missing:
+                _fail(f"{store}: {len(missing)} recording(s) of the sample submission are not in split {split!r} "
+                      f"(e.g. {', '.join(missing[:3])}; rejected at build time? see `rfcx info`)")
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+
+    k, files = _round_models(runs, round_, fmt)
+    try:
+        models = [load_model(f, dev) for f in files]
+    except (FileNotFoundError, ModelFileError) as exc:
+        _fail(str(exc))
+
+    if not batch:
+        from store import MelParams
+
+        params = MelParams.from_dict(models[0].meta["mel"])
+        try:
+            clips = AudioClips(find_audio(inputs or []), params)
+        except (FileNotFoundError, ValueError) as exc:  # BadInputError is a ValueError
+            _fail(str(exc))
+        ids, order, source = clips.ids, None, clips.fingerprint
+    n_classes = int(models[0].meta["n_classes"])
+    prior = _prior(prior_file, fs, n_classes) if postprocess == "prior" else None
+    try:
+        check_writable(out)
+        if detections is not None:
+            check_writable(detections)
+    except ValueError as exc:
+        _fail(str(exc))
+
+    work = checkpoint_dir if checkpoint_dir is not None else out.with_name(f".{out.name}.parts")
+    try:
+        clip_scores, window_scores = infer_clips(models, clips, ids, params, mode=mode, batch_size=batch_size,
+                                                 progress=progress, checkpoint_dir=work, source=source,
+                                                 restart_other=checkpoint_dir is None)
+    except BadInputError as exc:
+        _fail(f"{exc} (finished clips are kept in {work}; fix or remove the file and run again)")
+    except (ValueError, KeyError) as exc:
+        _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+    stats = clip_scores.attrs
+    scores = apply_postprocess(clip_scores, postprocess, prior, prior_strength)
+    try:
+        path = write_submission(scores, out, order)
+        if detections is not None:
+            write_detections(window_scores, detections, threshold)
+    except (OSError, ValueError) as exc:
+        _fail(f"{exc} (finished clips are kept in {work})")
+    if checkpoint_dir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    rate = stats["computed_clips"] / stats["seconds"] if stats.get("seconds") else 0.0
+    typer.echo(f"round {k}: {len(models)} {fmt} model(s), mode {mode} on {dev}: scored {stats['computed_clips']} "
+               f"clips ({rate:.2f} clips/s)" + (f", resumed {stats['resumed_clips']}" if stats["resumed_clips"] else "")
+               + f"; wrote {path} ({len(scores)} rows" + (f", postprocess {postprocess})" if postprocess != "none" else ")")
+               + (f" and {detections}" if detections is not None else ""))
+
+
+def evaluate_cmd(
+    pred: Annotated[Path, typer.Option("--pred", help="Predictions: recording_id,s0..s23 (a submission).")],
+    truth: Annotated[Path, typer.Option("--truth", help="Truth: recording_id,s0..s23 of 0/1 (test_labels.csv).")],
+) -> None:
+    """LWLRAP of a submission against clip-level truth, with a per-class table."""
+    from rfcx.evaluation import evaluate
+
+    try:
+        result = evaluate(pred, truth)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"LWLRAP {result.lwlrap:.4f} on {result.n_clips} clips"
+               + (f" ({result.n_extra_predictions} predicted clips without truth ignored)"
+                  if result.n_extra_predictions else ""))
+    typer.echo("species  positives  weight  lwlrap")
+    for r in result.per_class.itertuples():
+        value = f"{r.lwlrap:.4f}" if r.positives else "     -"
+        typer.echo(f"{r.species_id:>7}  {r.positives:>9}  {r.weight:6.3f}  {value}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.command("export")(export_cmd)
+    app.command("infer")(infer_cmd)
+    app.command("evaluate")(evaluate_cmd)

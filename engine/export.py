@@ -1,0 +1,345 @@
+"""Exported ensemble members: frozen TorchScript (``.ts``) and ``torch.export`` programs (``.pt2``).
+
+Each file holds two entry points of one trained :class:`engine.net.SpectrogramClassifier`, and its metadata:
+
+- ``forward(x)``: (B, n_mels, T) dB -> (B, n_classes) logits, the network as trained (one window per row);
+- ``windows(x, starts)``: the *fully convolutional* path. The backbone runs once over whole clips
+  (B, n_mels, T); its feature map (before global pooling) is averaged over frequency, and each window
+  (``starts``: float tensor (W,) of start frames) averages the time positions a crop of ``window_frames``
+  frames at that start would have had, then the classifier head scores it: (B, W, n_classes) logits.
+  Feature position ``j`` is centred on input frame ``j * stride`` (``stride`` = input time pooling x backbone
+  reduction) and a crop has ``positions`` of them, so window ``s`` takes positions ``[s / stride,
+  s / stride + positions)`` with equal weights, fractional at the ends when ``s`` is not a multiple of
+  ``stride``; positions past the clip's end drop out (weights renormalised). For a window aligned with the
+  grid this is the crop's own global average pool, the difference to ``forward`` being what the backbone
+  sees beyond the crop (its receptive field, and the global context of squeeze-excitation blocks) instead of
+  padding (tests/test_engine_fcn.py measures the agreement).
+
+A ``.ts`` file is a frozen TorchScript module with ``forward`` and ``windows`` methods and ``meta.json`` as an
+extra file. A ``.pt2`` file is a ``torch.export`` archive: the ``model`` program (what
+``torch.export.load(path)`` returns) plus a ``windows`` program, both with dynamic batch and time dimensions,
+and ``meta.json``. :func:`load_model` reads either with torch alone (no timm, no rfcx).
+
+Meta keys: ``format_version``, ``format``, ``config_name``, ``config``, ``backbone``, ``crop_seconds``
+(= the window length), ``window_frames``, ``hop_seconds``, ``mel`` (the store's MelParams dict),
+``n_mels``, ``n_classes``, ``round``, ``fold``, ``freq_channel``, ``pool``, ``fcn`` (geometry of the
+windows path, or null where the backbone has no average-pooled head), ``torch``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .net import DB_OFFSET, DB_SCALE
+
+FORMAT_VERSION = 1
+SUFFIXES = {"torchscript": ".ts", "export": ".pt2"}
+META_FILE = "meta.json"
+REQUIRED_META = ("crop_seconds", "hop_seconds", "mel")
+
+
+class ModelFileError(ValueError):
+    """An exported model file that cannot be used; the message names the file and says why."""
+
+
+@contextlib.contextmanager
+def quiet_jit() -> Iterator[None]:
+    """Silence TorchScript's deprecation and tracer warnings here only (TorchScript is deprecated in torch 2.14)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit.*")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
+# -- what is exported ------------------------------------------------------------------------------------------
+
+def fcn_geometry(net: nn.Module, n_mels: int, window_frames: int) -> dict[str, float] | None:
+    """``{"stride_frames", "positions", "reduction"}`` of the windows path, or None where it does not apply.
+
+    Needs a timm-style backbone: ``forward_features``, ``forward_head`` and an average ``global_pool``
+    (``feature_info`` gives the reduction). ``positions`` is measured on a crop of ``window_frames``.
+    """
+    bb = getattr(net, "backbone", None)
+    pool = getattr(getattr(bb, "global_pool", None), "pool_type", None)
+    info = getattr(bb, "feature_info", None)
+    if bb is None or pool != "avg" or not hasattr(bb, "forward_features") or not hasattr(bb, "forward_head") or not info:
+        return None
+    reduction = info[-1]["reduction"] if isinstance(info, list) else info.reduction()[-1]
+    with torch.no_grad():
+        positions = net.backbone.forward_features(net.prepare(torch.zeros(1, n_mels, window_frames))).shape[-1]
+    return {"stride_frames": float(int(net.pool[1]) * reduction), "positions": float(positions),
+            "reduction": float(reduction)}
+
+
+class Deployable(nn.Module):
+    """A :class:`~engine.net.SpectrogramClassifier` as exported: ``forward`` and ``windows`` (module docstring).
+
+    ``prepare`` mirrors ``SpectrogramClassifier.prepare`` but keeps the FreqConv ramp as a buffer, so that the
+    exported graph carries no device constant and runs wherever it is loaded (tests check it equals eager).
+    """
+
+    def __init__(self, net: nn.Module, n_mels: int, window_frames: int) -> None:
+        super().__init__()
+        if getattr(net, "zero_freq_channel", False):
+            raise ValueError("refusing to export a model with zero_freq_channel set (a diagnostic switch)")
+        self.backbone = net.backbone
+        self.freq_channel = bool(net.freq_channel)
+        self.pool = (int(net.pool[0]), int(net.pool[1]))
+        self.register_buffer("ramp", torch.linspace(0.0, 1.0, n_mels).view(1, 1, n_mels, 1), persistent=True)
+        self.fcn = fcn_geometry(net, n_mels, window_frames)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.unsqueeze(1) - DB_OFFSET) / DB_SCALE
+        if self.freq_channel:
+            ramp = self.ramp.to(x.dtype).expand(x.shape[0], 1, x.shape[2], x.shape[3])
+            x = torch.cat([x, ramp], dim=1)
+        if self.pool[0] > 1 or self.pool[1] > 1:
+            x = F.avg_pool2d(x, kernel_size=self.pool, stride=self.pool)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.prepare(x))
+
+    def windows(self, x: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        if self.fcn is None:
+            raise RuntimeError("this backbone has no fully convolutional path")
+        cols = self.backbone.forward_features(self.prepare(x)).mean(2)  # (B, C, T')
+        # position j covers [j, j + 1) in position units, window s covers [s / stride, s / stride + positions);
+        # built from the data so that no device constant is baked into the exported graph
+        pos = (torch.cumsum(torch.ones_like(cols[0, 0]), 0) - 1.0).unsqueeze(0)  # (1, T'): 0, 1, ..., T'-1
+        first = (starts.to(cols.dtype) / self.fcn["stride_frames"]).unsqueeze(1)  # (W, 1)
+        overlap = torch.clamp(torch.minimum(pos + 1.0, first + self.fcn["positions"]) - torch.maximum(pos, first),
+                              min=0.0)  # (W, T')
+        weights = overlap / overlap.sum(1, keepdim=True).clamp_min(1e-6)
+        pooled = torch.einsum("bct,wt->bwc", cols, weights)
+        b, w, c = pooled.shape
+        logits = self.backbone.forward_head(pooled.reshape(b * w, c, 1, 1))
+        return logits.reshape(b, w, -1)
+
+
+class _WindowsProgram(nn.Module):
+    """``Deployable.windows`` as a ``forward`` (what ``torch.export`` exports)."""
+
+    def __init__(self, deployable: Deployable) -> None:
+        super().__init__()
+        self.deployable = deployable
+
+    def forward(self, x: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        return self.deployable.windows(x, starts)
+
+
+def _complete_meta(model: nn.Module, meta: dict[str, Any], fmt: str) -> tuple[Deployable, dict[str, Any], torch.Tensor]:
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ValueError(f"export meta lacks {missing} (needs at least {list(REQUIRED_META)})")
+    mel = dict(meta["mel"])
+    n_mels = int(mel["n_mels"])
+    window_frames = int(round(float(meta["crop_seconds"]) * mel["sample_rate"] / mel["hop"]))
+    model.eval()  # what is exported is the eval network (batch-norm statistics, no dropout)
+    deployable = Deployable(model.cpu(), n_mels, window_frames).eval()
+    example = torch.full((2, n_mels, window_frames), -60.0) + 10.0 * torch.randn(2, n_mels, window_frames)
+    with torch.inference_mode():
+        n_classes = int(deployable(example).shape[-1])
+    full = {**meta, "format_version": FORMAT_VERSION, "format": fmt, "n_mels": n_mels, "window_frames": window_frames,
+            "n_classes": n_classes, "freq_channel": deployable.freq_channel, "pool": list(deployable.pool),
+            "fcn": deployable.fcn, "torch": torch.__version__}
+    return deployable, full, example
+
+
+def _write_atomic(path: Path, write: Any) -> Path:
+    """Call ``write(tmp_path)`` then rename onto ``path``: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # .pt2 archives want their suffix
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def export_torchscript(model: nn.Module, meta: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Trace ``forward`` and ``windows`` of the eval model, freeze, save with ``meta.json`` (atomically)."""
+    deployable, meta, example = _complete_meta(model, meta, "torchscript")
+    methods: dict[str, tuple[torch.Tensor, ...]] = {"forward": (example,)}
+    preserved: list[str] = []
+    if deployable.fcn is not None:
+        clip = example.repeat(1, 1, 3)
+        methods["windows"] = (clip, torch.tensor([0.0, 0.5 * example.shape[-1], example.shape[-1]]))
+        preserved.append("windows")
+    with quiet_jit(), torch.no_grad():
+        traced = torch.jit.trace_module(deployable, methods, check_trace=False)
+        frozen = torch.jit.freeze(traced.eval(), preserved_attrs=preserved)
+        extra = {META_FILE: json.dumps(meta, indent=1)}
+        return _write_atomic(Path(path), lambda tmp: torch.jit.save(frozen, str(tmp), _extra_files=extra))
+
+
+def export_program(model: nn.Module, meta: dict[str, Any], path: str | os.PathLike) -> Path:
+    """``torch.export`` the eval model (dynamic batch and time) and its windows path into one ``.pt2`` archive.
+
+    Written with ``package_pt2`` (what ``torch.export.save`` calls) so that the archive also holds the
+    ``windows`` program; ``torch.export.load(path)`` still returns the per-window ``model`` program.
+    """
+    from torch.export import Dim
+    from torch.export.pt2_archive._package import package_pt2
+
+    deployable, meta, example = _complete_meta(model, meta, "export")
+    batch, time = Dim.AUTO, Dim.AUTO  # export infers the valid range (the windows path needs a few positions)
+    with torch.no_grad():
+        programs = {"model": torch.export.export(deployable, (example,), dynamic_shapes={"x": {0: batch, 2: time}})}
+        if deployable.fcn is not None:
+            clip = example.repeat(1, 1, 3)
+            starts = torch.tensor([0.0, 0.5 * example.shape[-1], example.shape[-1]])
+            programs["windows"] = torch.export.export(
+                _WindowsProgram(deployable), (clip, starts),
+                dynamic_shapes={"x": {0: batch, 2: time}, "starts": {0: Dim.AUTO}})
+    extra = {META_FILE: json.dumps(meta, indent=1)}
+    return _write_atomic(Path(path), lambda tmp: package_pt2(str(tmp), exported_programs=programs, extra_files=extra))
+
+
+# -- loading ---------------------------------------------------------------------------------------------------
+
+class LoadedModel:
+    """An exported member ready to run: ``model(x)`` -> logits, ``model.windows(x, starts)``, ``model.meta``."""
+
+    def __init__(self, path: Path, fmt: str, meta: dict[str, Any], forward: Any, windows: Any,
+                 device: torch.device) -> None:
+        self.path, self.format, self.meta, self.device = path, fmt, meta, device
+        self._forward, self._windows = forward, windows
+
+    @property
+    def window_frames(self) -> int:
+        return int(self.meta["window_frames"])
+
+    @property
+    def has_windows(self) -> bool:
+        return self._windows is not None
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) float32 dB -> (B, n_classes) logits."""
+        return self._forward(x.to(self.device, torch.float32))
+
+    @torch.inference_mode()
+    def windows(self, x: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) whole clips, (W,) window start frames -> (B, W, n_classes) logits (fcn path)."""
+        if self._windows is None:
+            raise ValueError(f"{self.path}: has no fully convolutional 'windows' entry point "
+                             f"(backbone {self.meta.get('backbone')!r} has no average-pooled head); use mode 'exact'")
+        return self._windows(x.to(self.device, torch.float32), starts.to(self.device, torch.float32))
+
+    def __repr__(self) -> str:
+        return f"LoadedModel({self.path.name}, {self.format}, {self.meta.get('backbone')}, {self.device})"
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a ``.ts`` or ``.pt2`` file written by this module onto ``device``; only torch is needed."""
+    path = Path(path)
+    device = torch.device(device)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"{path}: empty file (0 bytes)")
+    if path.suffix == ".ts":
+        return _load_torchscript(path, device)
+    if path.suffix == ".pt2":
+        return _load_program(path, device)
+    raise ModelFileError(f"{path}: unknown model file type {path.suffix!r} (expected .ts or .pt2)")
+
+
+def _check_meta(path: Path, text: str | bytes | None) -> dict[str, Any]:
+    if not text:
+        raise ModelFileError(f"{path}: no {META_FILE} inside (not written by engine.export)")
+    try:
+        meta = json.loads(text)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: {META_FILE} is not valid JSON ({exc})") from None
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: format version {version!r} is not supported (this engine reads <= {FORMAT_VERSION})")
+    missing = [k for k in (*REQUIRED_META, "window_frames", "n_classes") if k not in meta]
+    if missing:
+        raise ModelFileError(f"{path}: {META_FILE} lacks {missing}")
+    return meta
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def _load_torchscript(path: Path, device: torch.device) -> LoadedModel:
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: not a TorchScript archive (not a zip file: truncated or overwritten?)")
+    extra = {META_FILE: ""}
+    try:
+        with quiet_jit():
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except Exception as exc:
+        raise ModelFileError(f"{path}: corrupt TorchScript file ({_reason(exc)})") from None
+    meta = _check_meta(path, extra[META_FILE])
+    windows = getattr(module, "windows", None) if meta.get("fcn") else None
+    return LoadedModel(path, "torchscript", meta, module.forward, windows, device)
+
+
+def _load_program(path: Path, device: torch.device) -> LoadedModel:
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: not a torch.export archive (not a zip file: truncated or overwritten?)")
+    try:
+        from torch.export.pt2_archive._package import load_pt2
+
+        contents = load_pt2(str(path))
+        programs, extra = contents.exported_programs, contents.extra_files
+    except ImportError:  # a torch without the archive module: the public loader gives the main program
+        extra = {META_FILE: ""}
+        programs = {}
+        with contextlib.suppress(Exception):
+            programs = {"model": torch.export.load(str(path), extra_files=extra)}
+    except Exception as exc:
+        raise ModelFileError(f"{path}: corrupt torch.export archive ({_reason(exc)})") from None
+    if "model" not in programs:
+        raise ModelFileError(f"{path}: no 'model' program in the archive")
+    text = extra.get(META_FILE)
+    meta = _check_meta(path, text.decode() if isinstance(text, bytes) else text)
+
+    def module(name: str) -> Any:
+        ep = programs[name]
+        if device.type != "cpu":
+            from torch.export.passes import move_to_device_pass
+
+            ep = move_to_device_pass(ep, device)
+        return ep.module().to(device)
+
+    windows = module("windows") if meta.get("fcn") and "windows" in programs else None
+    return LoadedModel(path, "export", meta, module("model"), windows, device)
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``meta.json`` of an exported file, without loading its weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith(f"extra/{META_FILE}") or n.endswith(f"/{META_FILE}")), None)
+            text = z.read(name) if name else None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelFileError(f"{path}: not a model archive ({_reason(exc)})") from None
+    return _check_meta(path, text.decode() if text else None)
+
+
+__all__ = ["Deployable", "LoadedModel", "ModelFileError", "export_program", "export_torchscript", "fcn_geometry",
+           "load_model", "read_meta", "quiet_jit", "SUFFIXES", "FORMAT_VERSION"]

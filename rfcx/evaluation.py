@@ -1,0 +1,60 @@
+"""``rfcx evaluate``: LWLRAP of a submission against clip-level truth (``test_labels.csv``), with a per-class table."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rfcx.metrics import lwlrap, per_class_lwlrap
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    lwlrap: float
+    per_class: pd.DataFrame  # species_id, lwlrap, weight, positives
+    n_clips: int
+    n_extra_predictions: int  # predicted clips without truth (ignored)
+
+
+def read_scores(path: str | os.PathLike, what: str) -> pd.DataFrame:
+    """A ``recording_id,s0..sN`` CSV, checked: clear errors for a missing file, missing columns or bad values."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} file not found")
+    try:
+        frame = pd.read_csv(path, dtype={"recording_id": str})
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    cols = [c for c in frame.columns if c != "recording_id"]
+    if "recording_id" not in frame.columns or not cols or cols != [f"s{i}" for i in range(len(cols))]:
+        raise ValueError(f"{path}: expected columns recording_id,s0..sN, got {','.join(map(str, frame.columns))}")
+    if frame["recording_id"].duplicated().any():
+        dup = frame.loc[frame["recording_id"].duplicated(), "recording_id"].iloc[0]
+        raise ValueError(f"{path}: recording {dup!r} appears more than once")
+    values = frame[cols].apply(pd.to_numeric, errors="coerce")
+    if values.isna().any().any():
+        row = int(values.isna().any(axis=1).to_numpy().argmax())
+        raise ValueError(f"{path}:{row + 2}: a score is missing or not a number")
+    frame[cols] = values
+    return frame
+
+
+def evaluate(pred: str | os.PathLike, truth: str | os.PathLike) -> Evaluation:
+    """LWLRAP of the predictions on the clips of ``truth`` (every truth clip must be predicted)."""
+    p, t = read_scores(pred, "prediction"), read_scores(truth, "truth")
+    if p.shape[1] != t.shape[1]:
+        raise ValueError(f"{pred} has {p.shape[1] - 1} classes, {truth} has {t.shape[1] - 1}")
+    p, t = p.set_index("recording_id"), t.set_index("recording_id")
+    missing = t.index.difference(p.index)
+    if len(missing):
+        raise ValueError(f"{pred}: no prediction for {len(missing)} clip(s) of {truth} (e.g. {', '.join(missing[:3])})")
+    scores = p.loc[t.index].to_numpy(np.float64)
+    labels = t.to_numpy()
+    per_class, weight = per_class_lwlrap(labels, scores)
+    table = pd.DataFrame({"species_id": np.arange(len(per_class)), "lwlrap": per_class, "weight": weight,
+                          "positives": (labels > 0).sum(axis=0)})
+    return Evaluation(lwlrap(labels, scores), table, len(t), len(p.index.difference(t.index)))

@@ -1,0 +1,108 @@
+"""``rfcx export --round K``: every member checkpoint of a round as TorchScript (``.ts``) and ``torch.export``
+(``.pt2``) files in ``RUNS/round{k}/models/{member}_fold{f}.{ts,pt2}`` (see :mod:`engine.export`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.export import SUFFIXES, export_program, export_torchscript
+from rfcx.config import ModelSpec, TrainConfig
+from rfcx.models import build_classifier
+from rfcx.runs import RunDir, member_name
+
+log = logging.getLogger(__name__)
+
+FORMATS = tuple(SUFFIXES)  # ("torchscript", "export")
+CHECKPOINT_KEYS = ("state_dict", "config", "member", "fold", "mel")
+
+
+def member_checkpoints(runs_dir: str | os.PathLike, k: int) -> list[Path]:
+    """The round's member checkpoints (``members/*/checkpoint.pt``), sorted."""
+    return sorted((RunDir(Path(runs_dir)).round_dir(k) / "members").glob("*/checkpoint.pt"))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A member checkpoint, checked for the keys export needs; errors name the file and say why."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise ValueError(f"{path}: unreadable checkpoint ({reason})") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: not a training checkpoint (a {type(ckpt).__name__}, not a dict)")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {missing}")
+    if not ckpt.get("complete", False):
+        raise ValueError(f"{path}: the member has not finished training (epoch {ckpt.get('epoch')}, not complete)")
+    return ckpt
+
+
+def export_checkpoint(path: Path, out_dir: Path, k: int, formats: Sequence[str]) -> list[Path]:
+    """Export one member checkpoint into ``out_dir`` in ``formats``; returns the files written."""
+    ckpt = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    spec = ModelSpec(**ckpt["member"])
+    model = build_classifier(cfg, spec)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not fit {spec.backbone} ({str(exc).splitlines()[0]})") from None
+    model.eval()
+    fold = int(ckpt["fold"])
+    meta = {"config_name": cfg.name, "config": cfg.to_dict(), "backbone": spec.backbone,
+            "crop_seconds": float(spec.crop_seconds), "hop_seconds": float(cfg.pseudo_hop_seconds),
+            "mel": dict(ckpt["mel"]), "round": int(ckpt.get("round", k)), "fold": fold,
+            "epoch": ckpt.get("epoch"), "member": member_name(spec), "checkpoint": str(path)}
+    written = []
+    for fmt in formats:
+        target = out_dir / f"{member_name(spec)}_fold{fold}{SUFFIXES[fmt]}"
+        export = export_torchscript if fmt == "torchscript" else export_program
+        written.append(export(model, meta, target))
+        log.info("exported %s", target)
+    return written
+
+
+def export_round(runs_dir: str | os.PathLike, k: int, formats: Sequence[str] = FORMATS,
+                 force: bool = False) -> list[Path]:
+    """Export every member checkpoint of round ``k``; returns the files written (or kept).
+
+    Each file is written to a temp file and renamed, so a reader never sees half a model. Files newer than
+    their checkpoint are kept as they are (a resumed round does not export twice) unless ``force``.
+    """
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ValueError(f"formats must be among {FORMATS}, got {list(formats)}")
+    run = RunDir(Path(runs_dir))
+    if not run.round_dir(k).is_dir():
+        known = ", ".join(map(str, run.rounds())) or "none"
+        raise ValueError(f"{run.round_dir(k)}: no such round (rounds in {run.root}: {known})")
+    checkpoints = member_checkpoints(runs_dir, k)
+    if not checkpoints:
+        raise ValueError(f"{run.round_dir(k)}: no member checkpoints (members/*/checkpoint.pt) to export")
+    out_dir = run.models_dir(k)
+    written: list[Path] = []
+    for path in checkpoints:
+        todo = list(formats)
+        if not force:
+            fresh = [f for f in formats if _is_fresh(out_dir, path, f)]
+            written += [_target(out_dir, path, f) for f in fresh]
+            todo = [f for f in formats if f not in fresh]
+        if todo:
+            written += export_checkpoint(path, out_dir, k, todo)
+    return written
+
+
+def _target(out_dir: Path, checkpoint: Path, fmt: str) -> Path:
+    return out_dir / f"{checkpoint.parent.name}{SUFFIXES[fmt]}"
+
+
+def _is_fresh(out_dir: Path, checkpoint: Path, fmt: str) -> bool:
+    target = _target(out_dir, checkpoint, fmt)
+    return target.is_file() and target.stat().st_mtime_ns >= checkpoint.stat().st_mtime_ns

@@ -40,13 +40,18 @@ def synth(
         float | None,
         typer.Option("--tp-fraction", help="Share of train clips with TP boxes, in (0, 1] (default: real ~24 %)."),
     ] = None,
+    label_density: Annotated[
+        float,
+        typer.Option("--label-density", help="Label more of each train clip, >= 1: up to round(D) calls per TP "
+                     "species and ~D times the FP rows (default 1: the real sparsity)."),
+    ] = 1.0,
 ) -> None:
     """Write a synthetic data set in the competition's layout (train/, test/, train_tp.csv, ...)."""
     from .synth import synthesize
 
     try:
         s = synthesize(out_dir, n_train=train, n_test=test, seconds=seconds, seed=seed, background=background,
-                       workers=workers, tp_fraction=tp_fraction)
+                       workers=workers, tp_fraction=tp_fraction, label_density=label_density)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     typer.echo(

@@ -6,7 +6,9 @@ sparse labels like the real ones: about one TP box per TP recording although its
 species calls several times, and FP boxes that mark a call of a band-similar species
 under the wrong species id. ``test_labels.csv`` holds the clip-level truth for the
 test clips and ``calls_truth.csv`` every call placed in every clip. ``tp_fraction`` raises
-(or lowers) the share of train recordings that carry TP boxes above the real ~24 %.
+(or lowers) the share of train recordings that carry TP boxes above the real ~24 %, and
+``label_density`` labels more of what is in each train clip (more TP calls per TP species,
+more FP rows per recording) while keeping the structure of the real labels.
 """
 
 from __future__ import annotations
@@ -136,22 +138,46 @@ def _check_tp_fraction(tp_fraction: float | None) -> None:
         raise ValueError(f"tp_fraction must be None or a number in (0, 1], got {tp_fraction!r}")
 
 
-def _plan_train(rng: np.random.Generator, w: _World,
-                tp_fraction: float | None = None) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+def _check_label_density(label_density: float) -> None:
+    if (not isinstance(label_density, numbers.Real) or isinstance(label_density, bool)
+            or not math.isfinite(label_density) or label_density < 1):
+        raise ValueError(f"label_density must be a number >= 1, got {label_density!r}")
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def _plan_train(rng: np.random.Generator, w: _World, tp_fraction: float | None = None,
+                label_density: float = 1.0) -> tuple[list[int], list[int], list[tuple[int, int]]]:
     """Species calling, TP-labelled species, and FP (labelled A, calling B) pairs.
-    ``tp_fraction``: the share of recordings with TP boxes (``None``: the real share)."""
+    ``tp_fraction``: the share of recordings with TP boxes (``None``: the real share).
+    ``label_density`` D > 1: an FP recording draws about D times as many FP pairs (at most
+    ``max_fp_rows * D`` and as many as there are species to label and confusers for them),
+    and a TP-only recording also gets FP pairs with probability (D - 1) / D. D = 1 makes
+    exactly the draws it always made."""
     lay = w.layout
+    dense = label_density > 1
     p = _kind_probs(lay, tp_fraction)
     kind = rng.choice(3, p=p)  # 0: TP only, 1: FP only, 2: both
     n_tp = 0 if kind == 1 else min(int(rng.geometric(1 / lay["mean_tp_rows"])), int(lay["max_tp_rows"]))
-    n_fp = 0 if kind == 0 else min(int(rng.geometric(1 / lay["mean_fp_rows"])), int(lay["max_fp_rows"]))
+    with_fp = kind != 0 or (dense and rng.random() < (label_density - 1) / label_density)
+    n_fp = 0 if not with_fp else min(int(rng.geometric(1 / lay["mean_fp_rows"])), int(lay["max_fp_rows"]))
     ids = np.arange(N_SPECIES)
     tp = [int(s) for s in rng.choice(ids, n_tp, replace=False, p=_weights(w.table.n_tp.to_numpy(), ids >= 0))]
     free = ~np.isin(ids, tp)
-    labelled = [int(s) for s in rng.choice(ids, n_fp, replace=False, p=_weights(w.table.n_fp.to_numpy(), free))]
+    fp_weight = w.table.n_fp.to_numpy()
+    if dense and n_fp:
+        n_fp = min(_round_half_up(label_density * n_fp), _round_half_up(lay["max_fp_rows"] * label_density),
+                   int(np.count_nonzero(free & (fp_weight > 0))))
+    labelled = [int(s) for s in rng.choice(ids, n_fp, replace=False, p=_weights(fp_weight, free))]
     fp = []
     for a in labelled:
         ranked = [int(b) for b in np.argsort(-w.similarity[a], kind="stable") if b != a and b not in labelled]
+        if dense:  # many labelled species: keep only confusers whose band overlaps A's, if any are left
+            ranked = [b for b in ranked if w.similarity[a, b] > 0]
+            if not ranked:
+                continue
         cand = ranked[:N_CONFUSERS]
         sim = w.similarity[a, cand] + 1e-3
         fp.append((a, int(rng.choice(cand, p=sim / sim.sum()))))
@@ -247,9 +273,11 @@ def _band_psd(x: np.ndarray, nfft: int = 2048, frames: int = 48) -> tuple[np.nda
 
 
 def _boxes(rng: np.random.Generator, w: _World, placed: list[tuple[int, int, Call]], tp_species: list[int],
-           fp_pairs: list[tuple[int, int]], seconds: float) -> tuple[list[tuple], list[tuple]]:
-    """TP boxes tight around one call of each TP species; FP boxes of A's template size
-    (A's median duration and band) centred on a call of the confused species B."""
+           fp_pairs: list[tuple[int, int]], seconds: float,
+           tp_calls: int = 1) -> tuple[list[tuple], list[tuple]]:
+    """TP boxes tight around ``tp_calls`` distinct calls of each TP species (fewer when it
+    calls fewer times); FP boxes of A's template size (A's median duration and band)
+    centred on a call of the confused species B."""
     used: set[int] = set()
 
     def pick(species: int) -> tuple[float, float, Call]:
@@ -263,9 +291,10 @@ def _boxes(rng: np.random.Generator, w: _World, placed: list[tuple[int, int, Cal
     songtype = w.table.songtype_id.to_numpy()
     tp, fp = [], []
     for s in tp_species:
-        t0, t1, call = pick(s)
-        pad = max(0.05 * (call.f_max - call.f_min), 50.0)
-        tp.append((s, int(songtype[s]), t0, max(call.f_min - pad, 0.0), t1, min(call.f_max + pad, SR / 2)))
+        for _ in range(min(tp_calls, sum(p[0] == s for p in placed))):
+            t0, t1, call = pick(s)  # TP picks come first, so each is a call not labelled yet
+            pad = max(0.05 * (call.f_max - call.f_min), 50.0)
+            tp.append((s, int(songtype[s]), t0, max(call.f_min - pad, 0.0), t1, min(call.f_max + pad, SR / 2)))
     for a, b in fp_pairs:
         t0, t1, _ = pick(b)
         dur = min(float(w.table.duration[a]), seconds)
@@ -275,22 +304,25 @@ def _boxes(rng: np.random.Generator, w: _World, placed: list[tuple[int, int, Cal
 
 
 def make_clip(split: str, index: int, seed: int = 0, seconds: float = 60.0,
-              background: np.ndarray | None = None, tp_fraction: float | None = None) -> Clip:
+              background: np.ndarray | None = None, tp_fraction: float | None = None,
+              label_density: float = 1.0) -> Clip:
     """Make one clip from the RNG seeded by (seed, split, index). Its labels do not depend
     on ``background`` (a real recording, mono float at 48 kHz), only its audio does.
-    ``tp_fraction`` (train clips only): see ``_plan_train``."""
+    ``tp_fraction`` and ``label_density`` (train clips only): see ``_plan_train``; a TP
+    species gets up to round(``label_density``) of its calls labelled."""
     _check_tp_fraction(tp_fraction)
+    _check_label_density(label_density)
     w = _world()
     rng = np.random.default_rng([seed, SPLIT_CODES[split], index])
     n = max(int(round(seconds * SR)), 64)
     if split == TRAIN:
-        present, tp_species, fp_pairs = _plan_train(rng, w, tp_fraction)
+        present, tp_species, fp_pairs = _plan_train(rng, w, tp_fraction, label_density)
     else:
         k = int(rng.choice(len(TEST_SPECIES_P), p=TEST_SPECIES_P))
         present = [int(s) for s in rng.choice(N_SPECIES, k, replace=False)]
         tp_species, fp_pairs = [], []
     placed = [(s, start, call) for s in present for start, call in _place_calls(rng, w.shapes[s], n)]
-    tp, fp = _boxes(rng, w, placed, tp_species, fp_pairs, n / SR)
+    tp, fp = _boxes(rng, w, placed, tp_species, fp_pairs, n / SR, _round_half_up(label_density))
 
     audio = _background(rng, n, background)
     freqs, psd = _band_psd(audio)
@@ -335,20 +367,22 @@ def _init_job(ctx: dict) -> None:
 def _make_and_write(task: tuple[str, int, str]) -> tuple[list, list, tuple[int, ...], list]:
     """Make one clip, write its FLAC and return its label rows (without the audio)."""
     split, index, rid = task
-    clip = make_clip(split, index, _JOB["seed"], _JOB["seconds"], _JOB["background"], _JOB["tp_fraction"])
+    clip = make_clip(split, index, _JOB["seed"], _JOB["seconds"], _JOB["background"], _JOB["tp_fraction"],
+                     _JOB["label_density"])
     sf.write(str(_JOB["out_dir"] / split / f"{rid}.flac"), clip.audio, SR, format="FLAC", subtype="PCM_16")
     truth = [(split, rid, c.species_id, c.t_min, c.call.f_min, c.t_max, c.call.f_max, c.snr_db) for c in clip.calls]
     return [(rid, *b) for b in clip.tp], [(rid, *b) for b in clip.fp], clip.species, truth
 
 
 def _validate(out_dir: Path, n_train: int, n_test: int, seconds: float, workers: int,
-              background: Path | None, tp_fraction: float | None = None) -> None:
+              background: Path | None, tp_fraction: float | None = None, label_density: float = 1.0) -> None:
     for name, value, low in (("n_train", n_train, 1), ("n_test", n_test, 0), ("workers", workers, 1)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if not isinstance(seconds, numbers.Real) or not math.isfinite(seconds) or seconds < MIN_SECONDS:
         raise ValueError(f"seconds must be a number >= {MIN_SECONDS}, got {seconds!r}")
     _check_tp_fraction(tp_fraction)
+    _check_label_density(label_density)
     if background is not None:
         bg = Path(background)
         if not bg.is_file():
@@ -359,15 +393,19 @@ def _validate(out_dir: Path, n_train: int, n_test: int, seconds: float, workers:
 
 def synthesize(out_dir: Path, n_train: int = 100, n_test: int = 40, seconds: float = 60.0, seed: int = 0,
                background: Path | None = None, progress: bool = True, workers: int = 1,
-               tp_fraction: float | None = None) -> SynthSummary:
+               tp_fraction: float | None = None, label_density: float = 1.0) -> SynthSummary:
     """Write a synthetic RFCX-layout data set into ``out_dir`` (see the module docstring).
 
     ``tp_fraction``: the share of train recordings that carry TP boxes, in (0, 1]; those are
     split between TP only and TP + FP in the real ratio, the rest carry FP boxes only.
-    ``None`` keeps the real tables' shares (~24 % with TP boxes)."""
+    ``None`` keeps the real tables' shares (~24 % with TP boxes).
+    ``label_density`` D >= 1: 1 gives the real sparsity (one labelled call per TP species,
+    ~2 FP rows per FP recording). D > 1 labels more of what each train clip holds: up to
+    round(D) calls of each TP species, about D times as many FP rows per FP recording, and
+    TP-only recordings get FP rows too with probability (D - 1) / D. Test clips do not change."""
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
-    _validate(out_dir, n_train, n_test, seconds, workers, background, tp_fraction)
+    _validate(out_dir, n_train, n_test, seconds, workers, background, tp_fraction, label_density)
     real = _load_background(Path(background)) if background is not None else None
     train_ids, test_ids = recording_ids(seed, n_train, n_test)
     for split, ids in ((TRAIN, train_ids), (TEST, test_ids)):
@@ -379,7 +417,8 @@ def synthesize(out_dir: Path, n_train: int = 100, n_test: int = 40, seconds: flo
 
     tasks = [(TRAIN, i, r) for i, r in enumerate(train_ids)] + [(TEST, i, r) for i, r in enumerate(test_ids)]
     ctx = {"seed": int(seed), "seconds": float(seconds), "background": real, "out_dir": out_dir,
-           "tp_fraction": None if tp_fraction is None else float(tp_fraction)}
+           "tp_fraction": None if tp_fraction is None else float(tp_fraction),
+           "label_density": float(label_density)}
     if workers == 1:
         _init_job(ctx)
     with ProcessPoolExecutor(workers, initializer=_init_job, initargs=(ctx,)) if workers > 1 else nullcontext() as pool:

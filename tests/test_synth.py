@@ -160,6 +160,92 @@ def test_tp_fraction_end_to_end(tmp_path: Path) -> None:
     assert _ids(a / "train") == _ids(plain / "train")
 
 
+def test_label_density_one_unchanged(tmp_path: Path) -> None:
+    w = _world()
+    for tp_fraction in (None, 1.0):
+        for i in range(50):
+            rng = lambda: np.random.default_rng([6, i])  # noqa: E731
+            assert _plan_train(rng(), w, tp_fraction) == _plan_train(rng(), w, tp_fraction, 1.0)
+    for i in range(4):
+        a, b = make_clip("train", i, SEED, 2.0, tp_fraction=1.0), make_clip("train", i, SEED, 2.0, None, 1.0, 1)
+        assert (a.tp, a.fp, a.species) == (b.tp, b.fp, b.species) and np.array_equal(a.audio, b.audio)
+    kw = dict(n_train=4, n_test=1, seconds=2.0, seed=SEED, progress=False, tp_fraction=1.0)
+    a, b = synthesize(tmp_path / "a", **kw).out_dir, synthesize(tmp_path / "b", label_density=1.0, **kw).out_dir
+    for name in ("train_tp.csv", "train_fp.csv", "test_labels.csv", "calls_truth.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    for rid in _ids(a / "train"):
+        assert (a / "train" / f"{rid}.flac").read_bytes() == (b / "train" / f"{rid}.flac").read_bytes()
+
+
+def _check_clip_labels(clip, tp_calls: int) -> None:  # noqa: ANN001 (rfcx.synth.Clip)
+    """TP boxes: each on its own call of its species, min(tp_calls, its calls) per species;
+    FP boxes of A: A silent, a call of a band-overlapping species B != A under the box."""
+    table, sim = load_species_table(), band_similarity(load_species_table())
+    hits = []
+    for s, _, t0, _, t1, _ in clip.tp:
+        hit = [k for k, c in enumerate(clip.calls)
+               if c.species_id == s and abs(c.t_min - t0) < TOL and abs(c.t_max - t1) < TOL]
+        assert len(hit) == 1
+        hits += hit
+    assert len(hits) == len(set(hits))  # no call labelled twice
+    for s in {b[0] for b in clip.tp}:
+        n_calls = sum(c.species_id == s for c in clip.calls)
+        assert sum(b[0] == s for b in clip.tp) == min(tp_calls, n_calls)
+    for a, _, t0, f0, t1, f1 in clip.fp:
+        assert a not in clip.species and a not in {b[0] for b in clip.tp}
+        under = [c for c in clip.calls if t0 - TOL <= (c.t_min + c.t_max) / 2 <= t1 + TOL]
+        assert any(c.species_id != a and sim[a, c.species_id] > 0 for c in under)
+        assert (f0, f1) == (table.f_min[a], table.f_max[a])
+    assert len({b[0] for b in clip.fp}) == len(clip.fp)  # one FP row per labelled species, as before
+
+
+def test_label_density_labels_more() -> None:
+    counts = {}
+    for density in (1.0, 4.0):
+        n_tp = n_fp = n_tp_only = 0
+        for i in range(30):
+            clip = make_clip("train", i, SEED, 20.0, tp_fraction=1.0, label_density=density)
+            _check_clip_labels(clip, round(density))
+            assert clip.tp  # tp_fraction=1.0: every recording has TP boxes
+            n_tp, n_fp = n_tp + len(clip.tp), n_fp + len(clip.fp)
+        counts[density] = (n_tp, n_fp)
+    (tp1, fp1), (tp4, fp4) = counts[1.0], counts[4.0]
+    assert tp4 >= 2.5 * tp1 and fp4 >= 2.5 * fp1, counts
+    assert fp4 > tp4  # as in the real tables, FP boxes outnumber TP boxes
+    again = make_clip("train", 29, SEED, 20.0, tp_fraction=1.0, label_density=4.0)  # deterministic
+    assert (again.tp, again.fp) == (clip.tp, clip.fp) and np.array_equal(again.audio, clip.audio)
+
+
+def test_label_density_cli(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rfcx.cli import app
+
+    base = ["synth", "--train", "2", "--test", "0", "--seconds", "1", "--seed", str(SEED), "--tp-fraction", "1.0"]
+    bad = CliRunner().invoke(app, [*base[:1], str(tmp_path / "bad"), *base[1:], "--label-density", "0.5"])
+    assert bad.exit_code == 1 and "label_density" in bad.output
+    ok = CliRunner().invoke(app, [*base[:1], str(tmp_path / "ok"), *base[1:], "--label-density", "3"])
+    assert ok.exit_code == 0, ok.output
+    direct = synthesize(tmp_path / "direct", n_train=2, n_test=0, seconds=1.0, seed=SEED, progress=False,
+                        tp_fraction=1.0, label_density=3.0).out_dir
+    for name in ("train_tp.csv", "train_fp.csv"):
+        assert (tmp_path / "ok" / name).read_bytes() == (direct / name).read_bytes(), name
+
+
+def test_label_density_plans() -> None:
+    w, lay = _world(), load_layout_stats()
+    for density in (2.0, 4.0, 25.0):
+        plans = [_plan_train(np.random.default_rng([8, i]), w, 1.0, density) for i in range(300)]
+        for present, tp, fp in plans:
+            labelled = [a for a, _ in fp]
+            assert len(labelled) == len(set(labelled)) <= round(lay["max_fp_rows"] * density)
+            assert not set(labelled) & set(present) and not set(labelled) & set(tp)
+            assert all(b != a and w.similarity[a, b] > 0 and b in present for a, b in fp)
+            assert tp and set(tp) <= set(present)
+        with_fp = np.mean([len(p[2]) > 0 for p in plans])  # TP-only recordings get FP rows too
+        assert with_fp > 0.9 * (1 - 1 / density), (density, with_fp)
+
+
 def test_tp_and_fp_boxes_sit_on_calls() -> None:
     table, sim = load_species_table(), band_similarity(load_species_table())
     n_fp = 0
@@ -291,6 +377,14 @@ def test_bad_arguments(tmp_path: Path) -> None:
         (dict(tp_fraction=float("nan")), "tp_fraction"),
         (dict(tp_fraction="0.5"), "tp_fraction"),
         (dict(tp_fraction=True), "tp_fraction"),
+        (dict(label_density=0.5), "label_density"),
+        (dict(label_density=0), "label_density"),
+        (dict(label_density=-2.0), "label_density"),
+        (dict(label_density=float("nan")), "label_density"),
+        (dict(label_density=float("inf")), "label_density"),
+        (dict(label_density="4"), "label_density"),
+        (dict(label_density=True), "label_density"),
+        (dict(label_density=None), "label_density"),
     ]
     text = tmp_path / "notes.flac"
     text.write_text("not audio")

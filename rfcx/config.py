@@ -272,6 +272,7 @@ def seed() -> TrainConfig:
         lr=1e-3,
         weight_decay=1e-2,
         num_workers=4,
+        channels_last=True,
     )
 
 

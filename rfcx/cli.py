@@ -159,6 +159,38 @@ def train(
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
 
 
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes (minutes on 2 cores): indicative.")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder for bench.json, bench.md and the PNG plots.")] = Path(
+        "demo/bench"),
+    runs: Annotated[Path | None, typer.Option(
+        "--runs", help="A trained run directory (with --store): LWLRAP of fcn vs exact.", show_default=False)] = None,
+    store: Annotated[Path | None, typer.Option(
+        "--store", help="The feature store that run was trained on (with --runs).", show_default=False)] = None,
+    quality_runs: Annotated[list[str] | None, typer.Option(
+        "--quality-runs", help="NAME=DIR run directory of a training variant (repeatable): LWLRAP by round.",
+        show_default=False)] = None,
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="Run only this benchmark (repeatable): store_build, store_reads, training_input, inference, "
+                       "quality.", show_default=False)] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help="torch threads (default: torch's choice, or OMP_NUM_THREADS).", show_default=False)] = None,
+) -> None:
+    """Benchmark every stage against what a user would pick instead (bench.json, bench.md, plots)."""
+    from benchmarks.run import run_bench
+
+    try:
+        result = run_bench(out, quick=quick, runs=runs, store=store, quality_runs=quality_runs, only=only,
+                           threads=threads, echo=typer.echo)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {', '.join(str(out / f) for f in result['files'])} ({result['wall_s']:.0f} s)")
+    failed = [b["name"] for b in result["benchmarks"] if b.get("error")]
+    if failed:
+        _fail(f"benchmark(s) failed: {', '.join(failed)} (see {out / 'bench.md'})")
+
+
 def _register_more() -> None:
     """Commands kept in modules of their own register themselves on ``app``."""
     from . import cli_engine

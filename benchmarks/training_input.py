@@ -1,0 +1,134 @@
+"""Training input: crops/s the data loader delivers vs crops/s the model consumes.
+
+Delivery: ``rfcx.loader.crop_loader`` iterated alone (round-0 ``CropSampler`` around TP/FP boxes, one batched
+``FeatureStore.crops`` per batch of 16) with ``num_workers`` 0 and 1 (a fresh loader per repeat: worker start-up
+counts, as it does every epoch in training), and the same followed by the round-0 ``Augmenter`` (which training
+runs in the main process). Consumption: forward + backward + AdamW step of the ``cpu`` config's model on
+pre-made tensors, batch 16 (the baseline). Goal: delivery >= 10x consumption, i.e. the model never waits.
+The store is small and synthetic (``rfcx.synth.synthesize`` + ``build_store(backend="torch")``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from benchmarks.common import fresh_dir, goal, interleaved, row, section
+from rfcx.augment import Augmenter
+from rfcx.config import get_config
+from rfcx.loader import crop_loader
+from rfcx.losses import masked_bce
+from rfcx.models import build_classifier
+from rfcx.sampling import N_CLASSES, CropSampler
+from rfcx.synth import synthesize
+from store import FeatureStore, build_store
+
+QUICK = {"clips": 4, "seconds": 30.0, "repeats": 3, "batches": 8, "steps": 3, "config": "cpu"}
+FULL = {"clips": 16, "seconds": 60.0, "repeats": 5, "batches": 40, "steps": 10, "config": "cpu"}
+
+MODEL = "model consumes: forward + backward + AdamW"
+
+
+def loader_name(workers: int, augment: bool = False) -> str:
+    return f"crop_loader, num_workers={workers}" + (" + Augmenter" if augment else "")
+
+
+def make_store(workdir: Path, clips: int, seconds: float) -> str:
+    data = fresh_dir(workdir / "synth")
+    synthesize(data, n_train=clips, n_test=0, seconds=seconds, seed=0, progress=False, tp_fraction=1.0)
+    store = workdir / "train.zarr"
+    build_store(data, store, backend="torch", device="cpu", progress=False)
+    return str(store)
+
+
+def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
+    size = {**(QUICK if quick else FULL), **(sizes or {})}
+    workdir = Path(workdir)
+    store = make_store(workdir, size["clips"], size["seconds"])
+    fs = FeatureStore.open(store)
+    cfg = get_config(size["config"])
+    spec = cfg.backbones[0]
+    params = fs.params
+    boxes = pd.concat([fs.boxes("tp").assign(is_tp=True), fs.boxes("fp").assign(is_tp=False)], ignore_index=True)
+    n_frames = {rid: fs.n_frames(rid) for rid in fs.ids("train")}
+    crop = params.seconds_to_frames(spec.crop_seconds)
+    b, n_batches = cfg.batch_size, size["batches"]
+
+    def make_sampler(worker: int) -> CropSampler:
+        return CropSampler(boxes, n_frames, params, crop, 0, seed=worker)
+
+    def deliver(workers: int, augment: bool = False):
+        aug = Augmenter(cfg.augment, cfg.mixup_alpha, torch.Generator().manual_seed(0)) if augment else None
+
+        def go() -> float:
+            crops = 0
+            for x, target, mask, bins in crop_loader(store, make_sampler, b, n_batches, workers):
+                if aug is not None:
+                    x, target, mask = aug(x, target, mask, 0, bins)
+                crops += x.shape[0]
+            return crops
+        return go
+
+    torch.manual_seed(0)
+    model = build_classifier(cfg, spec)
+    if cfg.channels_last:
+        model.backbone.to(memory_format=torch.channels_last)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    x = -60.0 + 15.0 * torch.randn(b, 1, params.n_mels, crop)
+    target = (torch.rand(b, N_CLASSES) < 0.1).float()
+    mask = torch.ones(b, N_CLASSES)
+
+    def consume() -> float:
+        for _ in range(size["steps"]):
+            loss = masked_bce(model(x).float(), target, mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return size["steps"] * b
+
+    candidates = {loader_name(0): deliver(0), loader_name(1): deliver(1), loader_name(0, True): deliver(0, True),
+                  MODEL: consume}
+    rates = interleaved(candidates, size["repeats"], warmup=True)
+    rows = [row(name, r) for name, r in rates.items()]
+    sec = section("input", "Training input: crops delivered vs crops consumed", "crops/s", rows, baseline=MODEL,
+                  note=f"{len(n_frames)} synthetic clips of {size['seconds']:g} s, {len(boxes)} TP/FP boxes; "
+                       f"{spec.crop_seconds:g} s crops, batch {b}, {n_batches} batches per repeat; model "
+                       f"{spec.backbone} (config {cfg.name}, input pool {tuple(cfg.input_pool)}), "
+                       f"{size['steps']} steps per repeat; ratio = to what the model consumes.")
+    base = next(r for r in rows if r["name"] == MODEL)
+    goals = []
+    for name in (loader_name(0), loader_name(1)):
+        r = next(x for x in rows if x["name"] == name)
+        goals.append(goal(f"{name} delivers >= 10x what the model consumes", r["ratio"], 10.0,
+                          f"{r['median']:.0f} vs {base['median']:.1f} crops/s"))
+    return {"name": "training_input", "title": "3. Training input",
+            "about": "Whether the data loader keeps the model fed: crops/s `rfcx.loader.crop_loader` delivers "
+                     "(round-0 sampling, num_workers 0 and 1, alone and with the augmentations) vs crops/s the "
+                     f"`{cfg.name}` config's model consumes (forward + backward + AdamW on pre-made tensors).",
+            "params": {**size, "boxes": len(boxes), "backbone": spec.backbone},
+            "sections": [sec], "goals": goals, "notes": []}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="rfcx-input-") as tmp:
+        out = run(args.quick, Path(tmp))
+    for r in out["sections"][0]["rows"]:
+        print(f"{r['name']:<50} {r['median']:8.1f} crops/s  x{r['ratio']:.1f}")
+    for g in out["goals"]:
+        print(f"goal {g['goal']}: {'met' if g['met'] else 'NOT met'} ({g['value']:.1f}; {g['detail']})")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

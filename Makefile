@@ -19,7 +19,7 @@ setup: $(BIN)/rfcx
 # feature store, train rounds 0..$(ROUNDS) with the `cpu` config, then infer the test set with each round's
 # ensemble and print its LWLRAP. Re-running skips what is done.
 demo: setup
-	$(BIN)/rfcx synth $(DEMO)/data --train 100 --test 40 --seed 0 --tp-fraction 1.0 --label-density 4 --workers 2 \
+	$(BIN)/rfcx synth $(DEMO)/data --train 100 --test 40 --seed 0 --tp-fraction 1.0 --label-density 6 --workers 2 \
 	  $$( [ -f $(REAL_BACKGROUND) ] && echo --background $(REAL_BACKGROUND) )
 	$(BIN)/rfcx build-store --data $(DEMO)/data --store $(DEMO)/features.zarr
 	$(BIN)/rfcx train --round $(ROUNDS) --store $(DEMO)/features.zarr --runs $(DEMO)/runs --config cpu

@@ -405,3 +405,16 @@ def test_time_per_60s_clip() -> None:
     for i in range(3):
         make_clip("train", i, 0, 60.0)
     print(f"\nsynthetic 60 s clip: {(time.perf_counter() - t0) / 3:.3f} s (audio only, no FLAC)")
+
+
+def test_label_density_spreads_tp_species_over_all_species() -> None:
+    from rfcx.synth import SPLIT_CODES, _plan_train, _world
+
+    w = _world()
+    counts = np.zeros(24, dtype=int)
+    for i in range(96):
+        rng = np.random.default_rng([0, SPLIT_CODES["train"], i])
+        _, tp, _ = _plan_train(rng, w, 1.0, 4.0, i)
+        assert tp[0] == i % 24  # the first TP species follows the clip index
+        counts[tp] += 1
+    assert counts.min() >= 4  # every species has TP recordings, about equally many

@@ -141,3 +141,18 @@ def fresh_dir(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
+
+
+def print_result(out: dict, json_path: Path | None = None) -> None:
+    """What a module's command line prints: every section's rows (median, ratio), then the goals."""
+    import json
+
+    for sec in out["sections"]:
+        print(sec["title"])
+        for r in sec["rows"]:
+            ratio = f"  x{r['ratio']:.2f}" if r.get("ratio") is not None else ""
+            print(f"  {r['name']:<60} {r['median']:9.2f} {sec['unit']}{ratio}", flush=True)
+    for g in out["goals"]:
+        print(f"goal {g['goal']}: {'met' if g['met'] else 'NOT met'} ({g['value']:.2f}; {g['detail']})")
+    if json_path:
+        json_path.write_text(json.dumps(out, indent=1))

@@ -12,7 +12,6 @@ with the others.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from benchmarks.common import fresh_dir, goal, interleaved, row, section, write_clips, write_empty_tables
+from benchmarks.common import fresh_dir, goal, interleaved, print_result, row, section, write_clips, write_empty_tables
 from store import build_store
 from store.builder import list_audio_files
 from store.dali_pipeline import dali_available
@@ -142,13 +141,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="rfcx-bench-") as tmp:
         out = run(args.quick, Path(tmp), data=args.data)
-    for r in out["sections"][0]["rows"]:
-        print(f"{r['name']:<44} {r['median']:7.2f} clips/s  {r['x_realtime']:6.0f}x real time  "
-              f"(median of {len(r['repeats'])})", flush=True)
-    for g in out["goals"]:
-        print(f"goal {g['goal']}: {'met' if g['met'] else 'NOT met'} ({g['value']:.2f}; {g['detail']})")
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+    print_result(out, args.json)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ All files are in the page cache after the first pass (warm reads); see the repor
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,7 @@ import soundfile as sf
 import torch
 
 from benchmarks import store_layout
-from benchmarks.common import fresh_dir, goal, interleaved, row, section, write_clips, write_empty_tables
+from benchmarks.common import fresh_dir, goal, interleaved, print_result, row, section, write_clips, write_empty_tables
 from store import FeatureStore, build_store
 from store.audio import decode
 from store.params import MelParams
@@ -162,14 +161,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="rfcx-reads-") as tmp:
         out = run(args.quick, Path(tmp))
-    for sec in out["sections"]:
-        print(sec["title"])
-        for r in sec["rows"]:
-            print(f"  {r['name']:<60} {r['median']:9.1f} {sec['unit']}  x{r['ratio'] or 0:.1f}")
-    for g in out["goals"]:
-        print(f"goal {g['goal']}: {'met' if g['met'] else 'NOT met'} ({g['value']:.1f}; {g['detail']})")
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+    print_result(out, args.json)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ The store is small and synthetic (``rfcx.synth.synthesize`` + ``build_store(back
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from benchmarks.common import fresh_dir, goal, interleaved, row, section
+from benchmarks.common import fresh_dir, goal, interleaved, print_result, row, section
 from rfcx.augment import Augmenter
 from rfcx.config import get_config
 from rfcx.loader import crop_loader
@@ -122,12 +121,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="rfcx-input-") as tmp:
         out = run(args.quick, Path(tmp))
-    for r in out["sections"][0]["rows"]:
-        print(f"{r['name']:<50} {r['median']:8.1f} crops/s  x{r['ratio']:.1f}")
-    for g in out["goals"]:
-        print(f"goal {g['goal']}: {'met' if g['met'] else 'NOT met'} ({g['value']:.1f}; {g['detail']})")
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+    print_result(out, args.json)
 
 
 if __name__ == "__main__":

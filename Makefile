@@ -10,7 +10,7 @@ REAL_BACKGROUND := ../shared/rfcx/f97ababc1.flac
 
 $(BIN)/rfcx: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install -e '.[test,bench]'
 	touch $@
 
 setup: $(BIN)/rfcx

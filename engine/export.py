@@ -38,10 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .net import DB_OFFSET, DB_SCALE
+from .net import prepare_input
 
 FORMAT_VERSION = 1
 SUFFIXES = {"torchscript": ".ts", "export": ".pt2"}
@@ -86,8 +85,8 @@ def fcn_geometry(net: nn.Module, n_mels: int, window_frames: int) -> dict[str, f
 class Deployable(nn.Module):
     """A :class:`~engine.net.SpectrogramClassifier` as exported: ``forward`` and ``windows`` (module docstring).
 
-    ``prepare`` mirrors ``SpectrogramClassifier.prepare`` but keeps the FreqConv ramp as a buffer, so that the
-    exported graph carries no device constant and runs wherever it is loaded (tests check it equals eager).
+    ``prepare`` is ``SpectrogramClassifier``'s (:func:`engine.net.prepare_input`) with the FreqConv ramp kept as
+    a buffer, so that the exported graph carries no device constant and runs wherever it is loaded.
     """
 
     def __init__(self, net: nn.Module, n_mels: int, window_frames: int) -> None:
@@ -101,13 +100,7 @@ class Deployable(nn.Module):
         self.fcn = fcn_geometry(net, n_mels, window_frames)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.unsqueeze(1) - DB_OFFSET) / DB_SCALE
-        if self.freq_channel:
-            ramp = self.ramp.to(x.dtype).expand(x.shape[0], 1, x.shape[2], x.shape[3])
-            x = torch.cat([x, ramp], dim=1)
-        if self.pool[0] > 1 or self.pool[1] > 1:
-            x = F.avg_pool2d(x, kernel_size=self.pool, stride=self.pool)
-        return x
+        return prepare_input(x.unsqueeze(1), self.ramp if self.freq_channel else None, self.pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.prepare(x))

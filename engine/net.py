@@ -15,6 +15,17 @@ DB_OFFSET = -50.0  # dB values are mapped by (x - DB_OFFSET) / DB_SCALE before t
 DB_SCALE = 20.0
 
 
+def prepare_input(x: torch.Tensor, ramp: torch.Tensor | None, pool: tuple[int, int]) -> torch.Tensor:
+    """(B, 1, n_mels, T) dB -> the backbone's input: scaled dB, the FreqConv ``ramp`` (1, 1, n_mels, 1) appended
+    as a second channel when given, then (freq, time) average pooling. Shared by training and export."""
+    x = (x - DB_OFFSET) / DB_SCALE
+    if ramp is not None:
+        x = torch.cat([x, ramp.to(x.dtype).expand(x.shape[0], 1, x.shape[2], x.shape[3])], dim=1)
+    if pool[0] > 1 or pool[1] > 1:
+        x = F.avg_pool2d(x, kernel_size=pool, stride=pool)
+    return x
+
+
 class SpectrogramClassifier(nn.Module):
     """(B, n_mels, T) dB -> (B, n_classes) logits.
 
@@ -34,16 +45,13 @@ class SpectrogramClassifier(nn.Module):
         """(B, n_mels, T) or (B, 1, n_mels, T) dB -> the backbone's input (B, C, F', T')."""
         if x.dim() == 3:
             x = x.unsqueeze(1)
-        x = (x - DB_OFFSET) / DB_SCALE
+        ramp = None
         if self.freq_channel:
-            b, _, f, t = x.shape
-            ramp = torch.linspace(0.0, 1.0, f, device=x.device, dtype=x.dtype).view(1, 1, f, 1).expand(b, 1, f, t)
+            f = x.shape[2]
+            ramp = torch.linspace(0.0, 1.0, f, device=x.device, dtype=x.dtype).view(1, 1, f, 1)
             if self.zero_freq_channel:
                 ramp = torch.zeros_like(ramp)
-            x = torch.cat([x, ramp], dim=1)
-        if self.pool[0] > 1 or self.pool[1] > 1:
-            x = F.avg_pool2d(x, kernel_size=self.pool, stride=self.pool)
-        return x
+        return prepare_input(x, ramp, self.pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.prepare(x))

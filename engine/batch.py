@@ -335,7 +335,7 @@ def infer_split(models: Sequence[LoadedModel | str | os.PathLike], store: Featur
     loaded = [m if isinstance(m, LoadedModel) else load_model(m, dev) for m in models]
     return infer_clips(loaded, fs, ids, fs.params, mode=mode, batch_size=batch_size, progress=progress,
                        checkpoint_dir=checkpoint_dir, chunk_clips=chunk_clips,
-                       source=f"store {os.path.abspath(fs.path)} ({split})")
+                       source=f"store {fs.location.display} ({split})")
 
 
 def _assemble(results: list[_ChunkResult], ids: list[str], engine: _Engine) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -157,7 +157,8 @@ def infer_cmd(
             if split not in fs.splits:
                 _fail(f"{store}: no split {split!r} (has: {', '.join(fs.splits) or 'none'})")
             ids, clips, params = fs.ids(split), fs, fs.params
-            source = f"store {Path(store).resolve()} ({split})"
+            where = fs.location.local_path.resolve() if fs.location.is_local else fs.location.display
+            source = f"store {where} ({split})"
             order = fs.submission_ids() if split == "test" else None  # else sorted ids
             known = set(ids)
             missing = [rid for rid in order or [] if rid not in known]

@@ -14,10 +14,11 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from . import layout
 from .audio import AUDIO_SUFFIXES, AudioInfo, decode, probe
 from .dali_pipeline import DaliLogMel, dali_available
 from .errors import BadInputError, Rejection
+from .location import Location
 from .params import MelParams
 from .tables import (
     N_SPECIES, CheckedTable, check_boxes_against_clips, empty_boxes, read_boxes, read_submission_ids,
@@ -83,18 +85,19 @@ def resolve_device(device: str) -> str:
 class _LogMel:
     """One backend behind one call: files in, (logmel, decoded samples) or a rejection out, per file."""
 
-    def __init__(self, backend: str, device: str, params: MelParams, batch_size: int) -> None:
+    def __init__(self, backend: str, device: str, params: MelParams, batch_size: int,
+                 threads: int | None = None) -> None:
         self.params = params
         self.backend = backend
+        threads = max(1, threads or os.cpu_count() or 1)
         if backend == "dali":
-            threads = max(1, os.cpu_count() or 1)
             self.dali = DaliLogMel(params, batch_size=batch_size, num_threads=threads,
-                                   device_id=0 if device == "gpu" else None)
+                                   device_id=_cuda_device() if device == "gpu" else None)
         elif backend == "torch":
             from .torch_mel import TorchLogMel
 
             self.torch = TorchLogMel(params, "cuda" if device == "gpu" else "cpu")
-            self.pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)))
+            self.pool = ThreadPoolExecutor(min(4, threads))
         else:
             raise ValueError(f"backend must be dali or torch, got {backend!r}")
 
@@ -136,6 +139,13 @@ class _LogMel:
         return [d if isinstance(d, Rejection) else (next(mels), len(d)) for d in decoded]
 
 
+def _cuda_device() -> int:
+    """The current CUDA device (a process of a multi-GPU launch has set its own)."""
+    import torch
+
+    return torch.cuda.current_device()
+
+
 def _decode_failure(path: Path, exc: Exception) -> Rejection:
     """The clearest reason available: libsndfile's, else DALI's first line."""
     try:
@@ -152,17 +162,21 @@ def list_audio_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
 
 
-def open_or_create(store_path: str | Path, params: MelParams, backend: str) -> zarr.Group:
-    """The store's root group: created when new, checked (format, mel parameters) when it exists."""
-    store_path = str(store_path)
+def open_or_create(store_path: str | Path | Location, params: MelParams, backend: str,
+                   storage_options: Mapping[str, Any] | None = None) -> zarr.Group:
+    """The store's root group: created when new, checked (format, mel parameters) when it exists.
+
+    ``store_path`` is a local path or an fsspec URL (see :mod:`store.location`)."""
+    loc = Location.parse(store_path, storage_options)
+    store_path = loc.text
     try:
-        root = zarr.open_group(store_path, mode="r+")
+        root = zarr.open_group(loc.zarr_store(), mode="r+")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
         root = None
     if root is None:
-        if Path(store_path).exists() and any(Path(store_path).iterdir()):
+        if loc.has_content():
             raise ValueError(f"{store_path}: exists and is not a feature store; choose another --store")
-        root = zarr.open_group(store_path, mode="w")
+        root = zarr.open_group(loc.zarr_store(), mode="w")
         root.attrs.update({"format": layout.FORMAT, "version": layout.VERSION, "mel": params.to_dict(),
                            "backend": backend, "rejected": []})
         return root
@@ -241,8 +255,31 @@ def build_store(
     batch_size: int = 8,
     progress: bool = True,
     on_reject: Callable[[Rejection], None] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    gather: Callable[[Any], list[Any]] | None = None,
+    threads: int | None = None,
 ) -> BuildSummary:
-    """Build (or extend) the feature store at ``store_path`` from the competition layout in ``data_dir``."""
+    """Build (or extend) the feature store at ``store_path`` from the competition layout in ``data_dir``.
+
+    ``store_path`` is a local path or an fsspec URL (``s3://...``, with ``storage_options`` for its filesystem;
+    see :mod:`store.location`); resuming works the same on both (a clip counts once its ``complete`` is set).
+
+    **Sharded builds**: ``world`` processes that each call this with the same arguments, ``shard=(rank, world)``
+    and a ``gather`` (``gather(obj)`` returns every rank's ``obj`` in rank order; it is also the barrier) build
+    one store together: rank 0 creates the store, every rank decodes and writes ``todo[rank::world]`` of each
+    split's new clips (whole per-clip arrays: no two ranks touch one chunk), and once every shard is written
+    rank 0 writes the split indexes, tables and ``rejected`` list (the rejections of all ranks, in the order a
+    one-process build finds them), so the store equals a one-process build. Every rank returns rank 0's
+    summary of the whole build. ``threads`` caps the decoding threads of this process (default: all cores).
+    """
+    rank, world = shard
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
+    if world > 1 and gather is None:
+        raise ValueError("a sharded build (world > 1) needs gather, the ranks' all-gather")
+    gather = gather or _alone
+    main = rank == 0
     data_dir = Path(data_dir)
     params = params or MelParams()
     if not data_dir.is_dir():
@@ -256,30 +293,39 @@ def build_store(
     device = resolve_device(device)
     started = time.perf_counter()
     summary = BuildSummary(store=str(store_path), backend=backend, device=device)
+    rejections = _Rejections(strict, on_reject)
+    reject = rejections.add
 
-    def reject(r: Rejection) -> None:
-        if strict:
-            raise BadInputError(r)
-        summary.rejected.append(r)
-        if on_reject:
-            on_reject(r)
-
-    tables = {kind: _read_table(data_dir / f"train_{kind}.csv", params) for kind in layout.TABLE_KINDS}
+    # the tables are read, checked and written by rank 0 alone
+    tables = {kind: _read_table(data_dir / f"train_{kind}.csv", params) for kind in layout.TABLE_KINDS} if main else {}
     for table in tables.values():
         for r in (table.rejected if table else []):
             reject(r)
     truth_path = data_dir / TRUTH_FILE
-    truth = read_truth(truth_path) if truth_path.is_file() else None
+    truth = read_truth(truth_path) if main and truth_path.is_file() else None
     for r in (truth.rejected if truth else []):
         reject(r)
 
-    root = open_or_create(store_path, params, backend)
-    logmel = _LogMel(backend, device, params, batch_size)
+    root = _open_root(store_path, params, backend, storage_options, splits, main, gather)
+    logmel = _LogMel(backend, device, params, batch_size, threads)
+    plans = [_plan_split(root, i, split, data_dir / split, params, reject, main) for i, split in enumerate(splits)]
+    if world > 1:
+        gather(None)  # every rank has read what is stored before any rank writes
     rejected_audio: dict[str, set[str]] = {}
-    for split in splits:
-        rejected_audio[split] = _build_split(root, split, data_dir / split, params, logmel, batch_size, summary,
-                                             reject, progress)
+    for plan in plans:
+        rejected_audio[plan.split] = _build_split(plan, logmel, batch_size, summary, reject, progress, rank, world)
+    if world > 1:
+        rejected_audio = _merge_shards(gather((rejections.found, rejected_audio, summary.stored, summary.resampled,
+                                               summary.audio_seconds)), rejections, summary)
+    if not main:
+        return gather(None)[0]  # rank 0's summary, once the store is whole
+    if world > 1:
+        for plan in plans:  # the index of every clip written by any rank
+            writer = _SplitWriter(root, plan.split, params)
+            writer.write_index()
+            summary.total[plan.split] = len(writer.entries)
 
+    rejections.stage = 2
     durations = {}
     if "train" in root:
         ids, n_samples = root["train/ids"][:], root["train/n_samples"][:]
@@ -304,9 +350,70 @@ def build_store(
         for r in checked.rejected:
             reject(r)
         _write_truth(root.require_group("tables/test_labels"), checked.rows)
+    summary.rejected = rejections.ordered()
     root.attrs["rejected"] = [r.to_dict() for r in summary.rejected]
     summary.elapsed_s = time.perf_counter() - started
+    if world > 1:
+        gather(summary)  # the others return this summary
     return summary
+
+
+def _alone(obj: Any) -> list[Any]:
+    """``gather`` of a one-process build."""
+    return [obj]
+
+
+class _Rejections:
+    """The rejected inputs of a build with the key that orders them as a one-process build finds them: stage 0
+    (the CSVs), stage 1 (the audio: split, batch of the one-process build, probe before decode, file position),
+    stage 2 (rows checked against the stored clips)."""
+
+    def __init__(self, strict: bool, on_reject: Callable[[Rejection], None] | None) -> None:
+        self.strict, self.on_reject = strict, on_reject
+        self.stage = 0
+        self.found: list[tuple[tuple, Rejection]] = []
+
+    def add(self, r: Rejection, key: tuple | None = None) -> None:
+        if self.strict:
+            raise BadInputError(r)
+        self.found.append((key if key is not None else (self.stage, len(self.found)), r))
+        if self.on_reject:
+            self.on_reject(r)
+
+    def ordered(self) -> list[Rejection]:
+        return [r for _, r in sorted(self.found, key=lambda kr: kr[0])]
+
+
+def _open_root(store_path: str | Path, params: MelParams, backend: str, storage_options: Mapping[str, Any] | None,
+               splits: list[str], main: bool, gather: Callable[[Any], list[Any]]) -> zarr.Group:
+    """Rank 0 creates (or checks) the store and its split groups; then the other ranks open it."""
+    error = None
+    if main:
+        try:
+            root = open_or_create(store_path, params, backend, storage_options)
+            for split in splits:
+                root.require_group(split).require_group("mel")
+        except ValueError as exc:
+            error = exc
+    first = gather(None if error is None else str(error))[0]
+    if error is not None:
+        raise error
+    if first is not None:
+        raise ValueError(first)
+    return root if main else open_or_create(store_path, params, backend, storage_options)
+
+
+def _merge_shards(shards: list[tuple], rejections: _Rejections, summary: BuildSummary) -> dict[str, set[str]]:
+    """Every rank's rejections, stored clips and rejected audio ids, added up into this rank's."""
+    rejected_audio: dict[str, set[str]] = {}
+    rejections.found = [kr for found, *_ in shards for kr in found]
+    summary.stored = {split: sum(s[2].get(split, 0) for s in shards) for split in summary.stored}
+    summary.resampled = sum(s[3] for s in shards)
+    summary.audio_seconds = sum(s[4] for s in shards)
+    for _, audio, *_ in shards:
+        for split, ids in audio.items():
+            rejected_audio.setdefault(split, set()).update(ids)
+    return rejected_audio
 
 
 def _read_table(path: Path, params: MelParams) -> CheckedTable | None:
@@ -427,44 +534,71 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[i:i + size]
 
 
-def _build_split(root: zarr.Group, split: str, folder: Path, params: MelParams, logmel: _LogMel, batch_size: int,
-                 summary: BuildSummary, reject: Callable[[Rejection], None], progress: bool) -> set[str]:
-    """Store the split's new clips; returns the ids whose audio was rejected."""
+@dataclass
+class _SplitPlan:
+    """A split's writer and its clips to store (in file order)."""
+
+    index: int  # of the split in the build
+    split: str
+    writer: _SplitWriter
+    todo: list[Path]
+    n_files: int  # distinct recording ids found
+
+
+def _plan_split(root: zarr.Group, index: int, split: str, folder: Path, params: MelParams,
+                reject: Callable[..., None], main: bool) -> _SplitPlan:
+    """What is stored and what is to do; duplicate recording ids are rejected (by rank 0)."""
     writer = _SplitWriter(root, split, params)
-    files = list_audio_files(folder)
     seen: dict[str, Path] = {}
     todo: list[Path] = []
-    rejected: set[str] = set()
-    for path in files:
+    for pos, path in enumerate(list_audio_files(folder)):
         rid = path.stem
         if rid in seen:
-            reject(Rejection(str(path), f"duplicate recording id {rid} (also {seen[rid].name})", split=split))
+            if main:
+                reject(Rejection(str(path), f"duplicate recording id {rid} (also {seen[rid].name})", split=split),
+                       (1, index, 0, 0, pos))
             continue
         seen[rid] = path
         if not writer.done(rid):
             todo.append(path)
-    summary.skipped[split] = len(seen) - len(todo)
+    return _SplitPlan(index, split, writer, todo, len(seen))
+
+
+def _build_split(plan: _SplitPlan, logmel: _LogMel, batch_size: int, summary: BuildSummary,
+                 reject: Callable[..., None], progress: bool, rank: int = 0, world: int = 1) -> set[str]:
+    """Store this rank's share (``todo[rank::world]``) of the split's new clips; returns the ids whose audio was
+    rejected. One process keeps the split's index up to date as it goes; ranks of a sharded build leave it to
+    rank 0 at the end."""
+    writer, split, params = plan.writer, plan.split, plan.writer.params
+    mine = list(enumerate(plan.todo))[rank::world]  # (position in the split's todo, path)
+    rejected: set[str] = set()
+    summary.skipped[split] = plan.n_files - len(plan.todo)
     stored = 0
     pending: Future | None = None
-    bar = tqdm(total=len(todo), desc=f"build-store {split}", unit="clip", disable=not progress or not todo,
-               dynamic_ncols=True)
+    desc = f"build-store {split}" + (f" (rank {rank}/{world}: 1/{world} of the clips)" if world > 1 else "")
+    bar = tqdm(total=len(mine), desc=desc, unit="clip", disable=not progress or not mine, dynamic_ncols=True)
     t0, audio_s = time.perf_counter(), 0.0
     try:
         with ThreadPoolExecutor(1) as io:
-            for batch in _batches(todo, batch_size):
+            for batch in _batches(mine, batch_size):
                 infos: list[AudioInfo] = []
-                for path in batch:
+                position: dict[Path, int] = {}
+                for pos, path in batch:
+                    position[path] = pos
                     try:
                         infos.append(probe(path))
                     except BadInputError as exc:
                         rejected.add(path.stem)
-                        reject(Rejection(exc.rejection.file, exc.rejection.reason, split=split))
+                        reject(Rejection(exc.rejection.file, exc.rejection.reason, split=split),
+                               (1, plan.index, 1 + pos // batch_size, 0, pos))
                 results = logmel(infos) if infos else []
                 good = []
                 for info, res in zip(infos, results):
                     if isinstance(res, Rejection):
                         rejected.add(info.path.stem)
-                        reject(Rejection(res.file, res.reason, split=split))
+                        pos = position[info.path]
+                        reject(Rejection(res.file, res.reason, split=split),
+                               (1, plan.index, 1 + pos // batch_size, 1, pos))
                     else:
                         good.append((info, res))
                 if pending is not None:
@@ -477,14 +611,15 @@ def _build_split(root: zarr.Group, split: str, folder: Path, params: MelParams, 
                 summary.audio_seconds += seconds
                 bar.update(len(batch))
                 bar.set_postfix_str(f"{audio_s / max(1e-9, time.perf_counter() - t0):.0f}x real time")
-                if stored and stored % INDEX_EVERY < batch_size:
+                if world == 1 and stored and stored % INDEX_EVERY < batch_size:
                     pending.result()
                     writer.write_index()
             if pending is not None:
                 pending.result()
     finally:
         bar.close()
-        writer.write_index()
+        if world == 1:
+            writer.write_index()
     summary.stored[split] = stored
     summary.total[split] = len(writer.entries)
     return rejected

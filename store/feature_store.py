@@ -4,10 +4,10 @@ rejections."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +15,7 @@ import zarr
 
 from . import layout
 from .errors import Rejection
+from .location import Location
 from .params import MelParams
 from .tables import BOX_COLUMNS, empty_boxes
 
@@ -39,11 +40,12 @@ class FeatureStore:
         batch = fs.crops([(rid, 0, 375), (rid, 500, 375)])   # (2, 256, 375)
     """
 
-    def __init__(self, root: zarr.Group, path: str) -> None:
+    def __init__(self, root: zarr.Group, path: str, location: Location | None = None) -> None:
         attrs = dict(root.attrs)
         if attrs.get("format") != layout.FORMAT:
             raise ValueError(f"{path}: not an rfcx feature store (no format attribute {layout.FORMAT!r})")
         self.path = path
+        self.location = location or Location.parse(path)  # where it lives: a local path or an fsspec URL
         self.root = root
         self.params = MelParams.from_dict(attrs["mel"])
         self.backend: str = attrs.get("backend", "?")
@@ -58,16 +60,21 @@ class FeatureStore:
         self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "FeatureStore":
-        """Open a store read-only; a missing path or a non-store raises with the path in the message."""
-        path = str(path)
-        if "://" not in path and not Path(path).exists():
+    def open(cls, path: str | os.PathLike | Location,
+             storage_options: Mapping[str, Any] | None = None) -> "FeatureStore":
+        """Open a store read-only: a local path or an fsspec URL (``file://``, ``memory://``, ``s3://``, ... with
+        ``storage_options`` for its filesystem, see :mod:`store.location`). A missing store or a non-store
+        raises with the location in the message; a URL whose fsspec backend is not installed raises
+        :class:`store.location.MissingBackendError` naming the package."""
+        loc = Location.parse(path, storage_options)
+        path = loc.text
+        if not loc.exists():
             raise FileNotFoundError(f"{path}: feature store not found (build it with `rfcx build-store`)")
         try:
-            root = zarr.open_group(path, mode="r")
+            root = zarr.open_group(loc.zarr_store(read_only=True), mode="r")
         except Exception as exc:
             raise ValueError(f"{path}: not a Zarr group ({exc})") from None
-        return cls(root, path)
+        return cls(root, path, loc)
 
     def _read_index(self, split: str) -> pd.DataFrame:
         group = self.root[split]

@@ -20,9 +20,27 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+DISTRIBUTED_COMMANDS = ("build-store", "train", "infer")  # what runs under torchrun (infer: with --batch)
+
+
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False) -> None:
+def _main(ctx: typer.Context,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from .process_group import DistributedError, torchrun_launch
+
+    try:
+        launch = torchrun_launch()
+    except DistributedError as exc:
+        _fail(str(exc))
+    if launch is not None and launch.world > 1 and ctx.invoked_subcommand not in DISTRIBUTED_COMMANDS:
+        _fail(f"`rfcx {ctx.invoked_subcommand}` runs as one process; start it without torchrun (torchrun runs "
+              f"{', '.join(DISTRIBUTED_COMMANDS[:-1])} and infer --batch)")
+
+
+def _rank_echo(group):  # noqa: ANN001, ANN202 (rfcx.process_group.ProcessGroup)
+    """``typer.echo`` on rank 0, silence on the others."""
+    return typer.echo if group.is_main else (lambda *_a, **_k: None)
 
 
 @app.command()
@@ -70,21 +88,33 @@ def build_store_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Clips decoded per pipeline run.")] = 8,
 ) -> None:
     """Decode every clip and store its log-mel spectrogram in a chunked Zarr store (resumable)."""
+    import os
+
     from tqdm.auto import tqdm
 
     from store import BadInputError, FeatureStore, build_store
+    from store.builder import resolve_device
+
+    from .process_group import launched
 
     if backend not in ("dali", "torch"):
         _fail(f"--backend must be dali or torch, got {backend!r}")
     try:
-        summary = build_store(
-            data, store, backend=backend, device=device, strict=strict, batch_size=batch_size,
-            on_reject=lambda r: tqdm.write(f"rejected {r}"),
-        )
+        use_cuda = resolve_device(device) == "gpu"
+        with launched(use_cuda) as group:
+            summary = build_store(
+                data, store, backend=backend, device=device, strict=strict, batch_size=batch_size,
+                on_reject=lambda r: tqdm.write(f"rejected {r}"), progress=group.is_main,
+                shard=(group.rank, group.world),
+                gather=lambda obj: group.gather_after_work(obj, "build-store"),
+                threads=max(1, (os.cpu_count() or 1) // group.local_world),
+            )
     except BadInputError as exc:
         _fail(f"{exc} (--strict: stopped at the first bad input; what was stored before stays stored)", code=2)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         _fail(str(exc))
+    if not group.is_main:
+        return
     typer.echo(
         f"backend {summary.backend} on {summary.device}: stored {sum(summary.stored.values())} new clips "
         f"({summary.clips_per_s:.2f} clips/s, {summary.x_realtime:.0f}x real time), "

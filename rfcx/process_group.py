@@ -1,0 +1,220 @@
+"""One process or many: the process group of a ``torchrun`` launch, and its single-process stand-in.
+
+``torchrun --nproc-per-node N -m rfcx <command>`` starts N copies of a command with ``WORLD_SIZE``, ``RANK``,
+``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` in their environment.
+:func:`launched` sees these, joins the process group (gloo on the CPU; NCCL when the command uses CUDA, with
+each process on the GPU of its ``LOCAL_RANK``) and hands the command a :class:`ProcessGroup`; without them it
+hands over :data:`SINGLE`, on which every collective is a no-op, so that a plain ``rfcx <command>`` runs as
+one process.
+
+Our own traffic (barriers and small Python objects) always goes through a gloo group, so that a barrier can
+name the ranks that did not arrive and has a timeout of its own: ``timeout`` (default 30 min,
+``RFCX_DIST_TIMEOUT_MIN``) bounds joining the group and every collective; ``work_timeout`` (default 24 h,
+``RFCX_DIST_WORK_TIMEOUT_MIN``) bounds how long a rank that finished its share waits for the others to
+finish theirs (a training fold can take hours). A rank that fails makes torchrun stop the others; the timeouts
+cover what torchrun cannot see (a node that vanished).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_TIMEOUT_MIN = 30.0
+DEFAULT_WORK_TIMEOUT_MIN = 24 * 60.0
+ENV_TIMEOUT = "RFCX_DIST_TIMEOUT_MIN"
+ENV_WORK_TIMEOUT = "RFCX_DIST_WORK_TIMEOUT_MIN"
+TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+class DistributedError(RuntimeError):
+    """A launch that cannot work, or a rank that did not take part in a collective in time."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where this process sits in a torchrun launch (from its environment)."""
+
+    rank: int
+    world: int
+    local_rank: int
+    local_world: int
+
+
+def torchrun_launch(environ: Mapping[str, str] | None = None) -> Launch | None:
+    """The launch this process belongs to, or ``None`` when it was not started by torchrun (no ``WORLD_SIZE``).
+
+    Raises :class:`DistributedError` naming what is missing or inconsistent.
+    """
+    env = os.environ if environ is None else environ
+    if "WORLD_SIZE" not in env:
+        return None
+    missing = [v for v in TORCHRUN_VARS if not env.get(v)]
+    if missing:
+        raise DistributedError(f"WORLD_SIZE is set but {', '.join(missing)} is not: start the command with "
+                               f"torchrun (e.g. `torchrun --nproc-per-node 2 -m rfcx ...`), which sets them all")
+    try:
+        rank, world, local_rank = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"])
+        local_world = int(env.get("LOCAL_WORLD_SIZE") or world)
+    except ValueError:
+        raise DistributedError("WORLD_SIZE, RANK, LOCAL_RANK and LOCAL_WORLD_SIZE must be integers, got "
+                               + ", ".join(f"{v}={env.get(v)!r}" for v in (*TORCHRUN_VARS[:3], "LOCAL_WORLD_SIZE")))
+    if world < 1 or not 0 <= rank < world or not 0 <= local_rank < local_world:
+        raise DistributedError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world}, "
+                               f"LOCAL_RANK={local_rank}, LOCAL_WORLD_SIZE={local_world}")
+    return Launch(rank, world, local_rank, local_world)
+
+
+def _minutes(env_var: str, default: float) -> datetime.timedelta:
+    text = os.environ.get(env_var)
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        raise DistributedError(f"{env_var} must be a number of minutes, got {text!r}") from None
+    if value <= 0:
+        raise DistributedError(f"{env_var} must be > 0 minutes, got {text!r}")
+    return datetime.timedelta(minutes=value)
+
+
+@dataclass
+class ProcessGroup:
+    """The ranks running one command. The default (:data:`SINGLE`) is one process: every collective is a no-op."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    local_world: int = 1
+    backend: str | None = None  # gloo or nccl; None: one process, no process group
+    timeout: datetime.timedelta = datetime.timedelta(minutes=DEFAULT_TIMEOUT_MIN)
+    work_timeout: datetime.timedelta = datetime.timedelta(minutes=DEFAULT_WORK_TIMEOUT_MIN)
+    _objects: Any = field(default=None, repr=False)  # the gloo group of barriers and object collectives
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that writes what a run writes once and prints summaries."""
+        return self.rank == 0
+
+    @property
+    def label(self) -> str:
+        return f"rank {self.rank}/{self.world}"
+
+    def shard(self, items: list) -> list:
+        """This rank's share of ``items``: ``items[rank::world]``."""
+        return items[self.rank::self.world]
+
+    def barrier(self, what: str, work: bool = False) -> None:
+        """Wait until every rank gets here. ``work``: the others may still be busy with their share of the work
+        (waits up to ``work_timeout`` instead of ``timeout``). ``what`` names the wait in the timeout's message."""
+        if not self.distributed:
+            return
+        import torch.distributed as dist
+
+        timeout = self.work_timeout if work else self.timeout
+        try:
+            dist.monitored_barrier(group=self._objects, timeout=timeout, wait_all_ranks=True)
+        except RuntimeError as exc:
+            raise DistributedError(f"{self.label}: {what}: not every rank arrived within {timeout} ({_first_line(exc)}); "
+                                   f"a rank failed or is stuck, see its output") from None
+
+    def all_gather_object(self, obj: Any, what: str = "exchanging results") -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+        if not self.distributed:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world
+        try:
+            dist.all_gather_object(out, obj, group=self._objects)
+        except RuntimeError as exc:
+            raise DistributedError(f"{self.label}: {what}: lost contact with another rank ({_first_line(exc)})") from None
+        return out
+
+    def gather_after_work(self, obj: Any, what: str) -> list[Any]:
+        """:meth:`all_gather_object` once every rank has finished its share (``work`` barrier first)."""
+        self.barrier(what, work=True)
+        return self.all_gather_object(obj, what)
+
+    def broadcast_object(self, obj: Any, what: str = "sharing rank 0's result") -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        return self.all_gather_object(obj if self.is_main else None, what)[0]
+
+
+SINGLE = ProcessGroup()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def init(launch: Launch, use_cuda: bool = False, timeout: datetime.timedelta | None = None,
+         work_timeout: datetime.timedelta | None = None) -> ProcessGroup:
+    """Join the process group of ``launch``: NCCL when ``use_cuda`` (this process on GPU ``LOCAL_RANK``), gloo
+    otherwise; object collectives and barriers go through a gloo group in both cases."""
+    import torch
+    import torch.distributed as dist
+
+    timeout = timeout or _minutes(ENV_TIMEOUT, DEFAULT_TIMEOUT_MIN)
+    work_timeout = work_timeout or _minutes(ENV_WORK_TIMEOUT, DEFAULT_WORK_TIMEOUT_MIN)
+    if not dist.is_available():
+        raise DistributedError("this torch build has no torch.distributed; run without torchrun")
+    device_id = None
+    if use_cuda:
+        n = torch.cuda.device_count()
+        if launch.local_rank >= n:
+            raise DistributedError(f"LOCAL_RANK {launch.local_rank} but this node has {n} visible GPU(s): start at "
+                                   f"most {n} processes per node (--nproc-per-node), or run on the CPU")
+        torch.cuda.set_device(launch.local_rank)
+        device_id = torch.device("cuda", launch.local_rank)
+    backend = "nccl" if use_cuda else "gloo"
+    try:
+        dist.init_process_group(backend, timeout=timeout, device_id=device_id)
+    except (RuntimeError, ValueError) as exc:
+        raise DistributedError(f"rank {launch.rank}/{launch.world}: could not join the {backend} process group "
+                               f"({_first_line(exc)})") from None
+    objects = dist.new_group(backend="gloo", timeout=max(timeout, work_timeout)) if backend != "gloo" else None
+    return ProcessGroup(launch.rank, launch.world, launch.local_rank, launch.local_world, backend, timeout,
+                        work_timeout, objects)
+
+
+def teardown(group: ProcessGroup) -> None:
+    """Leave the process group (no-op for one process)."""
+    if group.backend is None:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def launched(use_cuda: bool = False) -> Iterator[ProcessGroup]:
+    """The process group of this torchrun launch for the duration of a command, or :data:`SINGLE` without one.
+
+    A launch of one process (``--nproc-per-node 1``) runs as a single process, with no process group.
+    """
+    launch = torchrun_launch()
+    if launch is None or launch.world == 1:
+        if launch is not None and use_cuda:
+            import torch
+
+            torch.cuda.set_device(launch.local_rank)
+        yield SINGLE
+        return
+    group = init(launch, use_cuda)
+    try:
+        yield group
+    finally:
+        teardown(group)
+
+
+__all__ = ["DistributedError", "Launch", "ProcessGroup", "SINGLE", "init", "launched", "teardown",
+           "torchrun_launch"]

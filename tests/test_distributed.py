@@ -1,0 +1,176 @@
+"""``torchrun --nproc-per-node 2 -m rfcx ...`` (gloo, 2 CPU processes) gives what one process gives:
+build-store, infer --batch and train, each compared with a one-process run; and clear messages for bad launches."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+from typer.testing import CliRunner
+
+from rfcx.cli import app
+from rfcx.process_group import SINGLE, DistributedError, torchrun_launch
+from store import FeatureStore, build_store
+from tests.conftest import make_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR",
+                                                              "MASTER_PORT", "LOCAL_WORLD_SIZE")}
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
+    return env
+
+
+def rfcx(*args: str, nproc: int = 1, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``python -m rfcx ARGS`` (nproc 1) or ``python -m torch.distributed.run --nproc-per-node N -m rfcx ARGS``."""
+    launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+                                      "--master-port", str(free_port())]
+    cmd = [sys.executable, *launcher, "-m", "rfcx", *map(str, args)]
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(cmd)} exited {done.returncode}:\n{done.stdout}\n{done.stderr[-4000:]}"
+    return done
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    """Every group, array (values, dtype, chunks) and attribute of two stores is the same."""
+    ga, gb = zarr.open_group(a, mode="r"), zarr.open_group(b, mode="r")
+
+    def walk(g: zarr.Group, prefix: str = "") -> dict[str, object]:
+        out: dict[str, object] = {prefix or "/": g}
+        for name, member in g.members():
+            path = f"{prefix}/{name}"
+            out.update(walk(member, path) if isinstance(member, zarr.Group) else {path: member})
+        return out
+
+    na, nb = walk(ga), walk(gb)
+    assert sorted(na) == sorted(nb)
+    for path, x in na.items():
+        y = nb[path]
+        assert type(x) is type(y), path
+        assert dict(x.attrs) == dict(y.attrs), path
+        if isinstance(x, zarr.Array):
+            assert (x.dtype, x.shape, x.chunks) == (y.dtype, y.shape, y.chunks), path
+            assert np.array_equal(x[...], y[...]), path
+
+
+# -- build-store ---------------------------------------------------------------------------------------------------
+
+def test_build_store_on_two_ranks_equals_one_process(tmp_path) -> None:
+    data = make_dataset(tmp_path / "data", n_train=7, n_test=4, seconds=2.0)
+    # rejected by the rank that decodes them (files sorted: bad on rank 0, t2x and u0x on rank 1)
+    (data / "train" / "bad.flac").write_bytes(b"fLaC but not really")
+    whole = (data / "train" / "t0.flac").read_bytes()
+    (data / "train" / "t2x.flac").write_bytes(whole[:len(whole) // 3])  # truncated
+    (data / "test" / "u0x.flac").write_bytes(b"")
+    with open(data / "train_tp.csv", "a") as f:  # a box of a rejected recording: rejected after the shards
+        f.write("t2x,3,1,0.5,1000,1.5,2000\n")
+    one = tmp_path / "one.zarr"
+    build_store(data, one, backend="torch", device="cpu", progress=False)
+    two = tmp_path / "two.zarr"
+    out = rfcx("build-store", "--data", data, "--store", two, "--backend", "torch", "--device", "cpu", nproc=2)
+    assert out.stdout.count("stored 11 new clips") == 1 and "4 rejected" in out.stdout  # rank 0 reports
+    assert_same_store(one, two)
+    rejected = FeatureStore.open(two).rejected()
+    assert [Path(f).name for f in rejected.file] == ["bad.flac", "t2x.flac", "u0x.flac", "train_tp.csv"]
+
+    again = rfcx("build-store", "--data", data, "--store", two, "--backend", "torch", "--device", "cpu", nproc=2)
+    assert "stored 0 new clips" in again.stdout and "skipped 11 already stored" in again.stdout
+    assert_same_store(one, two)
+
+
+class ThreadGather:
+    """``gather`` for ranks that are threads of this process."""
+
+    def __init__(self, world: int) -> None:
+        self.slots: list[object] = [None] * world
+        self.barrier = threading.Barrier(world, timeout=60)
+
+    def rank(self, r: int):  # noqa: ANN201
+        def gather(obj: object) -> list[object]:
+            self.slots[r] = obj
+            self.barrier.wait()
+            out = list(self.slots)
+            self.barrier.wait()
+            return out
+        return gather
+
+
+def test_sharded_build_extends_a_store_like_one_process(tmp_path) -> None:
+    """Two ranks (threads here) extend a store that holds some of the clips: only the new ones are decoded,
+    and the store equals a one-process build of all clips."""
+    data = make_dataset(tmp_path / "data", n_train=6, n_test=3, seconds=2.0)
+    one = tmp_path / "one.zarr"
+    build_store(data, one, backend="torch", device="cpu", progress=False)
+    some = tmp_path / "some"
+    shutil.copytree(data, some)
+    for name in ("t1", "t4", "t5"):
+        (some / "train" / f"{name}.flac").unlink()
+    (some / "test" / "u0.flac").unlink()
+    grown = tmp_path / "grown.zarr"
+    build_store(some, grown, backend="torch", device="cpu", progress=False)
+
+    gather, out = ThreadGather(2), [None, None]
+
+    def run(r: int) -> None:
+        out[r] = build_store(data, grown, backend="torch", device="cpu", progress=False, shard=(r, 2),
+                             gather=gather.rank(r))
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert out[0] is not None and out[1] is not None
+    assert out[0].stored == out[1].stored == {"train": 3, "test": 1}
+    assert out[0].skipped == {"train": 3, "test": 2} and out[0].total == {"train": 6, "test": 3}
+    assert_same_store(one, grown)
+
+
+def test_build_store_checks_its_shard_arguments(tmp_path) -> None:
+    data = make_dataset(tmp_path / "data", n_train=1, n_test=0, seconds=1.0)
+    with pytest.raises(ValueError, match="needs gather"):
+        build_store(data, tmp_path / "s.zarr", backend="torch", device="cpu", shard=(0, 2), progress=False)
+    with pytest.raises(ValueError, match="0 <= rank < world"):
+        build_store(data, tmp_path / "s.zarr", backend="torch", device="cpu", shard=(2, 2), gather=lambda o: [o, o])
+
+
+# -- bad launches --------------------------------------------------------------------------------------------------
+
+def test_torchrun_environment_is_checked() -> None:
+    assert torchrun_launch({}) is None
+    launch = torchrun_launch({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
+                              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"})
+    assert (launch.rank, launch.world, launch.local_rank, launch.local_world) == (1, 2, 1, 2)
+    with pytest.raises(DistributedError, match="RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT is not"):
+        torchrun_launch({"WORLD_SIZE": "2"})
+    with pytest.raises(DistributedError, match="inconsistent"):
+        torchrun_launch({"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "1"})
+    assert SINGLE.is_main and not SINGLE.distributed and SINGLE.all_gather_object(3) == [3]
+    SINGLE.barrier("nothing to wait for")
+
+
+def test_commands_refuse_a_launch_they_cannot_use(tmp_path) -> None:
+    runner = CliRunner()
+    half = runner.invoke(app, ["info", "--store", str(tmp_path / "s.zarr")], env={"WORLD_SIZE": "2"})
+    assert half.exit_code == 1 and "start the command with torchrun" in half.output
+    full = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    synth = runner.invoke(app, ["synth", str(tmp_path / "d")], env=full)
+    assert synth.exit_code == 1 and "runs as one process" in synth.output and not (tmp_path / "d").exists()

@@ -40,6 +40,7 @@ from .windows import window_starts
 
 MODES = ("exact", "fcn")
 CHECKPOINT_VERSION = 1
+CHUNK_CLIPS = 16  # clips read and scored together (and the unit a launch of many processes shares out)
 
 
 class Clips(Protocol):
@@ -265,7 +266,7 @@ def _read_ahead(read: Callable[[str], np.ndarray], chunks: list[list[str]], pref
 
 def infer_clips(models: Sequence[LoadedModel], clips: Clips, ids: Sequence[str], params: MelParams,
                 mode: str = "exact", batch_size: int = 64, progress: bool = True,
-                checkpoint_dir: str | os.PathLike | None = None, chunk_clips: int = 16, prefetch: int = 2,
+                checkpoint_dir: str | os.PathLike | None = None, chunk_clips: int = CHUNK_CLIPS, prefetch: int = 2,
                 read_workers: int = 2, source: str = "",
                 restart_other: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score ``ids`` of ``clips`` (see :func:`infer_split`, which this runs for a store's split).
@@ -321,7 +322,7 @@ def infer_clips(models: Sequence[LoadedModel], clips: Clips, ids: Sequence[str],
 def infer_split(models: Sequence[LoadedModel | str | os.PathLike], store: FeatureStore | str | os.PathLike,
                 split: str = "test", mode: str = "exact", batch_size: int = 64, device: str | torch.device = "auto",
                 progress: bool = True, checkpoint_dir: str | os.PathLike | None = None,
-                chunk_clips: int = 16) -> tuple[pd.DataFrame, pd.DataFrame]:
+                chunk_clips: int = CHUNK_CLIPS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score every clip of ``split`` with the ensemble ``models`` (loaded models or paths, loaded onto ``device``).
 
     Returns ``(clip_scores, window_scores)``: ``clip_scores`` has columns ``recording_id, s0..s{C-1}`` in the
@@ -336,6 +337,46 @@ def infer_split(models: Sequence[LoadedModel | str | os.PathLike], store: Featur
     return infer_clips(loaded, fs, ids, fs.params, mode=mode, batch_size=batch_size, progress=progress,
                        checkpoint_dir=checkpoint_dir, chunk_clips=chunk_clips,
                        source=f"store {fs.location.display} ({split})")
+
+
+# -- many processes -----------------------------------------------------------------------------------------------
+
+def shard_ids(ids: Sequence[str], rank: int, world: int, chunk_clips: int = CHUNK_CLIPS) -> list[str]:
+    """Process ``rank``'s share of ``ids`` among ``world``: every ``world``-th block of ``chunk_clips`` clips.
+
+    Whole chunks, so that each chunk holds the clips it holds in a one-process run: the same batches, and so
+    bit for bit the same scores."""
+    if world < 1 or not 0 <= rank < world or chunk_clips < 1:
+        raise ValueError(f"need 0 <= rank < world and chunk_clips >= 1, got rank {rank}, world {world}, "
+                         f"chunk_clips {chunk_clips}")
+    return [rid for i, rid in enumerate(ids) if (i // chunk_clips) % world == rank]
+
+
+def merge_shards(parts: Sequence[tuple[pd.DataFrame, pd.DataFrame | None]],
+                 ids: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The ``(clip_scores, window_scores)`` of :func:`infer_clips` over shards of ``ids`` (see :func:`shard_ids`)
+    put together as one run over ``ids`` returns them (same rows, order and dtypes; ``window_scores`` ``None``
+    where a part left it out). ``clip_scores.attrs`` adds up the parts' clip and window counts; ``seconds`` is
+    the slowest part's."""
+    ids = list(ids)
+    position = {rid: i for i, rid in enumerate(ids)}
+    clips = [c for c, _ in parts if len(c)] or [parts[0][0]]
+    clip_scores = pd.concat(clips, ignore_index=True)
+    if sorted(clip_scores["recording_id"]) != sorted(ids):
+        raise ValueError(f"the parts hold {len(clip_scores)} clips, not the {len(ids)} clips asked for")
+    clip_scores = clip_scores.iloc[np.argsort(clip_scores["recording_id"].map(position).to_numpy(), kind="stable")]
+    clip_scores = clip_scores.reset_index(drop=True)
+    clip_scores.attrs = {key: sum(c.attrs.get(key, 0) for c, _ in parts)
+                         for key in ("resumed_clips", "computed_clips", "windows_scored")}
+    clip_scores.attrs["seconds"] = max((c.attrs.get("seconds", 0.0) for c, _ in parts), default=0.0)
+    if any(w is None for _, w in parts):
+        return clip_scores, None
+    windows = [w for _, w in parts if len(w)] or [parts[0][1]]
+    window_scores = pd.concat(windows, ignore_index=True)
+    # by window length (the groups' order), then clip; rows of one clip keep their order (start times)
+    order = np.lexsort((np.arange(len(window_scores)), window_scores["recording_id"].map(position).to_numpy(),
+                        window_scores["window_s"].to_numpy()))
+    return clip_scores, window_scores.iloc[order].reset_index(drop=True)
 
 
 def _assemble(results: list[_ChunkResult], ids: list[str], engine: _Engine) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -372,4 +413,5 @@ def _assemble(results: list[_ChunkResult], ids: list[str], engine: _Engine) -> t
     return clip_scores, window_scores
 
 
-__all__ = ["Clips", "MODES", "check_models", "infer_clips", "infer_split", "resolve_device", "score_columns"]
+__all__ = ["CHUNK_CLIPS", "Clips", "MODES", "check_models", "infer_clips", "infer_split", "merge_shards",
+           "resolve_device", "score_columns", "shard_ids"]

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 DEFAULT_STORE = "demo/features.zarr"  # where `make demo` puts them
-DEFAULT_RUNS = Path("demo/runs")
+DEFAULT_RUNS = "demo/runs"
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -26,29 +26,37 @@ def _formats(value: str) -> tuple[str, ...]:
 
 def export_cmd(
     round_: Annotated[int, typer.Option("--round", help="Round whose member checkpoints to export.")],
-    runs: Annotated[Path, typer.Option("--runs", help="Run directory of `rfcx train`.")] = DEFAULT_RUNS,
+    runs: Annotated[str, typer.Option("--runs", help="Run directory of `rfcx train` (a folder or an fsspec URL).")] = (
+        DEFAULT_RUNS),
     fmt: Annotated[str, typer.Option("--format", help="torchscript (.ts), export (.pt2) or both.")] = "both",
     force: Annotated[bool, typer.Option("--force", help="Export again files newer than their checkpoint.")] = False,
 ) -> None:
     """Export every member of a round as frozen TorchScript and/or torch.export programs (round{K}/models/)."""
     from rfcx.exporting import export_round
+    from rfcx.runs import open_run
 
     formats = _formats(fmt)
     try:
-        written = export_round(runs, round_, formats, force=force)
-    except (FileNotFoundError, ValueError) as exc:
+        run = open_run(runs, pull="none")
+        written = export_round(run, round_, formats, force=force)
+    except (OSError, ValueError) as exc:  # OSError: FileNotFoundError, a failed upload to a URL
         _fail(str(exc))
     for path in written:
-        typer.echo(f"wrote {path}")
+        typer.echo(f"wrote {run.describe(path)}")
 
 
-def _round_models(runs: Path, round_: int | None, fmt: str) -> tuple[int, list[Path]]:
-    """The exported model files of the requested (or latest complete) round; clear errors otherwise."""
+def _round_models(runs: str, round_: int | None, fmt: str) -> tuple[int, list[Path]]:
+    """The exported model files of the requested (or latest complete) round; clear errors otherwise.
+
+    A run at a URL is mirrored: its JSON files first, then the models of the round (in the local cache)."""
     from engine.export import SUFFIXES
-    from rfcx.runs import RunDir
+    from rfcx.runs import open_run
 
-    run = RunDir(runs)
-    if not runs.is_dir():
+    try:
+        run = open_run(runs, pull="meta")
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    if not run.root.is_dir():
         _fail(f"{runs}: no such run directory (train with `rfcx train`, or give --runs)")
     if round_ is None:
         round_ = run.latest_complete()
@@ -57,11 +65,16 @@ def _round_models(runs: Path, round_: int | None, fmt: str) -> tuple[int, list[P
             _fail(f"{runs}: no complete round to infer with (rounds present: {known}; a round is complete once "
                   f"{run.complete_marker(0).name} is written)")
     elif not run.is_complete(round_):
-        _fail(f"{run.round_dir(round_)}: round {round_} is not complete (no {run.complete_marker(round_).name})")
+        _fail(f"{run.describe(run.round_dir(round_))}: round {round_} is not complete "
+              f"(no {run.complete_marker(round_).name})")
+    try:
+        run.fetch(run.models_dir(round_), suffix=SUFFIXES[fmt])
+    except OSError as exc:
+        _fail(f"{run.location}: could not download the models of round {round_} ({exc})")
     files = sorted(run.models_dir(round_).glob(f"*{SUFFIXES[fmt]}"))
     if not files:
         flag = "torchscript" if fmt == "torchscript" else "export"
-        _fail(f"{run.models_dir(round_)}: no exported {fmt} models (*{SUFFIXES[fmt]}); "
+        _fail(f"{run.describe(run.models_dir(round_))}: no exported {fmt} models (*{SUFFIXES[fmt]}); "
               f"run `rfcx export --round {round_} --runs {runs} --format {flag}`")
     return round_, files
 
@@ -88,11 +101,13 @@ def _prior(prior_file: Path | None, fs, n_classes: int):  # noqa: ANN001, ANN202
 
 
 def infer_cmd(
+    ctx: typer.Context,
     inputs: Annotated[list[Path] | None, typer.Argument(
         help="Audio files or folders to score (not in a store); leave out with --batch.", show_default=False)] = None,
     batch: Annotated[bool, typer.Option("--batch", help="Score every clip of a split of the feature store.")] = False,
     store: Annotated[str, typer.Option("--store", help="Feature store (with --batch).")] = DEFAULT_STORE,
-    runs: Annotated[Path, typer.Option("--runs", help="Run directory of `rfcx train`.")] = DEFAULT_RUNS,
+    runs: Annotated[str, typer.Option("--runs", help="Run directory of `rfcx train` (a folder or an fsspec URL).")] = (
+        DEFAULT_RUNS),
     round_: Annotated[int | None, typer.Option("--round", help="Round to use (default: the latest complete one).",
                                                show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="Split of the store to score (with --batch).")] = "test",
@@ -118,13 +133,15 @@ def infer_cmd(
     threads: Annotated[int | None, typer.Option(
         "--threads", help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine).",
         show_default=False)] = None,
+    chunk_clips: Annotated[int, typer.Option(
+        "--chunk-clips", help="Clips read and scored together; under torchrun, ranks take turns by chunk.")] = 16,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Score clips with the exported ensemble of a round: a feature store's split (--batch) or audio files."""
     from store import BadInputError, FeatureStore
 
     from engine.audio_clips import AudioClips, find_audio
-    from engine.batch import MODES, infer_clips, resolve_device
+    from engine.batch import MODES, infer_clips, merge_shards, resolve_device, shard_ids
     from engine.export import ModelFileError, load_model
     from engine.outputs import check_writable, write_detections, write_submission
     from engine.postprocess import POSTPROCESS, postprocess as apply_postprocess
@@ -139,6 +156,13 @@ def infer_cmd(
         _fail(f"--format must be torchscript or export, got {fmt!r}")
     if batch_size < 1:
         _fail(f"--batch-size must be >= 1, got {batch_size}")
+    if chunk_clips < 1:
+        _fail(f"--chunk-clips must be >= 1, got {chunk_clips}")
+    from rfcx.process_group import launched, torchrun_launch
+
+    launch = torchrun_launch()  # checked by the command line's callback
+    if launch is not None and launch.world > 1 and not batch:
+        _fail("`rfcx infer FILE_OR_DIR...` runs as one process; under torchrun use `rfcx infer --batch`")
     if threads is not None:
         if threads < 1:
             _fail(f"--threads must be >= 1, got {threads}")
@@ -147,8 +171,14 @@ def infer_cmd(
         torch.set_num_threads(threads)
     try:
         dev = resolve_device(device)
+        # under torchrun: this process's place among the ranks (left when the command ends)
+        group = ctx.with_resource(launched(dev.type == "cuda"))
     except (RuntimeError, ValueError) as exc:
         _fail(str(exc))
+    if dev.type == "cuda" and group.distributed:
+        import torch
+
+        dev = torch.device("cuda", torch.cuda.current_device())
 
     fs = None
     try:
@@ -193,14 +223,28 @@ def infer_cmd(
         _fail(str(exc))
 
     work = checkpoint_dir if checkpoint_dir is not None else out.with_name(f".{out.name}.parts")
+    mine, mine_work = ids, work
+    if group.distributed:  # each rank scores its chunks into a part folder of its own; rank 0 writes the results
+        mine = shard_ids(ids, group.rank, group.world, chunk_clips)
+        mine_work = work / f"rank{group.rank}-of-{group.world}"
     try:
-        clip_scores, window_scores = infer_clips(models, clips, ids, params, mode=mode, batch_size=batch_size,
-                                                 progress=progress, checkpoint_dir=work, source=source,
-                                                 restart_other=checkpoint_dir is None)
+        clip_scores, window_scores = infer_clips(models, clips, mine, params, mode=mode, batch_size=batch_size,
+                                                 progress=progress and group.is_main, checkpoint_dir=mine_work,
+                                                 source=source, restart_other=checkpoint_dir is None,
+                                                 chunk_clips=chunk_clips)
     except BadInputError as exc:
-        _fail(f"{exc} (finished clips are kept in {work}; fix or remove the file and run again)")
+        _fail(f"{exc} (finished clips are kept in {mine_work}; fix or remove the file and run again)")
     except (ValueError, KeyError) as exc:
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+    if group.distributed:
+        try:
+            parts = group.gather_after_work((clip_scores, window_scores if detections is not None else None),
+                                            "infer --batch: gathering the ranks' scores")
+        except RuntimeError as exc:
+            _fail(f"{exc} (finished clips are kept in {work}; run again to resume)")
+        if not group.is_main:
+            return
+        clip_scores, window_scores = merge_shards(parts, ids)
     stats = clip_scores.attrs
     scores = apply_postprocess(clip_scores, postprocess, prior, prior_strength)
     try:

@@ -174,3 +174,53 @@ def test_commands_refuse_a_launch_they_cannot_use(tmp_path) -> None:
     full = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
     synth = runner.invoke(app, ["synth", str(tmp_path / "d")], env=full)
     assert synth.exit_code == 1 and "runs as one process" in synth.output and not (tmp_path / "d").exists()
+
+
+# -- infer --batch -------------------------------------------------------------------------------------------------
+
+def test_infer_batch_on_two_ranks_writes_the_one_process_submission(tmp_path) -> None:
+    from rfcx.models import build_classifier
+    from tests.engine_fixtures import lively, make_run, threads, tiny
+
+    data = make_dataset(tmp_path / "data", n_train=2, n_test=7, seconds=3.0)
+    store = tmp_path / "s.zarr"
+    build_store(data, store, backend="torch", device="cpu", progress=False)
+    cfg, spec = tiny()
+    with threads(1):
+        nets = [lively(build_classifier(cfg, spec), seed=fold) for fold in range(2)]
+        runs = make_run(tmp_path / "runs", FeatureStore.open(store).params.to_dict(), nets,
+                        formats=("torchscript",)).root
+    common = ["infer", "--batch", "--store", store, "--runs", runs, "--chunk-clips", "2", "--batch-size", "8",
+              "--threshold", "0.3", "--no-progress"]
+    rfcx(*common, "--out", tmp_path / "one.csv", "--detections", tmp_path / "one_det.csv")
+    out = rfcx(*common, "--out", tmp_path / "two.csv", "--detections", tmp_path / "two_det.csv", nproc=2)
+    assert out.stdout.count("scored 7 clips") == 1  # rank 0 reports the whole split
+    one, two = (tmp_path / "one.csv").read_text(), (tmp_path / "two.csv").read_text()
+    assert one == two and len(one.splitlines()) == 8
+    assert pd.read_csv(tmp_path / "one.csv").recording_id.tolist() == [f"u{i}" for i in reversed(range(7))]
+    assert (tmp_path / "one_det.csv").read_text() == (tmp_path / "two_det.csv").read_text()
+    assert not (tmp_path / ".two.csv.parts").exists()  # the ranks' part files are gone once written
+
+
+def test_shards_of_ids_and_their_merge() -> None:
+    from engine.batch import merge_shards, shard_ids
+
+    ids = list("abcdefg")
+    assert shard_ids(ids, 0, 2, chunk_clips=2) + shard_ids(ids, 1, 2, chunk_clips=2) == list("abefcdg")
+    assert shard_ids(list("abc"), 1, 2) == []  # fewer clips than a chunk: rank 1 has none
+
+    def part(names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        clip = pd.DataFrame({"recording_id": names, "s0": np.arange(len(names), dtype=np.float32)})
+        clip.attrs = {"resumed_clips": 0, "computed_clips": len(names), "seconds": float(len(names)),
+                      "windows_scored": 3 * len(names)}
+        rows = [(n, w, t, t + w, np.float32(t)) for w in (2.0, 4.0) for n in names for t in (0.0, 0.5)]
+        return clip, pd.DataFrame(rows, columns=["recording_id", "window_s", "start_s", "end_s", "s0"])
+
+    whole = part(ids)
+    merged = merge_shards([part(shard_ids(ids, r, 3, 2)) for r in range(3)] + [part([])], ids)
+    assert merged[0].recording_id.tolist() == ids and merged[0].s0.dtype == np.float32
+    assert merged[0].attrs["computed_clips"] == 7 and merged[0].attrs["windows_scored"] == 21
+    pd.testing.assert_frame_equal(merged[1], whole[1])
+    assert merge_shards([(whole[0], None)], ids)[1] is None
+    with pytest.raises(ValueError, match="not the 8 clips"):
+        merge_shards([whole], ids + ["h"])

@@ -81,7 +81,8 @@ def synth(
 @app.command("build-store")
 def build_store_cmd(
     data: Annotated[Path, typer.Option("--data", help="Data folder: train/, test/, train_tp.csv, train_fp.csv.")],
-    store: Annotated[str, typer.Option("--store", help="Feature store to create or extend (a .zarr folder).")],
+    store: Annotated[str, typer.Option("--store", help="Feature store to create or extend (a .zarr folder or an "
+                                       "fsspec URL: s3://bucket/features.zarr).")],
     backend: Annotated[str, typer.Option("--backend", help="dali (default) or torch.")] = "dali",
     device: Annotated[str, typer.Option("--device", help="auto, cpu or gpu.")] = "auto",
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad input (exit code 2).")] = False,
@@ -158,7 +159,8 @@ def _print_store(fs) -> None:  # noqa: ANN001 (store.FeatureStore)
 def train(
     round_: Annotated[int, typer.Option("--round", help="Run rounds 0..N (complete ones are skipped).")] = 0,
     store: Annotated[str, typer.Option("--store", help="Feature store (from build-store).")] = "demo/features.zarr",
-    runs: Annotated[Path, typer.Option("--runs", help="Run directory (one per config).")] = Path("demo/runs"),
+    runs: Annotated[str, typer.Option("--runs", help="Run directory (one per config; a folder or an fsspec URL, "
+                                      "mirrored in a local cache).")] = "demo/runs",
     config: Annotated[str, typer.Option("--config", help="A named config (seed, cpu, tiny) or a TOML/YAML file.")] = "cpu",
     folds: Annotated[int | None, typer.Option("--folds", help="Override the config's fold count.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or gpu (default: the config's).")] = None,
@@ -183,9 +185,13 @@ def train(
             cfg = cfg.replace(**overrides)
         if device is not None and device not in ("auto", "cpu", "gpu", "cuda"):
             raise ValueError(f"--device must be auto, cpu or gpu, got {device!r}")
-        train_rounds(store, runs, cfg, until_round=round_, folds=folds, device=device,
-                     until_converged=until_converged, echo=typer.echo)
-    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as exc:
+        from .process_group import launched
+        from .train import resolve_device
+
+        with launched(resolve_device(device or cfg.device).type == "cuda") as group:  # torchrun: one rank of many
+            train_rounds(store, runs, cfg, until_round=round_, folds=folds, device=device,
+                         until_converged=until_converged, echo=typer.echo, group=group)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:  # OSError: FileNotFoundError, a failed upload
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
 
 

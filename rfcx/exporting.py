@@ -14,7 +14,7 @@ import torch
 from engine.export import SUFFIXES, export_program, export_torchscript
 from rfcx.config import ModelSpec, TrainConfig
 from rfcx.models import build_classifier
-from rfcx.runs import RunDir, member_name
+from rfcx.runs import RunDir, member_name, open_run
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +69,33 @@ def export_checkpoint(path: Path, out_dir: Path, k: int, formats: Sequence[str])
     return written
 
 
-def export_round(runs_dir: str | os.PathLike, k: int, formats: Sequence[str] = FORMATS,
+def export_round(runs_dir: str | os.PathLike | RunDir, k: int, formats: Sequence[str] = FORMATS,
                  force: bool = False) -> list[Path]:
     """Export every member checkpoint of round ``k``; returns the files written (or kept).
 
     Each file is written to a temp file and renamed, so a reader never sees half a model. Files newer than
     their checkpoint are kept as they are (a resumed round does not export twice) unless ``force``.
+    ``runs_dir`` may be an fsspec URL (or a mirrored :class:`RunDir`): the round's checkpoints are fetched into
+    the local cache and the models pushed back (the returned paths are in the cache; ``RunDir.describe``).
     """
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ValueError(f"formats must be among {FORMATS}, got {list(formats)}")
-    run = RunDir(Path(runs_dir))
+    run = runs_dir if isinstance(runs_dir, RunDir) else open_run(runs_dir, pull="none")
+    for part in ("members", "models"):
+        run.fetch(run.round_dir(k) / part)
+    written = _export_round(run, k, formats, force)
+    run.sync(strict=True)
+    return written
+
+
+def _export_round(run: RunDir, k: int, formats: Sequence[str], force: bool) -> list[Path]:
     if not run.round_dir(k).is_dir():
         known = ", ".join(map(str, run.rounds())) or "none"
-        raise ValueError(f"{run.round_dir(k)}: no such round (rounds in {run.root}: {known})")
-    checkpoints = member_checkpoints(runs_dir, k)
+        raise ValueError(f"{run.describe(run.round_dir(k))}: no such round (rounds in {run.location}: {known})")
+    checkpoints = member_checkpoints(run.root, k)
     if not checkpoints:
-        raise ValueError(f"{run.round_dir(k)}: no member checkpoints (members/*/checkpoint.pt) to export")
+        raise ValueError(f"{run.describe(run.round_dir(k))}: no member checkpoints (members/*/checkpoint.pt) to export")
     out_dir = run.models_dir(k)
     written: list[Path] = []
     for path in checkpoints:

@@ -11,7 +11,8 @@
         metrics.json, *.png               per-round report
         complete.json                     written last: the round is complete
 
-``member`` is ``{backbone}-{crop_seconds}s``, e.g. ``mobilenetv3_small_100-4s``.
+``member`` is ``{backbone}-{crop_seconds}s``, e.g. ``mobilenetv3_small_100-4s``. ``RUNS`` may also be an
+fsspec URL (``s3://bucket/runs``): :func:`open_run` mirrors it in a local cache folder (:mod:`rfcx.run_mirror`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rfcx.config import ModelSpec
+
+if TYPE_CHECKING:
+    from rfcx.run_mirror import RunMirror
 
 _ROUND = re.compile(r"^round(\d+)$")
 
@@ -34,7 +38,36 @@ def member_name(spec: ModelSpec) -> str:
 
 @dataclass(frozen=True)
 class RunDir:
+    """The files of a run under ``root``, a local folder. A run at an fsspec URL (:func:`open_run`) has a
+    ``mirror``: ``root`` is then its local cache folder, :meth:`sync` uploads what changed and :meth:`fetch`
+    downloads a part of the run; for a local run both do nothing."""
+
     root: Path
+    mirror: RunMirror | None = field(default=None, compare=False)
+
+    @property
+    def location(self) -> str:
+        """Where the run lives: its URL, or its folder."""
+        return self.mirror.url if self.mirror is not None else str(self.root)
+
+    def describe(self, path: Path) -> str:
+        """A file of the run as the user knows it: its URL for a mirrored run, else the path."""
+        return self.mirror.url_of(path) if self.mirror is not None else str(path)
+
+    def sync(self, strict: bool = False) -> None:
+        """Upload the files that changed since the last sync (mirrored runs; markers last). ``strict=False``
+        logs a failed upload and leaves it for the next sync."""
+        if self.mirror is not None:
+            self.mirror.push(strict=strict)
+
+    def fetch(self, part: str | Path, suffix: str | None = None) -> None:
+        """Download the remote files under ``part`` (a path relative to the run, or one below ``root``), those
+        ending in ``suffix`` where given (mirrored runs)."""
+        if self.mirror is not None:
+            part = Path(part)
+            rel = part.relative_to(self.root) if part.is_absolute() else part
+            select = None if suffix is None else (lambda name, _names: name.endswith(suffix))
+            self.mirror.pull(select, prefix=rel.as_posix())
 
     def round_dir(self, k: int) -> Path:
         return self.root / f"round{k}"
@@ -77,6 +110,44 @@ class RunDir:
     def latest_complete(self) -> int | None:
         done = [k for k in self.rounds() if self.is_complete(k)]
         return done[-1] if done else None
+
+
+PULLS = ("all", "active", "meta", "none")
+
+
+def _active(rel: str, names: set[str]) -> bool:
+    """Everything but the member checkpoints and exported models of complete rounds (training resumes the rest)."""
+    parts = rel.split("/")
+    return not (len(parts) > 2 and parts[1] in ("members", "models") and f"{parts[0]}/complete.json" in names)
+
+
+def _meta(rel: str, names: set[str]) -> bool:
+    """The JSON files of the run and its rounds (config, folds, metrics, complete markers)."""
+    return rel.endswith(".json") and rel.count("/") <= 1
+
+
+def open_run(location: str | os.PathLike, pull: str = "all") -> RunDir:
+    """A run directory at a local path or an fsspec URL.
+
+    A path (or a ``file://`` URL) is the folder itself. Any other URL (``s3://``, ``gs://``, ``memory://``, ...)
+    is mirrored in a local cache folder (:mod:`rfcx.run_mirror`), pulling at once ``pull``: ``all`` files,
+    ``active`` (all but the checkpoints and models of complete rounds: what training needs), ``meta`` (the
+    JSON files: config, folds, metrics, markers), or ``none``. A URL whose fsspec backend is not installed
+    raises :class:`store.location.MissingBackendError` naming the package.
+    """
+    from store.location import Location
+
+    if pull not in PULLS:
+        raise ValueError(f"pull must be one of {PULLS}, got {pull!r}")
+    loc = Location.parse(location)
+    if loc.is_local:
+        return RunDir(loc.local_path)
+    from rfcx.run_mirror import RunMirror
+
+    mirror = RunMirror(loc)
+    if pull != "none":
+        mirror.pull({"all": None, "active": _active, "meta": _meta}[pull])
+    return RunDir(mirror.cache, mirror)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -29,8 +29,9 @@ from rfcx.loader import crop_loader
 from rfcx.losses import masked_bce
 from rfcx.metrics import lwlrap
 from rfcx.models import build_classifier
+from rfcx.process_group import SINGLE, ProcessGroup
 from rfcx.pseudo import predict_windows, read_pseudo_labels, stack, unstack, write_pseudo_labels
-from rfcx.runs import RunDir, member_name, write_json_atomic
+from rfcx.runs import RunDir, member_name, open_run, write_json_atomic
 from rfcx.sampling import N_CLASSES, CropSampler, PseudoLabels
 from store import FeatureStore
 
@@ -69,8 +70,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def open_context(store: str, runs: str | Path, cfg: TrainConfig, device: str | None = None,
-                 progress: bool = True) -> Context:
-    """Check the store and the run directory, write/verify the run's config and folds."""
+                 progress: bool = True, writer: bool = True) -> Context:
+    """Check the store and the run directory, write/verify the run's config and folds (``writer=False``: only
+    read them, as the ranks other than 0 of a launch do once rank 0 has written them)."""
     fs = FeatureStore.open(store)
     if "train" not in fs.splits:
         raise ValueError(f"{store}: the store has no train split (was DIR/train/ given to build-store?)")
@@ -81,7 +83,7 @@ def open_context(store: str, runs: str | Path, cfg: TrainConfig, device: str | N
     if tp.empty and fp.empty:
         raise ValueError(f"{store}: the store has no TP/FP boxes to learn from (train_tp.csv / train_fp.csv)")
     boxes = pd.concat([tp.assign(is_tp=True), fp.assign(is_tp=False)], ignore_index=True)
-    run = RunDir(Path(runs))
+    run = open_run(runs, pull="active")  # a URL is mirrored in a local cache folder (rfcx.run_mirror)
     if run.config_file.is_file():
         import json
 
@@ -91,8 +93,10 @@ def open_context(store: str, runs: str | Path, cfg: TrainConfig, device: str | N
             listed = ", ".join(f"{k}: {a!r} (run) vs {b!r} (asked)" for k, a, b in ((k, *v) for k, v in diff.items()))
             raise ValueError(f"{runs}: this run directory was made with another config ({listed}); "
                              f"use a new --runs directory, or the run's own config")
-    else:
+    elif writer:
         write_json_atomic(run.config_file, cfg.to_dict())
+    else:
+        raise FileNotFoundError(f"{run.config_file}: missing (rank 0 writes it before the other ranks start)")
     folds = assign_folds(fs.ids("train"), boxes, cfg.folds, cfg.seed)
     folds_file = run.root / "folds.json"
     if folds_file.is_file():
@@ -100,7 +104,9 @@ def open_context(store: str, runs: str | Path, cfg: TrainConfig, device: str | N
 
         known = json.loads(folds_file.read_text())
         folds = {rid: known.get(rid, f) for rid, f in folds.items()}  # clips added later get a fold of their own
-    write_json_atomic(folds_file, folds)
+    if writer:
+        write_json_atomic(folds_file, folds)
+        run.sync()
     dev = resolve_device(device or cfg.device)
     return Context(cfg, str(store), fs, run, boxes, folds, dev, progress)
 
@@ -197,6 +203,7 @@ def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: Pseud
                 "member": {"backbone": spec.backbone, "crop_seconds": spec.crop_seconds}, "fold": fold, "round": k,
                 "mel": ctx.fs.params.to_dict()}
         _save(ckpt, path)
+        runs.sync()  # a run at a URL: the checkpoint reaches it, an interrupted fold resumes from there
     bar.close()
     return ckpt
 
@@ -219,6 +226,7 @@ def predict_member(ctx: Context, k: int, spec: ModelSpec, fold: int, ckpt: dict)
         os.replace(tmp, path)
         ckpt["complete"] = True
         _save(ckpt, ctx.runs.checkpoint(k, spec, fold))
+        ctx.runs.sync()
 
 
 def load_predictions(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -332,15 +340,25 @@ def finish_round(ctx: Context, k: int, started: float, export_formats: tuple[str
 def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu", until_round: int = 0,
                  folds: int | None = None, device: str | None = None, progress: bool = True,
                  until_converged: bool = False, echo=print,
-                 export_formats: tuple[str, ...] = ("torchscript", "export")) -> list[dict]:
+                 export_formats: tuple[str, ...] = ("torchscript", "export"),
+                 group: ProcessGroup = SINGLE) -> list[dict]:
     """Run rounds 0..``until_round`` (skipping complete ones); returns each round's metrics.
 
     Each finished round's models are exported in ``export_formats`` for the inference engine.
+    With a ``group`` of many ranks (torchrun), member i of a round (backbones x folds, in that order) is trained
+    and scored by rank i % world; once all are, rank 0 writes the round's pseudo labels, metrics, plots, exports
+    and complete marker, and every rank goes on to the next round with the same metrics. Each member is seeded
+    by itself (:meth:`Context.member_seed`), so the results are those of one process.
     """
     cfg = get_config(config) if isinstance(config, str) else config
     if folds is not None:
         cfg = cfg.replace(folds=folds)
-    ctx = open_context(store, runs, cfg, device, progress)
+    if not group.is_main:
+        echo = _quiet
+    ctx = open_context(store, runs, cfg, device, progress and group.is_main) if group.is_main else None
+    group.barrier("train: rank 0 checks the run directory and writes its config and folds")
+    if ctx is None:
+        ctx = open_context(store, runs, cfg, device, False, writer=False)
     results: list[dict] = []
     import json
 
@@ -351,17 +369,26 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
         else:
             started = time.perf_counter()
             pseudo = read_pseudo_labels(ctx.runs.pseudo_labels(k - 1)) if k > 0 else None
-            for spec in cfg.backbones:
-                for fold in range(cfg.folds):
-                    ckpt = train_member(ctx, k, spec, fold, pseudo)
-                    predict_member(ctx, k, spec, fold, ckpt)
-            metrics = finish_round(ctx, k, started, export_formats)
+            members = [(spec, fold) for spec in cfg.backbones for fold in range(cfg.folds)]
+            for spec, fold in group.shard(members):  # member i on rank i % world
+                ckpt = train_member(ctx, k, spec, fold, pseudo)
+                predict_member(ctx, k, spec, fold, ckpt)
+            group.barrier(f"train round {k}: waiting for the members of the other ranks", work=True)
+            if group.is_main:
+                metrics = finish_round(ctx, k, started, export_formats)
+                ctx.runs.sync(strict=True)  # complete.json goes last
+            group.barrier(f"train round {k}: waiting for rank 0 to finish the round", work=True)
+            metrics = group.broadcast_object(metrics if group.is_main else None, f"train round {k}: metrics")
             echo(f"round {k}: {_summary(metrics)}  ({metrics['train_seconds']:.0f} s)")
         results.append(metrics)
         if until_converged and len(results) >= 2 and _signal(results[-1]) <= _signal(results[-2]):
             echo(f"round {k}: the held-out signal stopped improving; stopping (--until-converged)")
             break
     return results
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    """``echo`` of the ranks other than 0."""
 
 
 def _signal(metrics: dict) -> float:

@@ -3,18 +3,24 @@ resumable, and a clear error where a protocol's backend is not installed."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
 from typer.testing import CliRunner
 
 from rfcx.cli import app
+from rfcx.run_mirror import CACHE_ENV, RunMirror
+from rfcx.runs import open_run
 from store import FeatureStore, build_store
 from store.location import Location, MissingBackendError, is_url
 from tests.conftest import make_dataset
@@ -149,3 +155,194 @@ def test_cli_build_store_and_info_with_a_file_url_across_processes(data, local_s
     _same_store(FeatureStore.open(local_store), FeatureStore.open(url))
     result = runner.invoke(app, ["info", "--store", url])
     assert result.exit_code == 0 and "4 clips" in result.output
+
+
+# -- run directories ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def synth_store(tmp_path_factory) -> str:
+    """A small synthetic set (8 train clips with TP boxes, 3 test clips of 10 s) in a memory:// store."""
+    from rfcx.synth import synthesize
+
+    root = tmp_path_factory.mktemp("remote-runs")
+    synthesize(root / "data", n_train=8, n_test=3, seconds=10.0, seed=1, tp_fraction=1.0, progress=False)
+    url = _memory_url("synth.zarr")
+    build_store(root / "data", url, backend="torch", device="cpu", progress=False)
+    return url
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Callable[[str], Path]:
+    """``cache(name)`` points the run cache at a fresh folder (as on another machine) and returns it."""
+    def use(name: str) -> Path:
+        folder = tmp_path / f"cache-{name}"
+        monkeypatch.setenv(CACHE_ENV, str(folder))
+        return folder
+    use("first")
+    return use
+
+
+def _remote_files(url: str) -> dict[str, bytes]:
+    fs, root = Location.parse(url).filesystem()
+    return {p[len(root.rstrip("/")) + 1:]: fs.cat_file(p) for p in fs.find(root)}
+
+
+def _cfg(**changes):
+    from rfcx.config import get_config
+
+    return get_config("tiny").replace(**changes)
+
+
+def test_file_url_runs_are_the_local_folder(tmp_path) -> None:
+    run = open_run(f"file://{tmp_path}/runs")
+    assert run.mirror is None and run.root == tmp_path / "runs"
+    assert open_run(tmp_path / "runs") == run
+
+
+def test_mirror_push_and_pull(cache) -> None:
+    url = _memory_url("mirror")
+    first = RunMirror(url)
+    (first.cache / "round0").mkdir(parents=True)
+    (first.cache / "round0" / "complete.json").write_text("{}")
+    (first.cache / "round0" / "metrics.json").write_text('{"a": 1}')
+    (first.cache / "round0" / ".metrics.json.tmp").write_text("half")
+    assert first.push() == ["round0/metrics.json", "round0/complete.json"]  # the marker last, temp files never
+    assert first.push() == []  # nothing changed since
+
+    cache("second")  # another machine
+    second = RunMirror(url)
+    assert second.cache != first.cache
+    assert sorted(second.pull()) == ["round0/complete.json", "round0/metrics.json"]
+    assert second.pull() == []  # up to date
+    (second.cache / "round0" / "metrics.json").write_text('{"a": 2}')  # changed here, not pushed yet
+    assert second.pull() == []  # a pull keeps local work
+    (first.cache / "round0" / "complete.json").write_text('{"b": 1}')
+    first.push()
+    assert second.pull() == ["round0/complete.json"]  # a new remote version replaces the cached one
+    assert second.push() == ["round0/metrics.json"]
+    assert _remote_files(url)["round0/metrics.json"] == b'{"a": 2}'
+    fs, root = Location.parse(url).filesystem()
+    fs.rm(f"{root}/round0/complete.json")
+    second.pull()
+    assert not (second.cache / "round0" / "complete.json").exists()  # deleted at the URL: gone here too
+
+
+def test_train_then_infer_with_runs_at_a_memory_url(synth_store, cache, tmp_path) -> None:
+    """``rfcx train --runs memory://...`` then ``rfcx infer --batch --runs memory://...`` in one process, the
+    inference from a fresh cache; the submission equals that of the same training in a local folder."""
+    from rfcx.train import train_rounds
+
+    url = _memory_url("runs")
+    train_rounds(synth_store, url, _cfg(), until_round=0, progress=False, echo=lambda *_: None,
+                 export_formats=("torchscript",))
+    remote = _remote_files(url)
+    assert {"config.json", "folds.json", "lwlrap.png", "round0/complete.json", "round0/metrics.json",
+            "round0/loss.png", "round0/pseudo.zarr/zarr.json", "round0/models/test_efficientnet-2s_fold1.ts",
+            "round0/members/test_efficientnet-2s_fold0/checkpoint.pt"} <= set(remote)
+    local = tmp_path / "local-runs"
+    train_rounds(synth_store, local, _cfg(), until_round=0, progress=False, echo=lambda *_: None,
+                 export_formats=("torchscript",))
+    assert json.loads(remote["round0/metrics.json"])["oof_lwlrap"] == json.loads(
+        (local / "round0" / "metrics.json").read_text())["oof_lwlrap"]
+
+    fresh = cache("infer")
+    outs = {}
+    for name, runs in (("url", url), ("local", str(local))):
+        outs[name] = tmp_path / f"{name}.csv"
+        result = runner.invoke(app, ["infer", "--batch", "--store", synth_store, "--runs", runs, "--out",
+                                     str(outs[name]), "--no-progress", "--threads", "1"])
+        assert result.exit_code == 0, result.output
+    assert outs["url"].read_text() == outs["local"].read_text()
+    cached = {p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file()}
+    assert not any("/members/" in p or p.endswith(".pt2") for p in cached)  # inference fetched only what it uses
+    assert any(p.endswith("round0/models/test_efficientnet-2s_fold0.ts") for p in cached)
+
+    # a finished run at the URL is skipped by training, from yet another machine
+    cache("again")
+    echoed = []
+    train_rounds(synth_store, url, _cfg(), until_round=0, progress=False, echo=echoed.append, export_formats=())
+    assert echoed and "complete, skipped" in echoed[0]
+
+
+def test_export_with_runs_at_a_memory_url(synth_store, cache) -> None:
+    from rfcx.train import train_rounds
+
+    url = _memory_url("export")
+    train_rounds(synth_store, url, _cfg(), until_round=0, progress=False, echo=lambda *_: None, export_formats=())
+    cache("export")
+    result = runner.invoke(app, ["export", "--round", "0", "--runs", url, "--format", "torchscript"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {url}/round0/models/test_efficientnet-2s_fold0.ts" in result.output
+    assert "round0/models/test_efficientnet-2s_fold1.ts" in _remote_files(url)
+
+
+def test_interrupted_training_resumes_from_what_reached_the_url(synth_store, cache, tmp_path, monkeypatch) -> None:
+    import rfcx.train as train_mod
+    from rfcx.train import train_rounds
+
+    cfg = _cfg(epochs=3)
+    full = tmp_path / "full"
+    train_rounds(synth_store, full, cfg, until_round=0, progress=False, echo=lambda *_: None, export_formats=())
+
+    real_save, calls = train_mod._save, {"n": 0}
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second epoch of fold 0 is saved in the cache, but never uploaded
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "_save", save_then_die)
+    url = _memory_url("cut")
+    with pytest.raises(KeyboardInterrupt):
+        train_rounds(synth_store, url, cfg, until_round=0, progress=False, echo=lambda *_: None, export_formats=())
+    monkeypatch.setattr(train_mod, "_save", real_save)
+    member = "round0/members/test_efficientnet-2s_fold0/checkpoint.pt"
+    assert torch.load(io.BytesIO(_remote_files(url)[member]), weights_only=False)["epoch"] == 1
+
+    cache("resume")  # another machine: only what reached the URL
+    train_rounds(synth_store, url, cfg, until_round=0, progress=False, echo=lambda *_: None, export_formats=())
+    for fold in (0, 1):
+        name = f"round0/members/test_efficientnet-2s_fold{fold}/checkpoint.pt"
+        resumed = torch.load(io.BytesIO(_remote_files(url)[name]), weights_only=False)
+        reference = torch.load(full / name, weights_only=False)
+        assert resumed["epoch"] == 3 and resumed["complete"]
+        for key, value in reference["state_dict"].items():
+            torch.testing.assert_close(resumed["state_dict"][key], value)
+    assert "round0/complete.json" in _remote_files(url)
+
+
+def test_infer_with_file_urls_across_processes(synth_store, tmp_path) -> None:
+    """A run and a store at file:// URLs, used by another process."""
+    from rfcx.train import train_rounds
+
+    fs = FeatureStore.open(synth_store)
+    store = tmp_path / "copy.zarr"
+    src, root = Location.parse(synth_store).filesystem()
+    src.get(root.rstrip("/") + "/", str(store) + "/", recursive=True)
+    assert FeatureStore.open(store).ids("test") == fs.ids("test")
+    runs = tmp_path / "runs"
+    train_rounds(f"file://{store}", f"file://{runs}", _cfg(), until_round=0, progress=False, echo=lambda *_: None,
+                 export_formats=("torchscript",))
+    assert (runs / "round0" / "complete.json").is_file()
+    out = tmp_path / "sub.csv"
+    done = subprocess.run([sys.executable, "-m", "rfcx", "infer", "--batch", "--store", f"file://{store}", "--runs",
+                           f"file://{runs}", "--out", str(out), "--no-progress", "--threads", "1"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text().splitlines()[0].startswith("recording_id,s0,")
+    assert len(out.read_text().splitlines()) == 1 + len(fs.ids("test"))
+
+
+def test_missing_backend_for_runs(local_store) -> None:
+    try:
+        import s3fs  # noqa: F401
+        pytest.skip("s3fs is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(MissingBackendError, match=r"s3:// needs the s3fs package: pip install s3fs"):
+        open_run("s3://bucket/runs")
+    result = runner.invoke(app, ["infer", "--batch", "--store", str(local_store), "--runs", "s3://bucket/runs"])
+    assert result.exit_code == 1 and "s3:// needs the s3fs package: pip install s3fs" in result.output
+    result = runner.invoke(app, ["train", "--store", str(local_store), "--runs", "s3://bucket/runs", "--config", "tiny"])
+    assert result.exit_code == 1 and "s3:// needs the s3fs package: pip install s3fs" in result.output

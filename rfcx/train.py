@@ -368,6 +368,8 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
             echo(f"round {k}: complete, skipped ({_summary(metrics)})")
         else:
             started = time.perf_counter()
+            if k > 0:  # a run at a URL: the labels rank 0 wrote on another machine
+                ctx.runs.fetch(ctx.runs.pseudo_labels(k - 1))
             pseudo = read_pseudo_labels(ctx.runs.pseudo_labels(k - 1)) if k > 0 else None
             members = [(spec, fold) for spec in cfg.backbones for fold in range(cfg.folds)]
             for spec, fold in group.shard(members):  # member i on rank i % world
@@ -375,6 +377,7 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
                 predict_member(ctx, k, spec, fold, ckpt)
             group.barrier(f"train round {k}: waiting for the members of the other ranks", work=True)
             if group.is_main:
+                ctx.runs.fetch(ctx.runs.round_dir(k) / "members")  # a URL run: members other machines trained
                 metrics = finish_round(ctx, k, started, export_formats)
                 ctx.runs.sync(strict=True)  # complete.json goes last
             group.barrier(f"train round {k}: waiting for rank 0 to finish the round", work=True)

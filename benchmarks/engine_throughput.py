@@ -107,17 +107,21 @@ def synthetic_sections(config: str, batch_sizes: list[int], seconds: float, repe
     return sections, info
 
 
-def real_section(runs: Path, store: Path, clips: int | None, repeats: int, batch_size: int = 64) -> tuple[dict, dict]:
-    """The trained ensemble of the latest complete round end to end on test clips, exact vs fcn: clips/s, LWLRAP."""
+def real_section(runs: str | Path, store: str | Path, clips: int | None, repeats: int,
+                 batch_size: int = 64) -> tuple[dict, dict]:
+    """The trained ensemble of the latest complete round end to end on test clips, exact vs fcn: clips/s, LWLRAP.
+
+    ``runs`` and ``store`` may be fsspec URLs (the run's models are fetched into its local cache)."""
     from engine.batch import infer_clips
     from rfcx.metrics import lwlrap
-    from rfcx.runs import RunDir
+    from rfcx.runs import open_run
     from store import FeatureStore
 
-    run_dir = RunDir(Path(runs))
+    run_dir = open_run(runs, pull="meta")
     k = run_dir.latest_complete()
     if k is None:
         raise FileNotFoundError(f"{runs}: no complete round (train with `rfcx train`)")
+    run_dir.fetch(run_dir.models_dir(k), suffix=".ts")
     files = sorted(run_dir.models_dir(k).glob("*.ts"))
     if not files:
         raise FileNotFoundError(f"{run_dir.models_dir(k)}: no exported TorchScript models (rfcx export)")
@@ -155,7 +159,7 @@ def real_section(runs: Path, store: Path, clips: int | None, repeats: int, batch
     return sec, {"round": k, "models": len(models), "clips": len(ids), "delta_lwlrap": delta}
 
 
-def run(quick: bool, workdir: Path, runs: Path | None = None, store: Path | None = None,
+def run(quick: bool, workdir: Path, runs: str | Path | None = None, store: str | Path | None = None,
         sizes: dict | None = None) -> dict:
     size = {**(QUICK if quick else FULL), **(sizes or {})}
     sections, info = synthetic_sections(size["config"], size["batch_sizes"], size["seconds"], size["repeats"])
@@ -199,8 +203,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=None)
     ap.add_argument("--seconds", type=float, default=None, help="timing per measurement and repeat")
-    ap.add_argument("--runs", type=Path, default=None)
-    ap.add_argument("--store", type=Path, default=None)
+    ap.add_argument("--runs", default=None, help="a trained run directory or URL")
+    ap.add_argument("--store", default=None, help="its feature store (path or URL)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

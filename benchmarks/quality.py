@@ -29,25 +29,29 @@ COMMANDS = [
 ]
 
 
-def parse_runs(items: list[str] | None) -> dict[str, Path]:
-    """``["NAME=DIR", ...]`` -> ``{NAME: DIR}``; a bare ``DIR`` is named after its folder."""
-    out: dict[str, Path] = {}
+def parse_runs(items: list[str] | None) -> dict[str, str]:
+    """``["NAME=DIR", ...]`` -> ``{NAME: DIR}``; a bare ``DIR`` is named after its folder (DIR: a folder or an
+    fsspec URL)."""
+    out: dict[str, str] = {}
     for item in items or []:
         name, sep, path = item.partition("=")
         if not sep:
             name, path = Path(item).name, item
         if not name or not path:
             raise ValueError(f"--quality-runs takes NAME=DIR, got {item!r}")
-        out[name] = Path(path)
+        out[name] = path
     return out
 
 
-def read_rounds(run_dir: Path) -> list[dict]:
-    """``round*/metrics.json`` of a run directory, by round."""
-    if not run_dir.is_dir():
+def read_rounds(run_dir: str | Path) -> list[dict]:
+    """``round*/metrics.json`` of a run directory (a folder or an fsspec URL), by round."""
+    from rfcx.runs import open_run
+
+    root = open_run(run_dir, pull="meta").root
+    if not root.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
     rows = []
-    found = [p for p in run_dir.glob("round*/metrics.json") if p.parent.name[5:].isdigit()]
+    found = [p for p in root.glob("round*/metrics.json") if p.parent.name[5:].isdigit()]
     for path in sorted(found, key=lambda p: int(p.parent.name[5:])):
         m = json.loads(path.read_text())
         fc = m.get("freq_channel_check") or {}
@@ -56,7 +60,7 @@ def read_rounds(run_dir: Path) -> list[dict]:
     return rows
 
 
-def run(quick: bool, workdir: Path, runs: dict[str, Path] | list[str] | None = None) -> dict:
+def run(quick: bool, workdir: Path, runs: dict[str, str | Path] | list[str] | None = None) -> dict:
     """LWLRAP (test, OOF) and TP-vs-FP AUC by round of each variant's run directory."""
     variants = parse_runs(runs) if isinstance(runs, list) else dict(runs or {})
     series = {name: read_rounds(path) for name, path in variants.items()}

@@ -99,7 +99,7 @@ def machine_info() -> dict:
     }
 
 
-def _runner(name: str, quick: bool, runs: Path | None, store: Path | None,
+def _runner(name: str, quick: bool, runs: str | Path | None, store: str | Path | None,
             quality_runs: list[str] | None) -> Callable[[Path], dict]:
     if name == "store_build":
         from benchmarks import store_build
@@ -119,7 +119,7 @@ def _runner(name: str, quick: bool, runs: Path | None, store: Path | None,
     raise ValueError(f"unknown benchmark {name!r} (known: {', '.join(BENCHMARKS)})")
 
 
-def run_bench(out: Path, quick: bool = False, runs: Path | None = None, store: Path | None = None,
+def run_bench(out: Path, quick: bool = False, runs: str | Path | None = None, store: str | Path | None = None,
               quality_runs: list[str] | None = None, only: list[str] | None = None,
               threads: int | None = None, echo: Callable[[str], None] = print) -> dict:
     """Run the benchmarks (``only`` some of them), write ``out/bench.json``, ``out/bench.md`` and the plots.

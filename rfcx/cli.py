@@ -200,10 +200,12 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes (minutes on 2 cores): indicative.")] = False,
     out: Annotated[Path, typer.Option("--out", help="Folder for bench.json, bench.md and the PNG plots.")] = Path(
         "demo/bench"),
-    runs: Annotated[Path | None, typer.Option(
-        "--runs", help="A trained run directory (with --store): LWLRAP of fcn vs exact.", show_default=False)] = None,
-    store: Annotated[Path | None, typer.Option(
-        "--store", help="The feature store that run was trained on (with --runs).", show_default=False)] = None,
+    runs: Annotated[str | None, typer.Option(
+        "--runs", help="A trained run directory or URL (with --store): LWLRAP of fcn vs exact.",
+        show_default=False)] = None,
+    store: Annotated[str | None, typer.Option(
+        "--store", help="The feature store (path or URL) that run was trained on (with --runs).",
+        show_default=False)] = None,
     quality_runs: Annotated[list[str] | None, typer.Option(
         "--quality-runs", help="NAME=DIR run directory of a training variant (repeatable): LWLRAP by round.",
         show_default=False)] = None,

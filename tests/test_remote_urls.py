@@ -257,6 +257,14 @@ def test_train_then_infer_with_runs_at_a_memory_url(synth_store, cache, tmp_path
     assert not any("/members/" in p or p.endswith(".pt2") for p in cached)  # inference fetched only what it uses
     assert any(p.endswith("round0/models/test_efficientnet-2s_fold0.ts") for p in cached)
 
+    # the benchmarks read runs at URLs too
+    from benchmarks.engine_throughput import real_section
+    from benchmarks.quality import read_rounds
+
+    assert [r["round"] for r in read_rounds(url)] == [0]
+    _, real = real_section(url, synth_store, clips=2, repeats=1)
+    assert real["round"] == 0 and real["models"] == 2 and real["clips"] == 2
+
     # a finished run at the URL is skipped by training, from yet another machine
     cache("again")
     echoed = []

@@ -224,3 +224,45 @@ def test_shards_of_ids_and_their_merge() -> None:
     assert merge_shards([(whole[0], None)], ids)[1] is None
     with pytest.raises(ValueError, match="not the 8 clips"):
         merge_shards([whole], ids + ["h"])
+
+
+# -- train ---------------------------------------------------------------------------------------------------------
+
+def _metrics(path: Path) -> dict:
+    """metrics.json without what depends on the clock."""
+    m = json.loads(path.read_text())
+    m.pop("train_seconds")
+    for history in m["members"].values():
+        for epoch in history:
+            for key in ("seconds", "crops_per_s", "data_wait_s"):
+                epoch.pop(key)
+    return m
+
+
+def test_train_on_two_ranks_equals_one_process(tmp_path) -> None:
+    from rfcx.synth import synthesize
+
+    synthesize(tmp_path / "data", n_train=8, n_test=3, seconds=10.0, seed=1, tp_fraction=1.0, progress=False)
+    store = tmp_path / "s.zarr"
+    build_store(tmp_path / "data", store, backend="torch", device="cpu", progress=False)
+    common = ["train", "--round", "1", "--store", store, "--config", "tiny", "--folds", "3"]
+    rfcx(*common, "--runs", tmp_path / "one")
+    out = rfcx(*common, "--runs", tmp_path / "two", nproc=2)
+    assert out.stdout.count("round 1: OOF LWLRAP") == 1  # rank 0 reports
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert (two / "folds.json").read_text() == (one / "folds.json").read_text()
+    for k in (0, 1):
+        assert (two / f"round{k}" / "complete.json").is_file()
+        assert _metrics(two / f"round{k}" / "metrics.json") == _metrics(one / f"round{k}" / "metrics.json")
+        assert_same_store(one / f"round{k}" / "pseudo.zarr", two / f"round{k}" / "pseudo.zarr")
+        for fold in range(3):  # folds 0 and 2 on rank 0, fold 1 on rank 1
+            name = f"round{k}/members/test_efficientnet-2s_fold{fold}"
+            preds = sorted(p.name for p in (one / name).glob("*.npz"))
+            assert preds and preds == sorted(p.name for p in (two / name).glob("*.npz"))
+            for p in preds:
+                with np.load(one / name / p) as a, np.load(two / name / p) as b:
+                    assert sorted(a.files) == sorted(b.files)
+                    for key in a.files:
+                        assert np.array_equal(a[key], b[key]), (name, p, key)
+        assert sorted(p.name for p in (two / f"round{k}" / "models").iterdir()) == sorted(
+            p.name for p in (one / f"round{k}" / "models").iterdir())

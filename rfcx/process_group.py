@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,8 +122,7 @@ class ProcessGroup:
         try:
             dist.monitored_barrier(group=self._objects, timeout=timeout, wait_all_ranks=True)
         except RuntimeError as exc:
-            raise DistributedError(f"{self.label}: {what}: not every rank arrived within {timeout} ({_first_line(exc)}); "
-                                   f"a rank failed or is stuck, see its output") from None
+            raise self._lost(what, exc, timeout) from None
 
     def all_gather_object(self, obj: Any, what: str = "exchanging results") -> list[Any]:
         """Every rank's ``obj`` (picklable), in rank order, on every rank."""
@@ -134,8 +134,19 @@ class ProcessGroup:
         try:
             dist.all_gather_object(out, obj, group=self._objects)
         except RuntimeError as exc:
-            raise DistributedError(f"{self.label}: {what}: lost contact with another rank ({_first_line(exc)})") from None
+            raise self._lost(what, exc, self.timeout) from None
         return out
+
+    def _lost(self, what: str, exc: RuntimeError, timeout: datetime.timedelta) -> DistributedError:
+        """A clear error for a collective that failed: a rank that stopped, or one that did not come in time."""
+        text = str(exc)
+        if "monitoredBarrier" in text or "imed out" in text or "Timeout" in text:
+            late = ", ".join(sorted(set(re.findall(r"[Rr]anks? ([\d, ]+) failed", text)))) or "some"
+            return DistributedError(f"{self.label}: {what}: rank(s) {late.strip(', ')} did not arrive within "
+                                    f"{timeout} (stuck, or slower than the timeout: set {ENV_WORK_TIMEOUT} / "
+                                    f"{ENV_TIMEOUT} in minutes)")
+        return DistributedError(f"{self.label}: {what}: another rank stopped (its output says why; "
+                                f"{_first_line(exc)[:160]})")
 
     def gather_after_work(self, obj: Any, what: str) -> list[Any]:
         """:meth:`all_gather_object` once every rank has finished its share (``work`` barrier first)."""

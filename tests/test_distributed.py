@@ -176,6 +176,49 @@ def test_commands_refuse_a_launch_they_cannot_use(tmp_path) -> None:
     assert synth.exit_code == 1 and "runs as one process" in synth.output and not (tmp_path / "d").exists()
 
 
+PROBE = """
+import sys, time
+from rfcx.process_group import DistributedError, launched
+with launched() as group:
+    if group.rank == 1:
+        time.sleep(float(sys.argv[1]))
+    try:
+        group.barrier("probe", work=True)
+    except DistributedError as exc:
+        print(exc)
+        sys.exit(3)
+    print(f"rank {group.rank} passed")
+"""
+
+
+def test_a_rank_that_does_not_come_is_named_after_the_timeout(tmp_path) -> None:
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
+           str(script)]
+    late = subprocess.run([*cmd, "20"], env={**_env(), "RFCX_DIST_WORK_TIMEOUT_MIN": "0.05"}, capture_output=True,
+                          text=True, timeout=60)
+    assert late.returncode != 0
+    assert "rank 0/2: probe: rank(s) 1 did not arrive within 0:00:03" in late.stdout
+    on_time = subprocess.run([*cmd, "0"], env=_env(), capture_output=True, text=True, timeout=60)
+    assert on_time.returncode == 0 and "rank 0 passed" in on_time.stdout and "rank 1 passed" in on_time.stdout
+    bad = subprocess.run([*cmd, "0"], env={**_env(), "RFCX_DIST_TIMEOUT_MIN": "soon"}, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode != 0 and "RFCX_DIST_TIMEOUT_MIN must be a number of minutes, got 'soon'" in bad.stderr
+
+
+def test_a_failing_rank_stops_the_launch(tmp_path) -> None:
+    """--strict and a bad file in rank 1's shard: rank 1 stops with the file named, rank 0 does not hang."""
+    data = make_dataset(tmp_path / "data", n_train=3, n_test=0, seconds=1.0)
+    (data / "train" / "t1x.flac").write_bytes(b"not audio")  # position 2: rank 1
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
+           "-m", "rfcx", "build-store", "--data", str(data), "--store", str(tmp_path / "s.zarr"), "--backend", "torch",
+           "--strict"]
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "t1x.flac: not a readable audio file" in done.stderr and "--strict: stopped" in done.stderr
+
+
 # -- infer --batch -------------------------------------------------------------------------------------------------
 
 def test_infer_batch_on_two_ranks_writes_the_one_process_submission(tmp_path) -> None:

@@ -265,11 +265,17 @@ def test_train_then_infer_with_runs_at_a_memory_url(synth_store, cache, tmp_path
     _, real = real_section(url, synth_store, clips=2, repeats=1)
     assert real["round"] == 0 and real["models"] == 2 and real["clips"] == 2
 
-    # a finished run at the URL is skipped by training, from yet another machine
-    cache("again")
+    # from yet another machine: the finished round 0 is skipped (its checkpoints and models stay remote) and
+    # round 1 trains on round 0's pseudo labels, fetched from the URL
+    again = cache("again")
     echoed = []
-    train_rounds(synth_store, url, _cfg(), until_round=0, progress=False, echo=echoed.append, export_formats=())
-    assert echoed and "complete, skipped" in echoed[0]
+    train_rounds(synth_store, url, _cfg(), until_round=1, progress=False, echo=echoed.append, export_formats=())
+    assert "complete, skipped" in echoed[0] and echoed[1].startswith("round 1: ")
+    assert not list(again.rglob("round0/members/*/checkpoint.pt"))
+    assert list(again.rglob("round0/pseudo.zarr/zarr.json"))
+    local_again = train_rounds(synth_store, local, _cfg(), until_round=1, progress=False, echo=lambda *_: None,
+                               export_formats=())
+    assert json.loads(_remote_files(url)["round1/metrics.json"])["test_lwlrap"] == local_again[1]["test_lwlrap"]
 
 
 def test_export_with_runs_at_a_memory_url(synth_store, cache) -> None:

@@ -233,11 +233,12 @@ def test_train_then_infer_with_runs_at_a_memory_url(synth_store, cache, tmp_path
     from rfcx.train import train_rounds
 
     url = _memory_url("runs")
-    train_rounds(synth_store, url, _cfg(), until_round=0, progress=False, echo=lambda *_: None,
-                 export_formats=("torchscript",))
+    result = runner.invoke(app, ["train", "--round", "0", "--store", synth_store, "--runs", url, "--config", "tiny"])
+    assert result.exit_code == 0, result.output
     remote = _remote_files(url)
     assert {"config.json", "folds.json", "lwlrap.png", "round0/complete.json", "round0/metrics.json",
             "round0/loss.png", "round0/pseudo.zarr/zarr.json", "round0/models/test_efficientnet-2s_fold1.ts",
+            "round0/models/test_efficientnet-2s_fold1.pt2",
             "round0/members/test_efficientnet-2s_fold0/checkpoint.pt"} <= set(remote)
     local = tmp_path / "local-runs"
     train_rounds(synth_store, local, _cfg(), until_round=0, progress=False, echo=lambda *_: None,

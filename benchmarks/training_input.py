@@ -2,8 +2,9 @@
 
 Delivery: ``rfcx.loader.crop_loader`` iterated alone (round-0 ``CropSampler`` around TP/FP boxes, one batched
 ``FeatureStore.crops`` per batch of 16) with ``num_workers`` 0 and 1 (a fresh loader per repeat: worker start-up
-counts, as it does every epoch in training), and the same followed by the round-0 ``Augmenter`` (which training
-runs in the main process). Consumption: forward + backward + AdamW step of the ``cpu`` config's model on
+counts, as it does every epoch in training), reading the chunks for every crop or, as training does, through a
+store handle with a clip cache (``FeatureStore.open(..., cache_mb=...)``: warm after the first pass), and the
+cached loader followed by the round-0 ``Augmenter`` (which training runs in the main process). Consumption: forward + backward + AdamW step of the ``cpu`` config's model on
 pre-made tensors, batch 16 (the baseline). Goal: delivery >= 10x consumption, i.e. the model never waits.
 The store is small and synthetic (``rfcx.synth.synthesize`` + ``build_store(backend="torch")``).
 """
@@ -33,8 +34,9 @@ FULL = {"clips": 16, "seconds": 60.0, "repeats": 5, "batches": 40, "steps": 10, 
 MODEL = "model consumes: forward + backward + AdamW"
 
 
-def loader_name(workers: int, augment: bool = False) -> str:
-    return f"crop_loader, num_workers={workers}" + (" + Augmenter" if augment else "")
+def loader_name(workers: int, augment: bool = False, cache: bool = False) -> str:
+    return (f"crop_loader, num_workers={workers}" + (", clip cache (as in training)" if cache else "")
+            + (" + Augmenter" if augment else ""))
 
 
 def make_store(workdir: Path, clips: int, seconds: float) -> str:
@@ -61,12 +63,15 @@ def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
     def make_sampler(worker: int) -> CropSampler:
         return CropSampler(boxes, n_frames, params, crop, 0, seed=worker)
 
-    def deliver(workers: int, augment: bool = False):
+    cached = FeatureStore.open(store, cache_mb=cfg.store_cache_mb)  # training's store handle, warm after one pass
+
+    def deliver(workers: int, augment: bool = False, cache: bool = False):
         aug = Augmenter(cfg.augment, cfg.mixup_alpha, torch.Generator().manual_seed(0)) if augment else None
 
         def go() -> float:
             crops = 0
-            for x, target, mask, bins in crop_loader(store, make_sampler, b, n_batches, workers):
+            for x, target, mask, bins in crop_loader(cached if cache else store, make_sampler, b, n_batches,
+                                                     workers):
                 if aug is not None:
                     x, target, mask = aug(x, target, mask, 0, bins)
                 crops += x.shape[0]
@@ -91,8 +96,9 @@ def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
             opt.step()
         return size["steps"] * b
 
-    candidates = {loader_name(0): deliver(0), loader_name(1): deliver(1), loader_name(0, True): deliver(0, True),
-                  MODEL: consume}
+    candidates = {loader_name(0): deliver(0), loader_name(1): deliver(1),
+                  loader_name(0, cache=True): deliver(0, cache=True),
+                  loader_name(0, True, True): deliver(0, True, True), MODEL: consume}
     rates = interleaved(candidates, size["repeats"], warmup=True)
     rows = [row(name, r) for name, r in rates.items()]
     sec = section("input", "Training input: crops delivered vs crops consumed", "crops/s", rows, baseline=MODEL,
@@ -102,13 +108,14 @@ def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
                        f"{size['steps']} steps per repeat; ratio = to what the model consumes.")
     base = next(r for r in rows if r["name"] == MODEL)
     goals = []
-    for name in (loader_name(0), loader_name(1)):
+    for name in (loader_name(0), loader_name(1), loader_name(0, cache=True), loader_name(0, True, True)):
         r = next(x for x in rows if x["name"] == name)
         goals.append(goal(f"{name} delivers >= 10x what the model consumes", r["ratio"], 10.0,
                           f"{r['median']:.0f} vs {base['median']:.1f} crops/s"))
     return {"name": "training_input", "title": "3. Training input",
             "about": "Whether the data loader keeps the model fed: crops/s `rfcx.loader.crop_loader` delivers "
-                     "(round-0 sampling, num_workers 0 and 1, alone and with the augmentations) vs crops/s the "
+                     "(round-0 sampling, num_workers 0 and 1, reading chunks or through the clip cache training uses, alone and "
+                     "with the augmentations) vs crops/s the "
                      f"`{cfg.name}` config's model consumes (forward + backward + AdamW on pre-made tensors).",
             "params": {**size, "boxes": len(boxes), "backbone": spec.backbone},
             "sections": [sec], "goals": goals, "notes": []}

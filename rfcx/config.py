@@ -116,6 +116,7 @@ class TrainConfig:
     pseudo_hop_seconds: float = 0.5  # hop of the sliding windows scored for pseudo labels
     channels_last: bool = False
     num_workers: int = 0
+    store_cache_mb: int = 2048  # decoded clips kept in memory per process (0: read chunks for every crop)
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
 
@@ -132,6 +133,7 @@ class TrainConfig:
         _check_range("tp_fp_p", self.tp_fp_p, 0.0, 1.0)
         _check_range("pseudo_hop_seconds", self.pseudo_hop_seconds, 0.01)
         _check_range("num_workers", self.num_workers, 0)
+        _check_range("store_cache_mb", self.store_cache_mb, 0)
         if len(self.input_pool) != 2 or min(self.input_pool) < 1:
             raise ValueError(f"input_pool = {self.input_pool!r} must be two factors >= 1 (freq, time)")
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)

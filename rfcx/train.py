@@ -73,7 +73,7 @@ def open_context(store: str, runs: str | Path, cfg: TrainConfig, device: str | N
                  progress: bool = True, writer: bool = True) -> Context:
     """Check the store and the run directory, write/verify the run's config and folds (``writer=False``: only
     read them, as the ranks other than 0 of a launch do once rank 0 has written them)."""
-    fs = FeatureStore.open(store)
+    fs = FeatureStore.open(store, cache_mb=cfg.store_cache_mb)
     if "train" not in fs.splits:
         raise ValueError(f"{store}: the store has no train split (was DIR/train/ given to build-store?)")
     try:
@@ -176,7 +176,7 @@ def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: Pseud
         model.train()
         losses, wait, t_epoch = [], 0.0, time.perf_counter()
         t_wait = time.perf_counter()
-        for x, target, mask, bins in crop_loader(ctx.store_path, make_sampler, cfg.batch_size,
+        for x, target, mask, bins in crop_loader(ctx.fs, make_sampler, cfg.batch_size,
                                                  cfg.batches_per_epoch, cfg.num_workers):
             wait += time.perf_counter() - t_wait
             x, target, mask = augment(x, target, mask, k, bins if k == 0 else None)

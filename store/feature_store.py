@@ -14,6 +14,7 @@ import pandas as pd
 import zarr
 
 from . import layout
+from .clip_cache import ClipCache
 from .errors import Rejection
 from .location import Location
 from .params import MelParams
@@ -40,7 +41,7 @@ class FeatureStore:
         batch = fs.crops([(rid, 0, 375), (rid, 500, 375)])   # (2, 256, 375)
     """
 
-    def __init__(self, root: zarr.Group, path: str, location: Location | None = None) -> None:
+    def __init__(self, root: zarr.Group, path: str, location: Location | None = None, cache_mb: float = 0) -> None:
         attrs = dict(root.attrs)
         if attrs.get("format") != layout.FORMAT:
             raise ValueError(f"{path}: not an rfcx feature store (no format attribute {layout.FORMAT!r})")
@@ -57,15 +58,22 @@ class FeatureStore:
                 frame = self._read_index(split)
                 self._index[split] = frame
                 self._split_of.update(dict.fromkeys(frame.index, split))
+        self._n_frames: dict[str, int] = {rid: int(n) for frame in self._index.values()
+                                          for rid, n in frame["n_frames"].items()}
         self._pool: ThreadPoolExecutor | None = None
+        self.cache_mb = float(cache_mb)
+        self.cache = ClipCache(int(cache_mb * 2**20)) if cache_mb > 0 else None
 
     @classmethod
     def open(cls, path: str | os.PathLike | Location,
-             storage_options: Mapping[str, Any] | None = None) -> "FeatureStore":
+             storage_options: Mapping[str, Any] | None = None, cache_mb: float = 0) -> "FeatureStore":
         """Open a store read-only: a local path or an fsspec URL (``file://``, ``memory://``, ``s3://``, ... with
         ``storage_options`` for its filesystem, see :mod:`store.location`). A missing store or a non-store
         raises with the location in the message; a URL whose fsspec backend is not installed raises
-        :class:`store.location.MissingBackendError` naming the package."""
+        :class:`store.location.MissingBackendError` naming the package.
+
+        ``cache_mb`` > 0 keeps up to that many MiB of decoded clips in memory (:class:`store.clip_cache.ClipCache`):
+        each clip is then decompressed once and every later crop of it is a slice (what training wants)."""
         loc = Location.parse(path, storage_options)
         path = loc.text
         if not loc.exists():
@@ -74,7 +82,7 @@ class FeatureStore:
             root = zarr.open_group(loc.zarr_store(read_only=True), mode="r")
         except Exception as exc:
             raise ValueError(f"{path}: not a Zarr group ({exc})") from None
-        return cls(root, path, loc)
+        return cls(root, path, loc, cache_mb=cache_mb)
 
     def _read_index(self, split: str) -> pd.DataFrame:
         group = self.root[split]
@@ -111,7 +119,10 @@ class FeatureStore:
             raise KeyError(f"{self.path}: no recording {recording_id!r}") from None
 
     def n_frames(self, recording_id: str) -> int:
-        return int(self._index[self.split_of(recording_id)].at[recording_id, "n_frames"])
+        frames = self._n_frames.get(recording_id)
+        if frames is None:
+            self.split_of(recording_id)  # raises the clear KeyError
+        return frames
 
     def __contains__(self, recording_id: object) -> bool:
         return recording_id in self._split_of
@@ -130,7 +141,13 @@ class FeatureStore:
 
     def mel(self, recording_id: str) -> np.ndarray:
         """The whole clip: float32 (n_mels, frames) in dB."""
-        return self.array(recording_id)[:].astype(np.float32)
+        return self._clip(recording_id).astype(np.float32)
+
+    def _clip(self, recording_id: str) -> np.ndarray:
+        """The whole stored float16 array (through the cache, when there is one)."""
+        if self.cache is None:
+            return self.array(recording_id)[:]
+        return self.cache.get(recording_id, lambda: self.array(recording_id)[:])
 
     def crop(self, recording_id: str, start_frame: int, n_frames: int) -> np.ndarray:
         """float32 (n_mels, n_frames); frames outside the clip hold the silence floor (``params.floor_db``)."""
@@ -138,9 +155,14 @@ class FeatureStore:
             raise ValueError(f"n_frames must be positive, got {n_frames}")
         total = self.n_frames(recording_id)
         lo, hi = max(0, start_frame), min(total, start_frame + n_frames)
-        out = np.full((self.params.n_mels, n_frames), self.params.floor_db, dtype=np.float32)
-        if hi > lo:
-            out[:, lo - start_frame:hi - start_frame] = self.array(recording_id)[:, lo:hi]
+        if hi <= lo:
+            return np.full((self.params.n_mels, n_frames), self.params.floor_db, dtype=np.float32)
+        out = np.empty((self.params.n_mels, n_frames), dtype=np.float32)
+        a, b = lo - start_frame, hi - start_frame
+        out[:, :a] = self.params.floor_db
+        out[:, b:] = self.params.floor_db
+        source = self.array(recording_id) if self.cache is None else self._clip(recording_id)
+        out[:, a:b] = source[:, lo:hi]
         return out
 
     def crops(self, requests: Sequence[CropRequest | tuple[str, int, int]], workers: int | None = None) -> np.ndarray:

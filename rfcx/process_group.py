@@ -140,7 +140,7 @@ class ProcessGroup:
     def _lost(self, what: str, exc: RuntimeError, timeout: datetime.timedelta) -> DistributedError:
         """A clear error for a collective that failed: a rank that stopped, or one that did not come in time."""
         text = str(exc)
-        if "monitoredBarrier" in text or "imed out" in text or "Timeout" in text:
+        if "failed to pass monitoredBarrier" in text or "imed out" in text:
             late = ", ".join(sorted(set(re.findall(r"[Rr]anks? ([\d, ]+) failed", text)))) or "some"
             return DistributedError(f"{self.label}: {what}: rank(s) {late.strip(', ')} did not arrive within "
                                     f"{timeout} (stuck, or slower than the timeout: set {ENV_WORK_TIMEOUT} / "

@@ -38,11 +38,6 @@ def _main(ctx: typer.Context,
               f"{', '.join(DISTRIBUTED_COMMANDS[:-1])} and infer --batch)")
 
 
-def _rank_echo(group):  # noqa: ANN001, ANN202 (rfcx.process_group.ProcessGroup)
-    """``typer.echo`` on rank 0, silence on the others."""
-    return typer.echo if group.is_main else (lambda *_a, **_k: None)
-
-
 @app.command()
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the data set into (competition layout).")],

@@ -174,6 +174,8 @@ def test_commands_refuse_a_launch_they_cannot_use(tmp_path) -> None:
     full = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
     synth = runner.invoke(app, ["synth", str(tmp_path / "d")], env=full)
     assert synth.exit_code == 1 and "runs as one process" in synth.output and not (tmp_path / "d").exists()
+    files = runner.invoke(app, ["infer", str(tmp_path)], env=full)
+    assert files.exit_code == 1 and "under torchrun use `rfcx infer --batch`" in files.output
 
 
 PROBE = """

@@ -30,7 +30,7 @@ from rfcx.losses import masked_bce
 from rfcx.metrics import lwlrap
 from rfcx.models import build_classifier
 from rfcx.process_group import SINGLE, ProcessGroup
-from rfcx.pseudo import predict_windows, read_pseudo_labels, stack, unstack, write_pseudo_labels
+from rfcx.pseudo import predict_windows, read_pseudo_labels, rescale, stack, unstack, write_pseudo_labels
 from rfcx.runs import RunDir, member_name, open_run, write_json_atomic
 from rfcx.sampling import N_CLASSES, CropSampler, PseudoLabels
 from store import FeatureStore
@@ -368,9 +368,11 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
             echo(f"round {k}: complete, skipped ({_summary(metrics)})")
         else:
             started = time.perf_counter()
-            if k > 0:  # a run at a URL: the labels rank 0 wrote on another machine
-                ctx.runs.fetch(ctx.runs.pseudo_labels(k - 1))
-            pseudo = read_pseudo_labels(ctx.runs.pseudo_labels(k - 1)) if k > 0 else None
+            pseudo = None
+            if k > 0:
+                ctx.runs.fetch(ctx.runs.pseudo_labels(k - 1))  # a run at a URL: the labels rank 0 wrote elsewhere
+                pseudo = rescale(read_pseudo_labels(ctx.runs.pseudo_labels(k - 1)), ctx.cfg.pseudo_rescale,
+                                 ctx.cfg.pseudo_quantiles)
             members = [(spec, fold) for spec in cfg.backbones for fold in range(cfg.folds)]
             for spec, fold in group.shard(members):  # member i on rank i % world
                 ckpt = train_member(ctx, k, spec, fold, pseudo)

@@ -10,7 +10,7 @@ import torch
 from engine.net import SpectrogramClassifier
 from engine.windows import n_windows, window_starts
 from rfcx.folds import assign_folds
-from rfcx.pseudo import clip_windows
+from rfcx.pseudo import clip_windows, rescale
 from rfcx.sampling import CropSampler, PseudoLabels
 from store.params import MelParams
 
@@ -94,6 +94,21 @@ def test_pseudo_labels_for_a_crop() -> None:
     assert p.for_crop("b", 30.0, 4.0)[11] == pytest.approx(0.9)  # exactly window 60
     assert p.for_crop("b", 28.0, 8.0)[11] == pytest.approx(0.9)  # an 8 s crop takes the max of its windows
     assert p.for_crop("b", 40.0, 4.0)[11] == pytest.approx(0.2)
+
+
+def test_quantile_rescaling_pins_background_to_zero_and_keeps_ranking() -> None:
+    rng = np.random.default_rng(0)
+    scores = np.clip(0.3 + 0.05 * rng.standard_normal((1000, 24)), 0, 1).astype(np.float32)  # biased background
+    scores[:80, 2] = np.linspace(0.5, 0.8, 80)  # class 2 calls in 8 % of the windows
+    labels = PseudoLabels(["x"], np.array([0, 1000]), scores, 4.0, 0.5)
+    assert rescale(labels, "none") is labels
+    out = rescale(labels, "quantile", (0.95, 0.99)).scores
+    assert out.shape == scores.shape and out.min() >= 0.0 and out.max() <= 1.0
+    assert (out[80:, 2] == 0).all() and out[79, 2] == 1.0 and (out[60:80, 2] > 0).all()
+    assert ((out == 0).mean(axis=0) >= 0.949).all()  # 95 % of every class's windows pinned to 0
+    assert (np.diff(out[:80, 2]) >= 0).all()  # the ranking of the windows is kept
+    with pytest.raises(ValueError, match="rescaling"):
+        rescale(labels, "zscore")
 
 
 def test_later_rounds_mix_box_crops_and_random_crops_with_fixed_labels() -> None:

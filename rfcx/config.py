@@ -32,6 +32,7 @@ import yaml
 OPTIMIZERS = ("adamw",)
 SCHEDULES = ("cosine", "constant")
 PSEUDO_RESCALE = ("none", "quantile")
+DISTRIBUTE = ("folds", "ddp")
 
 
 def _close(name: str, choices: typing.Iterable[str]) -> str:
@@ -124,6 +125,10 @@ class TrainConfig:
     store_cache_mb: int = 2048  # decoded clips kept in memory per process (0: read chunks for every crop)
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
+    # Under torchrun (many processes): "folds" spreads the round's members (backbones x folds) over the ranks,
+    # each trained by one process; "ddp" trains every member on all ranks together (DistributedDataParallel,
+    # batch_size // world crops per rank per step, so the global batch stays batch_size). One process: the same.
+    distribute: str = "folds"
 
     def __post_init__(self) -> None:
         if not self.backbones:
@@ -146,6 +151,7 @@ class TrainConfig:
             raise ValueError(f"input_pool = {self.input_pool!r} must be two factors >= 1 (freq, time)")
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("distribute", self.distribute, DISTRIBUTE)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device = {self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
 

@@ -29,7 +29,7 @@ from rfcx.loader import crop_loader
 from rfcx.losses import masked_bce
 from rfcx.metrics import lwlrap
 from rfcx.models import build_classifier
-from rfcx.process_group import SINGLE, ProcessGroup
+from rfcx.process_group import SINGLE, DistributedError, ProcessGroup
 from rfcx.pseudo import predict_windows, read_pseudo_labels, rescale, stack, unstack, write_pseudo_labels
 from rfcx.runs import RunDir, member_name, open_run, write_json_atomic
 from rfcx.sampling import N_CLASSES, CropSampler, PseudoLabels
@@ -134,31 +134,99 @@ def _save(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: PseudoLabels | None) -> dict:
-    """Train (or resume, or skip) one member on one fold; returns its checkpoint dict."""
+def uses_ddp(cfg: TrainConfig, group: ProcessGroup) -> bool:
+    """``distribute = "ddp"`` under a launch of several processes (one process: no DDP wrapper, as "folds")."""
+    return cfg.distribute == "ddp" and group.distributed
+
+
+def check_ddp_batch(cfg: TrainConfig, group: ProcessGroup) -> None:
+    """DDP keeps the global batch at ``batch_size``: it must split evenly over the ranks."""
+    if uses_ddp(cfg, group) and cfg.batch_size % group.world:
+        raise ValueError(f"distribute = 'ddp' splits each batch of batch_size = {cfg.batch_size} crops over the "
+                         f"{group.world} ranks, which needs a batch_size divisible by {group.world} (e.g. "
+                         f"{max(group.world, cfg.batch_size // group.world * group.world)}; set it with --set "
+                         f"batch_size=N), or use distribute = 'folds'")
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """Rank r's seed of a DDP member: rank 0 keeps ``seed`` (a launch of one process is unchanged)."""
+    return seed if rank == 0 else (seed + 1_000_000_007 * rank) % 2**62
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 of a model's parameters and buffers (names, dtypes, bytes): equal on every rank of a DDP member."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in state_dict.items():
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _broadcast_buffers(net: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank: DDP syncs them before each forward, so
+    after an epoch's last step each rank holds its own; the checkpoint (rank 0's) is what every rank keeps."""
+    import torch.distributed as dist
+
+    for buf in net.buffers():
+        dist.broadcast(buf.data, src=0)
+
+
+def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: PseudoLabels | None,
+                 group: ProcessGroup = SINGLE) -> dict:
+    """Train (or resume, or skip) one member on one fold; returns its checkpoint dict.
+
+    With ``distribute = "ddp"`` under a launch of several processes every rank calls this for the same member:
+    the model is wrapped in DistributedDataParallel, each rank draws ``batch_size // world`` crops per step
+    (sampler and augmentations seeded by the member, the epoch and the rank), and rank 0 alone writes the
+    checkpoints (every rank resumes from the same one).
+    """
     cfg, runs = ctx.cfg, ctx.runs
+    ddp = uses_ddp(cfg, group)
+    rank = group.rank if ddp else 0
+    batch = cfg.batch_size // group.world if ddp else cfg.batch_size
     path = runs.checkpoint(k, spec, fold)
     seed = ctx.member_seed(k, spec, fold)
     torch.manual_seed(seed)
-    model = build_classifier(cfg, spec).to(ctx.device)
+    net = build_classifier(cfg, spec).to(ctx.device)
     if cfg.channels_last:
-        model.backbone.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        net.backbone.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * cfg.batches_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
     ckpt = {"epoch": 0, "history": [], "complete": False}
-    if path.is_file():
+    resumed = path.is_file()
+    if resumed:
         ckpt = torch.load(path, map_location=ctx.device, weights_only=False)
-        if ckpt.get("complete") or ckpt["epoch"] >= cfg.epochs:
-            return ckpt
-        model.load_state_dict(ckpt["state_dict"])
+    if ddp:  # every rank must start from the same checkpoint (the run directory at the same path everywhere)
+        seen = group.all_gather_object((ckpt["epoch"], bool(ckpt.get("complete"))), f"{path}: resume point")
+        if len(set(seen)) > 1:
+            raise DistributedError(f"{group.label}: the ranks see different checkpoints of {path} (epoch, complete "
+                                   f"by rank: {seen}): every rank must see the run directory at the same path")
+    if ckpt.get("complete") or ckpt["epoch"] >= cfg.epochs:
+        return ckpt
+    if resumed:
+        net.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         log.info("resuming %s from epoch %d", path, ckpt["epoch"])
+        was = ckpt.get("ddp_world", 1)
+        if ddp and was != group.world:
+            log.warning("%s: epochs 1-%d ran on %d process(es), the rest run on %d: the same global batch, other "
+                        "random crops", path, ckpt["epoch"], was, group.world)
+    model: torch.nn.Module = net
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[ctx.device.index if ctx.device.index is not None else
+                                                         torch.cuda.current_device()]
+                                        if ctx.device.type == "cuda" else None)
 
     train_ids = {rid: ctx.fs.n_frames(rid) for rid, f in ctx.folds.items() if f != fold}
     crop = ctx.fs.params.seconds_to_frames(spec.crop_seconds)
-    augment = Augmenter(cfg.augment, cfg.mixup_alpha, torch.Generator().manual_seed(seed))
+    augment = Augmenter(cfg.augment, cfg.mixup_alpha, torch.Generator().manual_seed(_rank_seed(seed, rank)))
     use_amp = ctx.device.type == "cuda"
     history = list(ckpt["history"])
     name = f"round {k} {member_name(spec)} fold {fold}"
@@ -166,18 +234,18 @@ def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: Pseud
                disable=not ctx.progress, dynamic_ncols=True, leave=False)
     for epoch in range(ckpt["epoch"], cfg.epochs):
         epoch_seed = seed + 7919 * (epoch + 1)
-        augment.generator.manual_seed(epoch_seed)  # every epoch is seeded: a resumed fold repeats it exactly
-        torch.manual_seed(epoch_seed)
+        augment.generator.manual_seed(_rank_seed(epoch_seed, rank))  # every epoch is seeded: a resumed fold
+        torch.manual_seed(_rank_seed(epoch_seed, rank))  # repeats it exactly
 
         def make_sampler(worker: int, epoch_seed: int = epoch_seed) -> CropSampler:
             return CropSampler(ctx.boxes, train_ids, ctx.fs.params, crop, k, pseudo, cfg.tp_fp_sampling, cfg.tp_fp_p,
-                               seed=epoch_seed * 31 + worker)
+                               seed=_rank_seed(epoch_seed * 31 + worker, rank))
 
         model.train()
         losses, wait, t_epoch = [], 0.0, time.perf_counter()
         t_wait = time.perf_counter()
-        for x, target, mask, bins in crop_loader(ctx.fs, make_sampler, cfg.batch_size,
-                                                 cfg.batches_per_epoch, cfg.num_workers):
+        for x, target, mask, bins in crop_loader(ctx.fs, make_sampler, batch, cfg.batches_per_epoch,
+                                                 cfg.num_workers):
             wait += time.perf_counter() - t_wait
             x, target, mask = augment(x, target, mask, k, bins if k == 0 else None)
             x, target, mask = x.to(ctx.device), target.to(ctx.device), mask.to(ctx.device)
@@ -194,16 +262,29 @@ def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: Pseud
             bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{np.mean(losses[-20:]):.4f}",
                             crops_s=f"{len(losses) * cfg.batch_size / elapsed:.0f}")
             t_wait = time.perf_counter()
+        loss = float(np.mean(losses))
+        extra = {}
+        if ddp:  # the loss over every rank's crops; a digest of each rank's weights (all equal)
+            _broadcast_buffers(net)
+            seen = group.all_gather_object((loss, weights_digest(net.state_dict())), f"{name} epoch {epoch + 1}")
+            loss = float(np.mean([s[0] for s in seen]))
+            if len({s[1] for s in seen}) > 1:  # DDP keeps them equal; say so if a rank drifted (rank 0's is kept)
+                log.warning("%s epoch %d: the ranks' weights differ (sha256 by rank: %s)", name, epoch + 1,
+                            [s[1][:12] for s in seen])
+            extra = {"ddp": {"world": group.world, "weights_sha256": [s[1] for s in seen]}}
         seconds = time.perf_counter() - t_epoch
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0],
+        history.append({"epoch": epoch + 1, "loss": loss, "lr": sched.get_last_lr()[0],
                         "crops_per_s": len(losses) * cfg.batch_size / seconds, "data_wait_s": wait,
-                        "seconds": seconds})
-        ckpt = {"state_dict": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "seconds": seconds, **extra})
+        ckpt = {"state_dict": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "epoch": epoch + 1, "history": history, "complete": False, "config": cfg.to_dict(),
                 "member": {"backbone": spec.backbone, "crop_seconds": spec.crop_seconds}, "fold": fold, "round": k,
                 "mel": ctx.fs.params.to_dict()}
-        _save(ckpt, path)
-        runs.sync()  # a run at a URL: the checkpoint reaches it, an interrupted fold resumes from there
+        if ddp:
+            ckpt["ddp_world"] = group.world
+        if group.is_main or not ddp:
+            _save(ckpt, path)
+            runs.sync()  # a run at a URL: the checkpoint reaches it, an interrupted fold resumes from there
     bar.close()
     return ckpt
 
@@ -345,14 +426,18 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
     """Run rounds 0..``until_round`` (skipping complete ones); returns each round's metrics.
 
     Each finished round's models are exported in ``export_formats`` for the inference engine.
-    With a ``group`` of many ranks (torchrun), member i of a round (backbones x folds, in that order) is trained
-    and scored by rank i % world; once all are, rank 0 writes the round's pseudo labels, metrics, plots, exports
-    and complete marker, and every rank goes on to the next round with the same metrics. Each member is seeded
-    by itself (:meth:`Context.member_seed`), so the results are those of one process.
+    With a ``group`` of many ranks (torchrun) and ``distribute = "folds"``, member i of a round (backbones x
+    folds, in that order) is trained and scored by rank i % world; once all are, rank 0 writes the round's
+    pseudo labels, metrics, plots, exports and complete marker, and every rank goes on to the next round with
+    the same metrics. Each member is seeded by itself (:meth:`Context.member_seed`), so the results are those
+    of one process. With ``distribute = "ddp"`` every rank trains every member together (DistributedDataParallel,
+    :func:`train_member`) and rank 0 scores it while the others wait.
     """
     cfg = get_config(config) if isinstance(config, str) else config
     if folds is not None:
         cfg = cfg.replace(folds=folds)
+    check_ddp_batch(cfg, group)
+    ddp = uses_ddp(cfg, group)
     if not group.is_main:
         echo = _quiet
     ctx = open_context(store, runs, cfg, device, progress and group.is_main) if group.is_main else None
@@ -374,9 +459,14 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
                 pseudo = rescale(read_pseudo_labels(ctx.runs.pseudo_labels(k - 1)), ctx.cfg.pseudo_rescale,
                                  ctx.cfg.pseudo_quantiles)
             members = [(spec, fold) for spec in cfg.backbones for fold in range(cfg.folds)]
-            for spec, fold in group.shard(members):  # member i on rank i % world
-                ckpt = train_member(ctx, k, spec, fold, pseudo)
-                predict_member(ctx, k, spec, fold, ckpt)
+            for spec, fold in (members if ddp else group.shard(members)):  # folds: member i on rank i % world
+                ckpt = train_member(ctx, k, spec, fold, pseudo, group)
+                if not ddp:
+                    predict_member(ctx, k, spec, fold, ckpt)
+                    continue
+                if group.is_main:  # ddp: rank 0 scores the member, the others wait
+                    predict_member(ctx, k, spec, fold, ckpt)
+                group.barrier(f"train round {k}: rank 0 scores {member_name(spec)} fold {fold}", work=True)
             group.barrier(f"train round {k}: waiting for the members of the other ranks", work=True)
             if group.is_main:
                 ctx.runs.fetch(ctx.runs.round_dir(k) / "members")  # a URL run: members other machines trained

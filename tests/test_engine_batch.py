@@ -140,7 +140,7 @@ def test_clips_of_mixed_lengths(tiny_run, mode: str) -> None:
     for i, rid in enumerate(clips.ids):
         alone, _ = infer_clips(models, clips, [rid], PARAMS, mode=mode, batch_size=1, progress=False)
         np.testing.assert_allclose(together.loc[i, COLS].to_numpy(float), alone.loc[0, COLS].to_numpy(float),
-                                   atol=1e-5)
+                                   atol=1e-4)  # float reductions differ with the batch size and threads
         assert (windows.recording_id == rid).sum() == n_windows(clips.frames[rid], PARAMS.frames_per_second, 2.0, 0.5)
 
 

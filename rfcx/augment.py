@@ -62,6 +62,10 @@ def time_warp(
     u_c, u_d = _rand(b, generator), _rand(b, generator)
     if w < 1:
         return x
+    rows = sel.nonzero().flatten()  # only the selected samples are computed (the draws above are for all)
+    if not len(rows):
+        return x
+    u_c, u_d = u_c[rows], u_d[rows]
     c = (w + 1 + torch.floor(u_c * (t - 2 * w - 2))).clamp(max=t - 2 - w)  # c in [w+1, t-2-w]
     new_c = c + (2 * u_d - 1) * w  # in [1, t-2]
     frames = torch.arange(t, dtype=torch.float64)[None, :]
@@ -74,11 +78,13 @@ def time_warp(
     i0 = src.floor().long().clamp(max=t - 1)
     i1 = (i0 + 1).clamp(max=t - 1)
     frac = (src - i0).to(x.dtype).to(x.device)[:, None, None, :]
-    index_shape = (b, 1, 1, t)
-    i0 = i0.to(x.device).view(index_shape).expand_as(x)
-    i1 = i1.to(x.device).view(index_shape).expand_as(x)
-    warped = x.gather(3, i0) * (1 - frac) + x.gather(3, i1) * frac
-    return _where(sel, warped, x)
+    xs = x[rows.to(x.device)]
+    index_shape = (len(rows), 1, 1, t)
+    i0 = i0.to(x.device).view(index_shape).expand_as(xs)
+    i1 = i1.to(x.device).view(index_shape).expand_as(xs)
+    out = x.clone()
+    out[rows.to(x.device)] = xs.gather(3, i0) * (1 - frac) + xs.gather(3, i1) * frac
+    return out
 
 
 def freq_mask_outside_box(
@@ -123,8 +129,11 @@ def gaussian_noise(
     b = x.shape[0]
     sel = _select(b, p, generator)
     std = (_rand(b, generator) * max_std_db * sel).to(x.dtype)
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-    return x + (noise * std.view(-1, 1, 1, 1)).to(x.device)
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)  # drawn for all: keeps the stream fixed
+    rows = sel.nonzero().flatten()
+    out = x.clone()
+    out[rows.to(x.device)] += (noise[rows] * std[rows].view(-1, 1, 1, 1)).to(x.device)
+    return out
 
 
 def volume_gain(
@@ -202,7 +211,9 @@ def mixup(
     lam = torch.from_numpy(np.random.default_rng(seed).beta(alpha, alpha, size=b))
     lam = torch.where(sel, lam, torch.ones_like(lam)).to(x.dtype).to(x.device).view(-1, 1, 1, 1)
     perm_d = perm.to(x.device)
-    x_mix = lam * x + (1 - lam) * x[perm_d]
+    rows = sel.nonzero().flatten().to(x.device)  # unselected samples keep their input as it is
+    x_mix = x.clone()
+    x_mix[rows] = lam[rows] * x[rows] + (1 - lam[rows]) * x[perm_d[rows]]
     t_mix = (target + target[perm_d]).clamp(0, 1)
     m_mix = torch.maximum(mask, mask[perm_d]) if mode == "hard" else torch.ones_like(mask)
     return x_mix, _where(sel, t_mix, target), _where(sel, m_mix, mask)

@@ -156,3 +156,18 @@ def print_result(out: dict, json_path: Path | None = None) -> None:
         print(f"goal {g['goal']}: {'met' if g['met'] else 'NOT met'} ({g['value']:.2f}; {g['detail']})")
     if json_path:
         json_path.write_text(json.dumps(out, indent=1))
+
+
+def module_main(run: Callable[[bool, Path], dict], description: str, prefix: str) -> None:
+    """The command line of a benchmark module that takes only ``--quick`` and ``--json``: ``run`` in a temporary
+    work directory, then :func:`print_result`."""
+    import argparse
+    import tempfile
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        out = run(args.quick, Path(tmp))
+    print_result(out, args.json)

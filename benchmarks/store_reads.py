@@ -15,8 +15,6 @@ All files are in the page cache after the first pass (warm reads); see the repor
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import soundfile as sf
 import torch
 
 from benchmarks import store_layout
-from benchmarks.common import fresh_dir, goal, interleaved, print_result, row, section, write_clips, write_empty_tables
+from benchmarks.common import fresh_dir, goal, interleaved, module_main, row, section, write_clips, write_empty_tables
 from store import FeatureStore, build_store
 from store.audio import decode
 from store.params import MelParams
@@ -155,13 +153,7 @@ def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="rfcx-reads-") as tmp:
-        out = run(args.quick, Path(tmp))
-    print_result(out, args.json)
+    module_main(run, __doc__.splitlines()[0], "rfcx-reads-")
 
 
 if __name__ == "__main__":

@@ -11,14 +11,12 @@ The store is small and synthetic (``rfcx.synth.synthesize`` + ``build_store(back
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from benchmarks.common import fresh_dir, goal, interleaved, print_result, row, section
+from benchmarks.common import fresh_dir, goal, interleaved, module_main, row, section
 from rfcx.augment import Augmenter
 from rfcx.config import get_config
 from rfcx.loader import crop_loader
@@ -122,13 +120,7 @@ def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="rfcx-input-") as tmp:
-        out = run(args.quick, Path(tmp))
-    print_result(out, args.json)
+    module_main(run, __doc__.splitlines()[0], "rfcx-input-")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-OPTIMIZERS = ("adamw",)
+OPTIMIZERS = ("adamw", "sgd")  # sgd: momentum 0.9, Nesterov (rfcx.train.make_optimizer)
 SCHEDULES = ("cosine", "constant")
 PSEUDO_RESCALE = ("none", "quantile")
 DISTRIBUTE = ("folds", "ddp")

@@ -127,6 +127,16 @@ def _lr_lambda(cfg: TrainConfig, total_steps: int):
     return f
 
 
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:  # noqa: ANN001 (an iterable of parameters)
+    """The config's ``optimizer`` with its ``lr`` and ``weight_decay``: ``adamw`` (AdamW), or ``sgd`` (SGD with
+    momentum 0.9 and Nesterov; ``weight_decay`` as L2)."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer = {cfg.optimizer!r} is not one of ['adamw', 'sgd']")
+
+
 def _save(obj: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -193,7 +203,7 @@ def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: Pseud
     net = build_classifier(cfg, spec).to(ctx.device)
     if cfg.channels_last:
         net.backbone.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(cfg, net.parameters())
     total = cfg.epochs * cfg.batches_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
     ckpt = {"epoch": 0, "history": [], "complete": False}

@@ -117,3 +117,21 @@ def test_cli_train_prints_lwlrap_per_round(tiny_store, tmp_path) -> None:
                                    "--config", "tiny", "--set", "batches_per_epoch=1"])
     assert res.exit_code == 0, res.output
     assert "round 0: OOF LWLRAP" in res.output and "test LWLRAP" in res.output
+
+
+def test_optimizer_field_is_honoured(tiny_store, tmp_path) -> None:
+    """``optimizer = "sgd"`` trains with SGD (momentum 0.9, Nesterov); the default is AdamW."""
+    from rfcx.train import make_optimizer
+
+    cfg = _cfg(optimizer="sgd", batches_per_epoch=1)
+    runs = tmp_path / "runs"
+    train_rounds(tiny_store, runs, cfg, 0, progress=False, echo=lambda *_: None, export_formats=())
+    ckpt = torch.load(RunDir(runs).checkpoint(0, cfg.backbones[0], 0), weights_only=False)
+    group = ckpt["optimizer"]["param_groups"][0]
+    assert group["momentum"] == 0.9 and group["nesterov"] is True and group["lr"] == pytest.approx(cfg.lr, rel=1)
+    assert "betas" not in group
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert isinstance(make_optimizer(_cfg(), params), torch.optim.AdamW)
+    assert isinstance(make_optimizer(cfg, params), torch.optim.SGD)
+    with pytest.raises(ValueError, match=r"optimizer = 'adam' is not one of \['adamw', 'sgd'\]"):
+        _cfg(optimizer="adam")

@@ -72,6 +72,14 @@ class CropSampler:
                  tp_fp_p: float = 0.5, seed: int = 0) -> None:
         if round_idx > 0 and pseudo is None:
             raise ValueError("rounds >= 1 need the previous round's pseudo labels")
+        # rounds >= 1: clips without pseudo labels (added to the store after the previous round) are left out of
+        # the draws, random and box crops alike (train.py says how many, once per round)
+        self.unlabelled = sorted(r for r in n_frames if r not in pseudo) if round_idx > 0 else []
+        if self.unlabelled:
+            n_frames = {r: n for r, n in n_frames.items() if r in pseudo}
+            if not n_frames:
+                raise ValueError(f"none of the {len(self.unlabelled)} training clips has pseudo labels from the "
+                                 f"previous round (e.g. {', '.join(self.unlabelled[:3])})")
         self.ids = sorted(n_frames)
         self.boxes = boxes[boxes.recording_id.isin(n_frames)].reset_index(drop=True)
         if round_idx == 0 and self.boxes.empty:

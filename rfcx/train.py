@@ -468,6 +468,12 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
                 ctx.runs.fetch(ctx.runs.pseudo_labels(k - 1))  # a run at a URL: the labels rank 0 wrote elsewhere
                 pseudo = rescale(read_pseudo_labels(ctx.runs.pseudo_labels(k - 1)), ctx.cfg.pseudo_rescale,
                                  ctx.cfg.pseudo_quantiles)
+                unlabelled = [rid for rid in sorted(ctx.folds) if rid not in pseudo]
+                if unlabelled:  # clips added to the store after round k-1: CropSampler leaves them out
+                    echo(f"round {k}: {len(unlabelled)} train clip(s) have no pseudo labels from round {k - 1} "
+                         f"(added to the store after it: {', '.join(unlabelled[:5])}"
+                         f"{', ...' if len(unlabelled) > 5 else ''}); they are left out of this round's "
+                         f"training crops (they are still scored)")
             members = [(spec, fold) for spec in cfg.backbones for fold in range(cfg.folds)]
             for spec, fold in (members if ddp else group.shard(members)):  # folds: member i on rank i % world
                 ckpt = train_member(ctx, k, spec, fold, pseudo, group)

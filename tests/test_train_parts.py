@@ -149,3 +149,20 @@ def test_freq_channel_input() -> None:
     assert torch.all(seen["x"][:, 1] == 0)
     SpectrogramClassifier(Probe(), freq_channel=False)(torch.zeros(1, 256, 8))
     assert seen["x"].shape == (1, 1, 256, 8)
+
+
+def test_clips_without_pseudo_labels_are_left_out_of_the_draws() -> None:
+    """Clips added to the store after the previous round have no pseudo labels: no KeyError, never drawn."""
+    ids = ["a", "b", "d"]  # not c (which holds an FP box)
+    scores = np.full((113 * len(ids), 24), 0.2, dtype=np.float32)
+    labels = PseudoLabels(ids, np.arange(len(ids) + 1) * 113, scores, 4.0, 0.5)
+    s = CropSampler(_boxes(), FRAMES, P, CROP, round_idx=1, pseudo=labels, tp_fp_p=0.5, seed=0)
+    assert s.unlabelled == ["c"]
+    b = s.sample(300)
+    assert set(b.recording_ids) == {"a", "b", "d"}
+    none = PseudoLabels(["x"], np.array([0, 113]), scores[:113], 4.0, 0.5)
+    with pytest.raises(ValueError, match="none of the 4 training clips has pseudo labels"):
+        CropSampler(_boxes(), FRAMES, P, CROP, round_idx=1, pseudo=none)
+    # with labels for every clip nothing changes: the same draws as before
+    full = CropSampler(_boxes(), FRAMES, P, CROP, round_idx=1, pseudo=_pseudo(), seed=0)
+    assert full.unlabelled == [] and full.ids == sorted(FRAMES)

@@ -135,3 +135,26 @@ def test_optimizer_field_is_honoured(tiny_store, tmp_path) -> None:
     assert isinstance(make_optimizer(cfg, params), torch.optim.SGD)
     with pytest.raises(ValueError, match=r"optimizer = 'adam' is not one of \['adamw', 'sgd'\]"):
         _cfg(optimizer="adam")
+
+
+def test_round_1_resumes_after_clips_were_added_to_the_store(tiny_store, tmp_path) -> None:
+    """Round 0's pseudo labels lack a clip (added to the store after round 0): round 1 trains without it and
+    says so once, instead of a bare KeyError."""
+    from rfcx.pseudo import write_pseudo_labels
+    from rfcx.runs import write_json_atomic
+    from store import FeatureStore
+
+    cfg = _cfg(batches_per_epoch=1)
+    run = RunDir(tmp_path / "runs")
+    ids = FeatureStore.open(tiny_store).ids("train")
+    rng = np.random.default_rng(0)
+    write_pseudo_labels(run.pseudo_labels(0), {rid: rng.random((17, 24), dtype=np.float32) for rid in ids[2:]},
+                        2.0, 0.5)  # as if ids[:2] came later
+    write_json_atomic(run.metrics(0), {"round": 0, "oof_lwlrap": 0.5, "oof_box_auc": 0.5, "test_lwlrap": None})
+    write_json_atomic(run.complete_marker(0), {"round": 0})
+    echoed = []
+    results = train_rounds(tiny_store, run.root, cfg, 1, progress=False, echo=echoed.append, export_formats=())
+    assert results[1]["round"] == 1 and run.is_complete(1)
+    said = [e for e in echoed if "no pseudo labels" in e]
+    assert len(said) == 1 and said[0].startswith("round 1: 2 train clip(s) have no pseudo labels from round 0")
+    assert f"{ids[0]}, {ids[1]})" in said[0]

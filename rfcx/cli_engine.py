@@ -25,7 +25,9 @@ def _formats(value: str) -> tuple[str, ...]:
 
 
 def export_cmd(
-    round_: Annotated[int, typer.Option("--round", help="Round whose member checkpoints to export.")],
+    round_: Annotated[int | None, typer.Option(
+        "--round", help="Round whose member checkpoints to export (default: the run's best round, best_round.json; "
+                        "else the latest complete one).", show_default=False)] = None,
     runs: Annotated[str, typer.Option("--runs", help="Run directory of `rfcx train` (a folder or an fsspec URL).")] = (
         DEFAULT_RUNS),
     fmt: Annotated[str, typer.Option("--format", help="torchscript (.ts), export (.pt2) or both.")] = "both",
@@ -37,7 +39,9 @@ def export_cmd(
 
     formats = _formats(fmt)
     try:
-        run = open_run(runs, pull="none")
+        run = open_run(runs, pull="none" if round_ is not None else "meta")
+        if round_ is None:
+            round_ = _default_round(run, runs)
         written = export_round(run, round_, formats, force=force)
     except (OSError, ValueError) as exc:  # OSError: FileNotFoundError, a failed upload to a URL
         _fail(str(exc))
@@ -45,8 +49,33 @@ def export_cmd(
         typer.echo(f"wrote {run.describe(path)}")
 
 
-def _round_models(runs: str, round_: int | None, fmt: str) -> tuple[int, list[Path]]:
-    """The exported model files of the requested (or latest complete) round; clear errors otherwise.
+def _default_round(run, runs: str, say=typer.echo) -> int:  # noqa: ANN001 (rfcx.runs.RunDir, print)
+    """The round to use when none is asked for: the run's best round (``best_round.json``, written by training
+    after every round: the best held-out signal), else (a run from before that file, or one naming a round that is
+    not complete) the latest complete round. Says which and why; fails where no round is complete."""
+    latest = run.latest_complete()
+    if latest is None:
+        known = ", ".join(map(str, run.rounds())) or "none"
+        _fail(f"{runs}: no complete round to infer with (rounds present: {known}; a round is complete once "
+              f"{run.complete_marker(0).name} is written)")
+    best = run.best_round()
+    if best is not None and run.is_complete(best["round"]):
+        k = best["round"]
+        value = best.get("value")
+        told = f" {value:.4f}" if isinstance(value, (int, float)) else ""
+        others = ", ".join(f"round {r}: {v:.4f}" for r, v in (best.get("rounds") or {}).items()
+                           if str(r) != str(k) and isinstance(v, (int, float)))
+        say(f"round {k}: the run's best round (held-out {best.get('signal', 'signal')}{told}"
+                   + (f"; {others}" if others else "") + f", {run.best_round_file.name}); --round K picks another")
+        return k
+    why = (f"{run.best_round_file.name} names round {best['round']}, which is not complete" if best is not None
+           else f"the run has no {run.best_round_file.name} (trained before it was written)")
+    say(f"round {latest}: the latest complete round ({why}); --round K picks another")
+    return latest
+
+
+def _round_models(runs: str, round_: int | None, fmt: str, say=typer.echo) -> tuple[int, list[Path]]:  # noqa: ANN001
+    """The exported model files of the requested (or default: :func:`_default_round`) round; clear errors otherwise.
 
     A run at a URL is mirrored: its JSON files first, then the models of the round (in the local cache)."""
     from engine.export import SUFFIXES
@@ -59,11 +88,7 @@ def _round_models(runs: str, round_: int | None, fmt: str) -> tuple[int, list[Pa
     if not run.root.is_dir():
         _fail(f"{runs}: no such run directory (train with `rfcx train`, or give --runs)")
     if round_ is None:
-        round_ = run.latest_complete()
-        if round_ is None:
-            known = ", ".join(map(str, run.rounds())) or "none"
-            _fail(f"{runs}: no complete round to infer with (rounds present: {known}; a round is complete once "
-                  f"{run.complete_marker(0).name} is written)")
+        round_ = _default_round(run, runs, say)
     elif not run.is_complete(round_):
         _fail(f"{run.describe(run.round_dir(round_))}: round {round_} is not complete "
               f"(no {run.complete_marker(round_).name})")
@@ -108,8 +133,9 @@ def infer_cmd(
     store: Annotated[str, typer.Option("--store", help="Feature store (with --batch).")] = DEFAULT_STORE,
     runs: Annotated[str, typer.Option("--runs", help="Run directory of `rfcx train` (a folder or an fsspec URL).")] = (
         DEFAULT_RUNS),
-    round_: Annotated[int | None, typer.Option("--round", help="Round to use (default: the latest complete one).",
-                                               show_default=False)] = None,
+    round_: Annotated[int | None, typer.Option(
+        "--round", help="Round to use (default: the run's best round, best_round.json; else the latest complete one).",
+        show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="Split of the store to score (with --batch).")] = "test",
     out: Annotated[Path, typer.Option("--out", help="Submission CSV to write (recording_id,s0..s23).")] = Path(
         "submission.csv"),
@@ -198,7 +224,7 @@ def infer_cmd(
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
 
-    k, files = _round_models(runs, round_, fmt)
+    k, files = _round_models(runs, round_, fmt, typer.echo if group.is_main else (lambda *_: None))
     try:
         models = [load_model(f, dev) for f in files]
     except (FileNotFoundError, ModelFileError) as exc:

@@ -8,7 +8,8 @@ and the URL:
 - :meth:`RunMirror.pull` at the start copies the remote files a command needs (all, or a selection) into the
   cache, skipping those it already holds unchanged;
 - :meth:`RunMirror.push` after every checkpoint, member and round uploads the files that changed since they were
-  last transferred, the round's ``complete.json`` marker last, so a job killed at any point resumes (here or on
+  last transferred, the round's ``complete.json`` marker last (then the run's ``best_round.json``, which names a
+  complete round), so a job killed at any point resumes (here or on
   another machine) from what reached the URL.
 
 What was transferred is recorded in ``CACHE/.rfcx-mirror.json``: per file, the remote version (size and
@@ -37,7 +38,7 @@ from store.location import Location
 log = logging.getLogger(__name__)
 
 MANIFEST = ".rfcx-mirror.json"
-MARKERS = ("complete.json",)  # pushed after everything else
+MARKERS = ("complete.json", "best_round.json")  # pushed after everything else, in this order
 CACHE_ENV = "RFCX_CACHE_DIR"
 _VERSION_KEYS = ("ETag", "etag", "md5Hash", "generation", "mtime", "LastModified", "last_modified", "updated",
                  "created")
@@ -175,7 +176,7 @@ class RunMirror:
         files = self._load()
         changed = [rel for rel in _local_files(self.cache)
                    if files.get(rel, {}).get("local") != _local_version(self.cache / rel)]
-        changed.sort(key=lambda rel: (Path(rel).name in MARKERS, rel))
+        changed.sort(key=lambda rel: (MARKERS.index(Path(rel).name) + 1 if Path(rel).name in MARKERS else 0, rel))
         pushed = []
         try:
             for rel in changed:

@@ -2,6 +2,8 @@
 
     RUNS/
       config.json                         the TrainConfig the run was made with (a resumed run must match)
+      best_round.json                     the complete round with the best held-out signal (rfcx.train._signal),
+                                          with the signal of every complete round: `rfcx infer`/`export`'s default
       round{k}/
         members/{member}_fold{f}/checkpoint.pt   model + optimizer + scheduler + RNG + history + config;
                                           "complete": True once its last epoch is done
@@ -96,6 +98,19 @@ class RunDir:
     @property
     def config_file(self) -> Path:
         return self.root / "config.json"
+
+    @property
+    def best_round_file(self) -> Path:
+        return self.root / "best_round.json"
+
+    def best_round(self) -> dict | None:
+        """``best_round.json`` (``round``, ``signal``, ``value``, ``rounds``: signal by round), or None where the run
+        has none (a run directory from before it was written) or it is unreadable."""
+        try:
+            data = json.loads(self.best_round_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("round"), int) else None
 
     def is_complete(self, k: int) -> bool:
         return self.complete_marker(k).is_file()

@@ -492,18 +492,49 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
             metrics = group.broadcast_object(metrics if group.is_main else None, f"train round {k}: metrics")
             echo(f"round {k}: {_summary(metrics)}  ({metrics['train_seconds']:.0f} s)")
         results.append(metrics)
+        best = None
+        if group.is_main:  # the run's best round so far (best_round.json): the default of `rfcx infer` / `export`
+            best = record_best_round(ctx.runs)
+            ctx.runs.sync(strict=True)
         if until_converged and len(results) >= 2 and _signal(results[-1]) <= _signal(results[-2]):
-            echo(f"round {k}: the held-out signal stopped improving; stopping (--until-converged)")
+            kept = f"; best round: {best['round']} ({best['signal']} {best['value']:.4f}), the default round of " \
+                   f"`rfcx infer` and `rfcx export` (best_round.json)" if best else ""
+            echo(f"round {k}: the held-out signal stopped improving ({SIGNAL_NAME} {_signal(results[-1]):.4f} <= "
+                 f"{_signal(results[-2]):.4f} in round {k - 1}); stopping (--until-converged){kept}")
             break
     return results
+
+
+def record_best_round(runs: RunDir) -> dict | None:
+    """Write ``best_round.json``: the complete round whose held-out signal (:func:`_signal`) is highest (a tie
+    keeps the earlier round, as ``--until-converged`` does), with the signal of every complete round. Written
+    atomically, and only when it changed; returns its content (None before any round is complete)."""
+    import json
+
+    values = {}
+    for k in runs.rounds():
+        if runs.is_complete(k) and runs.metrics(k).is_file():
+            values[k] = _signal(json.loads(runs.metrics(k).read_text()))
+    if not values:
+        return None
+    best = max(values, key=lambda k: (values[k], -k))
+    data = {"round": best, "signal": SIGNAL_NAME, "value": values[best],
+            "rounds": {str(k): v for k, v in sorted(values.items())}}
+    if runs.best_round() != data:
+        write_json_atomic(runs.best_round_file, data)
+    return data
 
 
 def _quiet(*_args, **_kwargs) -> None:
     """``echo`` of the ranks other than 0."""
 
 
+SIGNAL_NAME = "oof_lwlrap"  # what _signal measures, as best_round.json names it
+
+
 def _signal(metrics: dict) -> float:
-    v = metrics.get("oof_lwlrap")
+    """The held-out signal rounds are compared by (``--until-converged``, ``best_round.json``): higher is better."""
+    v = metrics.get(SIGNAL_NAME)
     return -1.0 if v is None else float(v)
 
 

@@ -3,6 +3,7 @@ command line, including every kind of bad input: clear message, non-zero exit, n
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -209,3 +210,43 @@ def test_detections_threshold_edges(suffix: str, tmp_path: Path) -> None:
     assert submission_frame(clips, ["b", "a"]).recording_id.tolist() == ["b", "a"]
     with pytest.raises(ValueError, match="1 recording\\(s\\) of the sample submission have no scores \\(e.g. c\\)"):
         submission_frame(clips, ["b", "a", "c"])
+
+
+def test_infer_and_export_default_to_the_best_round(tiny_run, tmp_path: Path) -> None:
+    """A run whose round 1 is worse than round 0 (``--until-converged`` stops after completing it): ``rfcx infer``
+    and ``rfcx export`` without --round use round 0 (best_round.json), and say why; a run without the file (older
+    runs) falls back to the latest complete round."""
+    from rfcx.train import record_best_round
+    from rfcx.runs import write_json_atomic
+
+    runs = copy_run(tiny_run["runs"], tmp_path / "runs")
+    mel = FeatureStore.open(tiny_run["store"]).params.to_dict()
+    make_run(runs, mel, [lively(n, seed=9) for n in tiny_run["nets"]], k=1, formats=("torchscript",))
+    run = RunDir(runs)
+    write_json_atomic(run.metrics(0), {"round": 0, "oof_lwlrap": 0.40})
+    write_json_atomic(run.metrics(1), {"round": 1, "oof_lwlrap": 0.33})
+
+    code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "old.csv")  # no best_round.json: the latest
+    assert code == 0, text
+    assert "round 1: the latest complete round (the run has no best_round.json" in text
+    assert "round 1: 2 torchscript model(s)" in text
+
+    best = record_best_round(run)
+    assert best == {"round": 0, "signal": "oof_lwlrap", "value": 0.40, "rounds": {"0": 0.40, "1": 0.33}}
+    assert json.loads(run.best_round_file.read_text()) == best
+    code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "best.csv")
+    assert code == 0, text
+    assert "round 0: the run's best round (held-out oof_lwlrap 0.4000; round 1: 0.3300, best_round.json)" in text
+    assert "round 0: 2 torchscript model(s)" in text
+    code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "r0.csv", "--round", "0")
+    assert code == 0 and "best round" not in text
+    assert (tmp_path / "best.csv").read_text() == (tmp_path / "r0.csv").read_text()
+
+    code, text = _run("export", "--runs", runs, "--format", "torchscript", "--force")
+    assert code == 0, text
+    assert "round 0: the run's best round" in text and f"wrote {run.models_dir(0)}" in text
+    assert "round1" not in text
+
+    run.complete_marker(0).unlink()  # a best round that is not complete (half-synced): the latest complete one
+    code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "half.csv")
+    assert code == 0 and "round 1: the latest complete round (best_round.json names round 0, which is not" in text

@@ -206,13 +206,15 @@ def test_mirror_push_and_pull(cache) -> None:
     (first.cache / "round0" / "complete.json").write_text("{}")
     (first.cache / "round0" / "metrics.json").write_text('{"a": 1}')
     (first.cache / "round0" / ".metrics.json.tmp").write_text("half")
-    assert first.push() == ["round0/metrics.json", "round0/complete.json"]  # the marker last, temp files never
+    (first.cache / "best_round.json").write_text('{"round": 0}')
+    # the markers last (best_round.json, which names a complete round, after complete.json), temp files never
+    assert first.push() == ["round0/metrics.json", "round0/complete.json", "best_round.json"]
     assert first.push() == []  # nothing changed since
 
     cache("second")  # another machine
     second = RunMirror(url)
     assert second.cache != first.cache
-    assert sorted(second.pull()) == ["round0/complete.json", "round0/metrics.json"]
+    assert sorted(second.pull()) == ["best_round.json", "round0/complete.json", "round0/metrics.json"]
     assert second.pull() == []  # up to date
     (second.cache / "round0" / "metrics.json").write_text('{"a": 2}')  # changed here, not pushed yet
     assert second.pull() == []  # a pull keeps local work
@@ -236,7 +238,7 @@ def test_train_then_infer_with_runs_at_a_memory_url(synth_store, cache, tmp_path
     result = runner.invoke(app, ["train", "--round", "0", "--store", synth_store, "--runs", url, "--config", "tiny"])
     assert result.exit_code == 0, result.output
     remote = _remote_files(url)
-    assert {"config.json", "folds.json", "lwlrap.png", "round0/complete.json", "round0/metrics.json",
+    assert {"config.json", "folds.json", "lwlrap.png", "round0/complete.json", "round0/metrics.json", "best_round.json",
             "round0/loss.png", "round0/pseudo.zarr/zarr.json", "round0/models/test_efficientnet-2s_fold1.ts",
             "round0/models/test_efficientnet-2s_fold1.pt2",
             "round0/members/test_efficientnet-2s_fold0/checkpoint.pt"} <= set(remote)
@@ -253,6 +255,7 @@ def test_train_then_infer_with_runs_at_a_memory_url(synth_store, cache, tmp_path
         result = runner.invoke(app, ["infer", "--batch", "--store", synth_store, "--runs", runs, "--out",
                                      str(outs[name]), "--no-progress", "--threads", "1"])
         assert result.exit_code == 0, result.output
+        assert "round 0: the run's best round (held-out oof_lwlrap" in result.output  # best_round.json pulled
     assert outs["url"].read_text() == outs["local"].read_text()
     cached = {p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file()}
     assert not any("/members/" in p or p.endswith(".pt2") for p in cached)  # inference fetched only what it uses

@@ -158,3 +158,19 @@ def test_round_1_resumes_after_clips_were_added_to_the_store(tiny_store, tmp_pat
     said = [e for e in echoed if "no pseudo labels" in e]
     assert len(said) == 1 and said[0].startswith("round 1: 2 train clip(s) have no pseudo labels from round 0")
     assert f"{ids[0]}, {ids[1]})" in said[0]
+
+
+def test_until_converged_records_the_better_round(tiny_store, tmp_path) -> None:
+    """``--until-converged`` stops after completing a worse round; best_round.json keeps the better one."""
+    from rfcx.runs import write_json_atomic
+
+    run = RunDir(tmp_path / "runs")
+    for k, value in ((0, 0.30), (1, 0.45), (2, 0.41)):  # complete rounds, skipped by train_rounds
+        write_json_atomic(run.metrics(k), {"round": k, "oof_lwlrap": value, "oof_box_auc": 0.5, "test_lwlrap": None})
+        write_json_atomic(run.complete_marker(k), {"round": k})
+    echoed = []
+    results = train_rounds(tiny_store, run.root, _cfg(), 3, progress=False, echo=echoed.append, until_converged=True)
+    assert [m["round"] for m in results] == [0, 1, 2]
+    assert run.best_round() == {"round": 1, "signal": "oof_lwlrap", "value": 0.45,
+                                "rounds": {"0": 0.30, "1": 0.45, "2": 0.41}}
+    assert "stopping (--until-converged); best round: 1 (oof_lwlrap 0.4500)" in echoed[-1]

@@ -68,10 +68,10 @@ def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
 
         def go() -> float:
             crops = 0
-            for x, target, mask, bins in crop_loader(cached if cache else store, make_sampler, b, n_batches,
-                                                     workers):
+            for x, target, mask, bins, label_boxes in crop_loader(cached if cache else store, make_sampler, b,
+                                                                  n_batches, workers):
                 if aug is not None:
-                    x, target, mask = aug(x, target, mask, 0, bins)
+                    x, target, mask = aug(x, target, mask, 0, bins, label_boxes)
                 crops += x.shape[0]
             return crops
         return go

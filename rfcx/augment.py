@@ -93,14 +93,16 @@ def freq_mask_outside_box(
     p: float = 1.0,
     fill: float | None = None,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
+    return_masked: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Mask random mel-bin extents just below and just above each sample's box band.
 
     ``box_bins`` is (B, 2) integer ``[lo, hi]`` (inclusive) mel bins of the box at the
     resolution of ``x``; rows with ``lo < 0`` have no box and are left unchanged. Below
     the box, bins ``[lo - a, lo)`` are masked with ``a`` uniform in ``{0..lo}``; above it,
     bins ``(hi, hi + b]`` with ``b`` uniform in ``{0..n_mels-1-hi}``. Box bins are never
-    touched. The fill is ``fill`` or each sample's minimum.
+    touched. The fill is ``fill`` or each sample's minimum. With ``return_masked`` also returns the (B, n_mels)
+    bool (CPU) map of the masked bins (the draws are the same either way).
     """
     _check(x)
     b, _, f, _ = x.shape
@@ -117,8 +119,44 @@ def freq_mask_outside_box(
     bins = torch.arange(f)[None, :]
     below = (bins >= (lo - extent_lo)[:, None]) & (bins < lo[:, None])
     above = (bins > hi[:, None]) & (bins <= (hi + extent_hi)[:, None])
-    masked = ((below | above) & has_box[:, None]).to(x.device)[:, None, :, None]
-    return torch.where(masked, _fill_value(x, fill), x)
+    masked_bins = (below | above) & has_box[:, None]
+    out = torch.where(masked_bins.to(x.device)[:, None, :, None], _fill_value(x, fill), x)
+    return (out, masked_bins) if return_masked else out
+
+
+MASKED_SHARE = 0.5  # a TP label whose box band is at least this much masked is dropped (unknown)
+
+
+def drop_masked_labels(
+    target: torch.Tensor, mask: torch.Tensor, label_boxes: torch.Tensor, masked_bins: torch.Tensor,
+    share: float = MASKED_SHARE,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Make unknown (target 0, mask 0) the TP labels whose signal the frequency masking erased.
+
+    ``label_boxes`` (B, K, 3) holds rows ``[species, lo, hi]`` (mel bins, inclusive; -1 rows pad) of the TP boxes
+    that set a target to 1 (:class:`rfcx.sampling.CropBatch`), ``masked_bins`` (B, n_mels) what
+    :func:`freq_mask_outside_box` masked. A class loses its label when every one of its TP boxes in the crop has at
+    least ``share`` of its band masked (the crop's own box is never masked, so its label stays).
+    """
+    boxes = label_boxes.detach().cpu().long()
+    b, f = masked_bins.shape
+    if boxes.ndim != 3 or boxes.shape[0] != b or boxes.shape[2] != 3:
+        raise ValueError(f"label_boxes must be shaped ({b}, K, 3), got {tuple(boxes.shape)}")
+    if boxes.shape[1] == 0 or not masked_bins.any():
+        return target, mask
+    species, lo, hi = boxes.unbind(-1)
+    valid = (species >= 0) & (lo >= 0) & (hi >= lo)
+    pos = torch.arange(f)[None, None, :]
+    band = (pos >= lo[..., None]) & (pos <= hi[..., None])  # (B, K, F)
+    width = band.sum(-1).clamp_min(1)
+    erased = (band & masked_bins.cpu()[:, None, :]).sum(-1) >= share * width  # (B, K)
+    n_classes = target.shape[1]
+    idx = species.clamp(0, n_classes - 1)
+    has = torch.zeros(b, n_classes, dtype=torch.int64).scatter_add_(1, idx, valid.long())
+    kept = torch.zeros(b, n_classes, dtype=torch.int64).scatter_add_(1, idx, (valid & ~erased).long())
+    drop = ((has > 0) & (kept == 0)).to(target.device)
+    zero = torch.zeros((), dtype=target.dtype, device=target.device)
+    return torch.where(drop, zero, target), torch.where(drop, zero.to(mask.dtype), mask)
 
 
 def gaussian_noise(
@@ -255,13 +293,18 @@ class Augmenter:
         mask: torch.Tensor,
         round_idx: int,
         box_bins: torch.Tensor | None = None,
+        label_boxes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Augment a batch; ``box_bins`` (B, 2) is used in round 0 only (None skips that step)."""
+        """Augment a batch; ``box_bins`` (B, 2) is used in round 0 only (None skips that step). ``label_boxes``
+        (B, K, 3) are the bands of the crop's TP boxes (:class:`rfcx.sampling.CropBatch`): a TP label whose bands
+        the frequency masking erased becomes unknown (:func:`drop_masked_labels`)."""
         c, g = self.cfg, self.generator
         if round_idx == 0:
             x = time_warp(x, c.time_warp_max, c.time_warp_p, g)
             if box_bins is not None:
-                x = freq_mask_outside_box(x, box_bins, c.freq_mask_p, generator=g)
+                x, masked = freq_mask_outside_box(x, box_bins, c.freq_mask_p, generator=g, return_masked=True)
+                if label_boxes is not None:
+                    target, mask = drop_masked_labels(target, mask, label_boxes, masked)
             x = gaussian_noise(x, c.noise_std_db, c.noise_p, g)
             x = volume_gain(x, c.gain_db, c.gain_p, g)
             x, target, mask = mixup(x, target, mask, self.mixup_alpha, "hard", c.mixup_p, g)

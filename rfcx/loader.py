@@ -19,7 +19,8 @@ from store import FeatureStore
 
 
 class CropStream(IterableDataset):
-    """Yields ``n_batches`` batches ``(x (B,1,n_mels,T), target, mask, box_bins)`` in total, over all workers."""
+    """Yields ``n_batches`` batches ``(x (B,1,n_mels,T), target, mask, box_bins, label_boxes)`` in total, over all
+    workers (``label_boxes``: see :class:`rfcx.sampling.CropBatch`; (B, 0, 3) in rounds >= 1)."""
 
     def __init__(self, store: str | FeatureStore, make_sampler: Callable[[int], CropSampler], batch_size: int,
                  n_batches: int) -> None:
@@ -38,8 +39,9 @@ class CropStream(IterableDataset):
         for _ in range(worker, self.n_batches, workers):
             b = sampler.sample(self.batch_size)
             x = fs.crops(list(zip(b.recording_ids, b.starts.tolist(), [sampler.crop] * len(b.starts))), workers=1)
+            boxes = b.label_boxes if b.label_boxes is not None else np.zeros((len(b.starts), 0, 3), np.int64)
             yield (torch.from_numpy(x).unsqueeze(1), torch.from_numpy(b.target), torch.from_numpy(b.mask),
-                   torch.from_numpy(b.box_bins))
+                   torch.from_numpy(b.box_bins), torch.from_numpy(boxes))
 
 
 def crop_loader(store: str | FeatureStore, make_sampler: Callable[[int], CropSampler], batch_size: int, n_batches: int,

@@ -62,6 +62,9 @@ class CropBatch:
     target: np.ndarray  # (B, 24) float32
     mask: np.ndarray  # (B, 24) float32
     box_bins: np.ndarray  # (B, 2) int64 mel bins [lo, hi] of the crop's box, -1 where none
+    # round 0: (B, K, 3) int64 rows [species, lo, hi] (mel bins) of the TP boxes whose labels the crop carries (the
+    # frequency masking around the crop's box drops a label whose bands it erased: rfcx.augment); rows of -1 pad
+    label_boxes: np.ndarray | None = None
 
 
 class CropSampler:
@@ -99,6 +102,20 @@ class CropSampler:
         lo = np.floor(hz_to_mel_bin(self.boxes.f_min.to_numpy(), params.n_mels, params.f_min, params.f_max))
         hi = np.ceil(hz_to_mel_bin(self.boxes.f_max.to_numpy(), params.n_mels, params.f_min, params.f_max))
         self._bins = np.stack([np.clip(lo, 0, params.n_mels - 1), np.clip(hi, 0, params.n_mels - 1)], 1).astype(np.int64)
+        self._box_idx = self.boxes.groupby("recording_id").indices  # box rows of each clip
+        self._species_tp = (self.boxes.species_id.to_numpy(dtype=np.int64), self.boxes.is_tp.to_numpy(dtype=bool))
+
+    def _tp_bands(self, rid: str, start: int) -> list[tuple[int, int, int]]:
+        """(species, lo, hi) of the TP boxes that label the crop (those covering it as in :meth:`_box_labels`)."""
+        idx = self._box_idx.get(rid)
+        if idx is None:
+            return []
+        t_min, t_max = self._t[idx, 0], self._t[idx, 1]
+        c0, c1 = start / self.fps, (start + self.crop) / self.fps
+        covered = np.minimum(t_max, c1) - np.maximum(t_min, c0) >= COVER * (t_max - t_min)
+        species, is_tp = self._species_tp
+        rows = idx[covered & is_tp[idx]]
+        return [(int(c), int(lo), int(hi)) for c, (lo, hi) in zip(species[rows], self._bins[rows])]
 
     def _next_box(self) -> int:
         """Round 0 walks through every box in a fresh random order, epoch after epoch; later rounds draw one."""
@@ -135,6 +152,7 @@ class CropSampler:
         target = np.zeros((batch_size, N_CLASSES), dtype=np.float32)
         mask = np.zeros((batch_size, N_CLASSES), dtype=np.float32)
         bins = np.full((batch_size, 2), -1, dtype=np.int64)
+        bands: list[list[tuple[int, int, int]]] = []
         for j in range(batch_size):
             from_box = self.round == 0 or (
                 self.tp_fp_sampling and len(self.boxes) and self.rng.random() < self.tp_fp_p)
@@ -143,6 +161,7 @@ class CropSampler:
                 rid, start = self._rid[i], self._box_start(i)
                 if self.round == 0:
                     bins[j] = self._bins[i]
+                    bands.append(self._tp_bands(rid, start))
             else:
                 rid = self.ids[int(self.rng.integers(len(self.ids)))]
                 start = int(self.rng.integers(0, max(1, self.n_frames[rid] - self.crop + 1)))
@@ -154,4 +173,10 @@ class CropSampler:
                 mask[j] = 1.0
             rids.append(rid)
             starts[j] = start
-        return CropBatch(rids, starts, target, mask, bins)
+        label_boxes = None
+        if self.round == 0:
+            label_boxes = np.full((batch_size, max(1, max(map(len, bands), default=0)), 3), -1, dtype=np.int64)
+            for j, rows in enumerate(bands):
+                if rows:
+                    label_boxes[j, :len(rows)] = rows
+        return CropBatch(rids, starts, target, mask, bins, label_boxes)

@@ -254,10 +254,10 @@ def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: Pseud
         model.train()
         losses, wait, t_epoch = [], 0.0, time.perf_counter()
         t_wait = time.perf_counter()
-        for x, target, mask, bins in crop_loader(ctx.fs, make_sampler, batch, cfg.batches_per_epoch,
-                                                 cfg.num_workers):
+        for x, target, mask, bins, label_boxes in crop_loader(ctx.fs, make_sampler, batch, cfg.batches_per_epoch,
+                                                              cfg.num_workers):
             wait += time.perf_counter() - t_wait
-            x, target, mask = augment(x, target, mask, k, bins if k == 0 else None)
+            x, target, mask = augment(x, target, mask, k, bins if k == 0 else None, label_boxes if k == 0 else None)
             x, target, mask = x.to(ctx.device), target.to(ctx.device), mask.to(ctx.device)
             with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(x)

@@ -8,6 +8,7 @@ import torch
 from rfcx.augment import (
     Augmenter,
     add_freq_channel,
+    drop_masked_labels,
     freq_channel,
     freq_mask_outside_box,
     gaussian_noise,
@@ -204,3 +205,48 @@ def test_augmenter_chain(round_idx: int) -> None:
     off = AugmentConfig(time_warp_p=0, freq_mask_p=0, noise_p=0, gain_p=0, spec_augment_p=0, mixup_p=0)
     xo, to, mo = Augmenter(off, 0.5, gen(4))(x, target, mask, round_idx, BOXES)
     assert torch.equal(xo, x) and torch.equal(to, target) and torch.equal(mo, mask)
+
+
+def test_freq_mask_returns_what_it_masked_with_the_same_draws() -> None:
+    x = batch()
+    for seed in range(10):
+        plain = freq_mask_outside_box(x, BOXES, 0.7, fill=0.0, generator=gen(seed))
+        y, masked = freq_mask_outside_box(x, BOXES, 0.7, fill=0.0, generator=gen(seed), return_masked=True)
+        assert torch.equal(y, plain) and masked.shape == (B, F) and masked.dtype == torch.bool
+        assert torch.equal(masked, (y == 0).all(dim=-1).squeeze(1))  # x is never 0: exactly the masked bins
+
+
+def test_a_tp_label_whose_band_was_masked_becomes_unknown() -> None:
+    """Round 0 masks bins around the crop's box only; a second TP call of another species whose band lies in the
+    masked region must not train as 1 with its signal erased (issue 10, 4b)."""
+    f = 64
+    x = -80 + 60 * torch.rand(1, 1, f, T, generator=gen(0))
+    box_bins = torch.tensor([[40, 45]])  # the crop's box: species 3
+    # species 3 (the crop's box), species 5 (bins 10-20, below it), species 7 in two boxes: one below (bins 30-35)
+    # and one inside the crop box's band (never masked), species 9: above (bins 50-60)
+    label_boxes = torch.tensor([[[3, 40, 45], [5, 10, 20], [7, 30, 35], [7, 41, 44], [9, 50, 60], [-1, -1, -1]]])
+    target = torch.zeros(1, 24)
+    target[0, [3, 5, 7, 9]] = 1
+    target[0, 11] = 0  # an FP label: stays known
+    mask = target.clone()
+    mask[0, 11] = 1
+    cfg = AugmentConfig(time_warp_p=0, freq_mask_p=1, noise_p=0, gain_p=0, spec_augment_p=0, mixup_p=0)
+    seen = set()
+    for seed in range(60):
+        xa, ta, ma = Augmenter(cfg, 0.5, gen(seed))(x, target, mask, 0, box_bins, label_boxes)
+        g = gen(seed)
+        time_warp(x, cfg.time_warp_max, 0.0, g)  # the chain's draws before the masking
+        y, masked = freq_mask_outside_box(x, box_bins, 1.0, generator=g, return_masked=True)
+        assert torch.equal(xa, y)  # the same draws as before the fix
+        for c, (lo, hi) in ((5, (10, 20)), (9, (50, 60))):
+            erased = bool(masked[0, lo:hi + 1].float().mean() >= 0.5)
+            seen.add((c, erased))
+            assert (ta[0, c], ma[0, c]) == ((0.0, 0.0) if erased else (1.0, 1.0))
+        assert ta[0, 3] == ma[0, 3] == 1 and ta[0, 7] == ma[0, 7] == 1  # species 7 keeps an unmasked box
+        assert ma[0, 11] == 1 and ta[0, 11] == 0
+    assert seen == {(5, True), (5, False), (9, True), (9, False)}
+    # no label boxes: the labels as before; malformed ones are refused
+    _, ta, ma = Augmenter(cfg, 0.5, gen(0))(x, target, mask, 0, box_bins)
+    assert torch.equal(ta, target) and torch.equal(ma, mask)
+    with pytest.raises(ValueError, match="label_boxes must be shaped"):
+        drop_masked_labels(target, mask, torch.zeros(1, 2), torch.zeros(1, f, dtype=torch.bool))

@@ -77,6 +77,14 @@ def test_round0_crops_are_around_boxes_with_masked_box_labels() -> None:
         if rid == "a" and 7 in known:
             assert target[7] == 0 and target[3] == 1  # FP 7 target 0 next to TP 3
         assert 0 <= bins[0] <= bins[1] < 256
+    # the bands of the TP boxes that label each crop go along (the frequency masking drops a label it erased)
+    assert b.label_boxes.shape[0] == 200 and b.label_boxes.shape[2] == 3
+    for rid, target, rows, bins in zip(b.recording_ids, b.target, b.label_boxes, b.box_bins):
+        rows = rows[rows[:, 0] >= 0]
+        assert sorted(rows[:, 0]) == sorted(np.flatnonzero(target == 1))
+        if rid == "a" and len(rows):
+            assert rows.tolist() == [[3, *s._bins[0]]]
+    assert CropSampler(_boxes(), FRAMES, P, CROP, 1, pseudo=_pseudo(), seed=0).sample(4).label_boxes is None
     # all boxes are used (no sampling): one pass over 5 boxes shows each of them
     first = CropSampler(_boxes(), FRAMES, P, CROP, round_idx=0, seed=3).sample(5)
     assert sorted(first.recording_ids) == ["a", "a", "a", "b", "c"]

@@ -1,8 +1,11 @@
 """Sliding-window predictions of a model over whole clips, and the pseudo labels made from them.
 
 Every window of the round's grid (``window_seconds`` long, every ``hop_seconds``: 113 windows for a 60 s
-clip, 4 s windows and a 0.5 s hop) is scored; a model trained on longer crops scores its own crop length
-centred on the same window centre, so the predictions of all the round's models line up and can be averaged.
+clip, 4 s windows and a 0.5 s hop) is scored; a model trained on longer crops scores the windows of its own
+length that the inference engine scores (:func:`engine.windows.window_starts`: every ``hop_seconds`` from the
+clip's start, inside the clip), each grid window taking the one whose centre is nearest its own (near the clip's
+edges the crop is shifted inwards, as training crops are, instead of padded). So the predictions of all the
+round's models line up and can be averaged, and a member's clip scores (max over windows) are the engine's.
 """
 
 from __future__ import annotations
@@ -15,25 +18,36 @@ import numpy as np
 import torch
 import zarr
 
-from engine.windows import window_starts
+from engine.windows import frame_windows, window_starts
 from rfcx.sampling import PseudoLabels
 from store import FeatureStore
 
 N_CLASSES = 24
 
 
+def member_windows(frames: int, fps: float, grid_window_s: float, hop_s: float,
+                   crop_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, index)``: the start frames of the windows of ``crop_s`` that the engine scores over a clip of
+    ``frames`` (:func:`engine.windows.window_starts`), and for each window of the grid (``grid_window_s`` every
+    ``hop_s``) the one of them whose centre is nearest the grid window's centre (the earlier one on a tie).
+
+    For a crop as long as the grid's windows ``index`` is ``0..n-1``; for a longer one (8 s on a 4 s grid) the
+    windows near the clip's edges share the first or last crop, which lies inside the clip as every training crop
+    does (a clip shorter than the crop is one window padded at its end, as in the engine)."""
+    starts = window_starts(frames, fps, crop_s, hop_s)
+    n_grid = len(window_starts(frames, fps, grid_window_s, hop_s))
+    grid_centres = np.arange(n_grid) * hop_s + grid_window_s / 2
+    centres = np.arange(len(starts)) * hop_s + crop_s / 2
+    index = np.argmin(np.abs(grid_centres[:, None] - centres[None, :]) + 1e-9 * np.arange(len(starts)), axis=1)
+    return starts, index
+
+
 def clip_windows(mel: np.ndarray, fps: float, grid_window_s: float, hop_s: float, crop_s: float,
                  fill: float) -> np.ndarray:
-    """(n_windows, n_mels, crop_frames) crops centred on the grid's window centres (padded with ``fill``)."""
-    n_mels, frames = mel.shape
-    grid_len = int(round(grid_window_s * fps))
-    crop_len = int(round(crop_s * fps))
-    starts = window_starts(frames, fps, grid_window_s, hop_s) + (grid_len - crop_len) // 2
-    pad = crop_len + grid_len
-    padded = np.full((n_mels, frames + 2 * pad), fill, dtype=np.float32)
-    padded[:, pad:pad + frames] = mel
-    idx = (starts + pad)[:, None] + np.arange(crop_len)[None, :]
-    return np.ascontiguousarray(padded[:, idx].transpose(1, 0, 2))
+    """(n_windows, n_mels, crop_frames): the crop of ``crop_s`` scored for each window of the grid
+    (:func:`member_windows`; padded with ``fill`` only where the clip is shorter than a crop)."""
+    starts, index = member_windows(mel.shape[1], fps, grid_window_s, hop_s, crop_s)
+    return frame_windows(mel.astype(np.float32, copy=False), starts[index], int(round(crop_s * fps)), fill)
 
 
 @torch.inference_mode()
@@ -60,14 +74,18 @@ def predict_windows(model: torch.nn.Module, fs: FeatureStore, ids: list[str], gr
             pos += n
         pending.clear(), chunks.clear(), results.clear()
 
-    for rid in ids:
-        windows = clip_windows(fs.mel(rid), fps, grid_window_s, hop_s, crop_s, fill)
+    crop_len = int(round(crop_s * fps))
+    index: dict[str, np.ndarray] = {}
+    for rid in ids:  # each of the member's own windows is scored once, then spread over the grid
+        mel = fs.mel(rid)
+        starts, index[rid] = member_windows(mel.shape[1], fps, grid_window_s, hop_s, crop_s)
+        windows = frame_windows(mel.astype(np.float32, copy=False), starts, crop_len, fill)
         pending.append((rid, len(windows)))
         chunks.append(windows)
         if sum(len(c) for c in chunks) >= 4 * batch_size:
             flush()
     flush()
-    return out
+    return {rid: out[rid][index[rid]] for rid in ids}
 
 
 def stack(scores: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -44,8 +44,74 @@ def test_window_count_and_grid() -> None:
     w8 = clip_windows(mel, FPS, 4.0, 0.5, 8.0, fill=-100)
     assert w4.shape == (113, 2, 375) and w8.shape == (113, 2, 750)
     np.testing.assert_array_equal(w4[5, 0], mel[0, starts[5]:starts[5] + 375])
-    # an 8 s crop is centred on the same window centre, padded at the clip's start
-    assert w8[0, 0, 0] == -100 and abs(w8[10, 0].mean() - w4[10, 0].mean()) <= 1
+    # an 8 s crop is centred on the same window centre (within a frame), shifted inside the clip at its edges
+    assert abs(w8[10, 0].mean() - w4[10, 0].mean()) <= 1
+    assert (w8 != -100).all() and w8[0, 0, 0] == 0 and w8[-1, 0, -1] <= 5625
+
+
+@pytest.mark.parametrize("frames", [375, 750, 751, 1000, 2345, 5626])
+@pytest.mark.parametrize("crop_s", [4.0, 6.0, 8.0])
+def test_member_windows_lie_inside_the_clip_and_are_the_engines(frames: int, crop_s: float) -> None:
+    """A longer member's windows near the clip's edges are shifted inside it (no -100 dB padding, which training
+    never shows), and they are the windows the engine scores (issue 10, 4c)."""
+    from engine.windows import frame_windows
+    from rfcx.pseudo import member_windows
+
+    crop = int(round(crop_s * FPS))
+    mel = (np.arange(frames, dtype=np.float32)[None, :] % 97).repeat(3, 0)
+    windows = clip_windows(mel, FPS, 4.0, 0.5, crop_s, fill=-100)
+    assert len(windows) == n_windows(frames, FPS, 4.0, 0.5)
+    starts, index = member_windows(frames, FPS, 4.0, 0.5, crop_s)
+    engine = window_starts(frames, FPS, crop_s, 0.5)  # what engine.batch scores for this member
+    np.testing.assert_array_equal(starts, engine)
+    np.testing.assert_array_equal(windows, frame_windows(mel, engine[index], crop, -100))
+    if frames >= crop:
+        assert (windows != -100).all()  # no padding where the clip holds a whole crop
+        assert (starts >= 0).all() and (starts + crop <= frames).all()
+        assert sorted(set(index.tolist())) == list(range(len(engine)))  # the clip max is over the engine's windows
+        # each is within a hop of the grid window's centred crop clamped to [0, frames - crop]
+        clamped = np.clip((np.arange(len(index)) * 0.5 + 2.0) * FPS - crop / 2, 0, frames - crop)
+        assert (np.abs(engine[index] - clamped) <= 0.5 * FPS + 1).all()
+    else:
+        assert len(engine) == 1 and (windows[:, :, frames:] == -100).all()  # one window padded at its end
+
+
+def test_training_side_clip_scores_of_an_8s_member_equal_the_engines(tmp_path) -> None:
+    """The clip scores finish_round takes (max over predict_windows) equal rfcx infer's exact mode for an 8 s
+    member on a 4 s grid (its pseudo-label windows were padded 8 s crops centred on the grid before)."""
+    from engine.batch import infer_clips
+    from engine.export import export_torchscript, load_model
+    from rfcx.config import ModelSpec, get_config
+    from rfcx.models import build_classifier
+    from rfcx.pseudo import predict_windows
+
+    class Clips:
+        params = P
+
+        def __init__(self, frames: dict[str, int]) -> None:
+            self.frames = frames
+
+        def mel(self, rid: str) -> np.ndarray:
+            rng = np.random.default_rng(self.frames[rid])
+            return (-60.0 + 15.0 * rng.standard_normal((256, self.frames[rid]))).astype(np.float32)
+
+    clips = Clips({"long": 1400, "crop": 750, "short": 600})
+    cfg, spec = get_config("tiny"), ModelSpec("test_efficientnet", 8.0)
+    torch.manual_seed(0)
+    net = build_classifier(cfg, spec).eval()
+    with torch.no_grad():
+        head = net.backbone.get_classifier()
+        head.weight.mul_(50.0)  # a visible spread of scores
+    meta = {"crop_seconds": 8.0, "hop_seconds": 0.5, "mel": P.to_dict()}
+    model = load_model(export_torchscript(net, meta, tmp_path / "m.ts"))
+    ids = list(clips.frames)
+    with torch.inference_mode():
+        mine = predict_windows(net, clips, ids, grid_window_s=4.0, hop_s=0.5, crop_s=8.0, device=torch.device("cpu"))
+    engine, _ = infer_clips([model], clips, ids, P, mode="exact", progress=False)
+    ours = np.stack([mine[rid].max(axis=0) for rid in ids])
+    assert [len(mine[rid]) for rid in ids] == [n_windows(clips.frames[r], FPS, 4.0, 0.5) for r in ids]
+    assert ours.std() > 0.01
+    np.testing.assert_allclose(ours, engine.set_index("recording_id").loc[ids].to_numpy(float), atol=2e-5)
 
 
 def test_folds_are_deterministic_and_stratified() -> None:

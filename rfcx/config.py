@@ -129,6 +129,9 @@ class TrainConfig:
     # each trained by one process; "ddp" trains every member on all ranks together (DistributedDataParallel,
     # batch_size // world crops per rank per step, so the global batch stays batch_size). One process: the same.
     distribute: str = "folds"
+    # Backbone weights a member starts from: false (random), "imagenet" (timm's pretrained weights: downloaded, needs
+    # a network) or the path of a local state dict of the backbone (.pth/.pt or .safetensors; rfcx.models)
+    pretrained: bool | str = False
 
     def __post_init__(self) -> None:
         if not self.backbones:
@@ -152,6 +155,9 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("distribute", self.distribute, DISTRIBUTE)
+        if not (self.pretrained is False or (isinstance(self.pretrained, str) and self.pretrained.strip())):
+            raise ValueError(f"pretrained = {self.pretrained!r} must be false, 'imagenet' (timm's weights, downloaded) "
+                             f"or the path of a local weights file (.pth/.pt state dict or .safetensors)")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device = {self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
 

@@ -28,7 +28,7 @@ from rfcx.folds import assign_folds
 from rfcx.loader import crop_loader
 from rfcx.losses import masked_bce
 from rfcx.metrics import lwlrap
-from rfcx.models import build_classifier
+from rfcx.models import build_classifier, check_pretrained
 from rfcx.process_group import SINGLE, DistributedError, ProcessGroup
 from rfcx.pseudo import predict_windows, read_pseudo_labels, rescale, stack, unstack, write_pseudo_labels
 from rfcx.runs import RunDir, member_name, open_run, write_json_atomic
@@ -200,7 +200,7 @@ def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: Pseud
     path = runs.checkpoint(k, spec, fold)
     seed = ctx.member_seed(k, spec, fold)
     torch.manual_seed(seed)
-    net = build_classifier(cfg, spec).to(ctx.device)
+    net = build_classifier(cfg, spec, pretrained=not path.is_file()).to(ctx.device)  # resumed: the checkpoint's
     if cfg.channels_last:
         net.backbone.to(memory_format=torch.channels_last)
     opt = make_optimizer(cfg, net.parameters())
@@ -447,6 +447,7 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
     if folds is not None:
         cfg = cfg.replace(folds=folds)
     check_ddp_batch(cfg, group)
+    check_pretrained(cfg)  # before any training: pretrained = "imagenet" offline, a missing or unfitting file
     ddp = uses_ddp(cfg, group)
     if not group.is_main:
         echo = _quiet

@@ -11,9 +11,11 @@ Each file holds two entry points of one trained :class:`engine.net.SpectrogramCl
   reduction) and a crop has ``positions`` of them, so window ``s`` takes positions ``[s / stride,
   s / stride + positions)`` with equal weights, fractional at the ends when ``s`` is not a multiple of
   ``stride``; positions past the clip's end drop out (weights renormalised). For a window aligned with the
-  grid this is the crop's own global average pool, the difference to ``forward`` being what the backbone
-  sees beyond the crop (its receptive field, and the global context of squeeze-excitation blocks) instead of
-  padding (tests/test_engine_fcn.py measures the agreement).
+  grid this is the crop's own global average pool. Squeeze-excitation blocks (EfficientNet, MobileNetV3,
+  ReXNet) take their channel gates from a moving average over as many time positions as a crop has at their
+  depth (:func:`local_se`), not from the whole clip. The remaining difference to ``forward`` is what the backbone
+  sees beyond the crop (its receptive field) instead of padding: small where a window spans many feature
+  positions, large where it spans few (tests/test_engine_fcn.py and the README's infer section measure it).
 
 A ``.ts`` file is a frozen TorchScript module with ``forward`` and ``windows`` methods and ``meta.json`` as an
 extra file. A ``.pt2`` file is a ``torch.export`` archive: the ``model`` program (what
@@ -23,7 +25,8 @@ and ``meta.json``. :func:`load_model` reads either with torch alone (no timm, no
 Meta keys: ``format_version``, ``format``, ``config_name``, ``config``, ``backbone``, ``crop_seconds``
 (= the window length), ``window_frames``, ``hop_seconds``, ``mel`` (the store's MelParams dict),
 ``n_mels``, ``n_classes``, ``round``, ``fold``, ``freq_channel``, ``pool``, ``fcn`` (geometry of the
-windows path, or null where the backbone has no average-pooled head), ``torch``.
+windows path: ``stride_frames``, ``positions``, ``reduction``, ``local_se_blocks``; null where the backbone has
+no average-pooled head), ``torch``.
 """
 
 from __future__ import annotations
@@ -82,6 +85,81 @@ def fcn_geometry(net: nn.Module, n_mels: int, window_frames: int) -> dict[str, f
             "reduction": float(reduction)}
 
 
+# -- squeeze-excitation in the windows path ---------------------------------------------------------------------
+
+_SE_PARTS = {"SqueezeExcite": ("conv_reduce", "act1", "conv_expand", "gate"),  # EfficientNet / MobileNetV3 family
+             "SEModule": ("fc1", "bn", "act", "fc2", "gate")}  # timm.layers (ReXNet, ResNet-SE, ...)
+_KERNEL = "_rfcx_fcn_se_kernel"
+
+
+def _se_blocks(backbone: nn.Module) -> list[nn.Module]:
+    """The squeeze-excitation blocks of a timm backbone whose context the windows path can make local."""
+    found = []
+    for m in backbone.modules():
+        parts = _SE_PARTS.get(type(m).__name__)
+        if parts and all(hasattr(m, p) for p in parts) and not getattr(m, "add_maxpool", False):
+            found.append(m)
+    return found
+
+
+def mark_local_se(backbone: nn.Module, crop: torch.Tensor) -> int:
+    """Give every squeeze-excitation block the number of time positions its input has for one crop (``crop``, the
+    backbone's input for one window): the windows path then averages each position's context over that many
+    positions around it instead of over the whole clip (:func:`local_se`). Returns how many blocks were marked."""
+    blocks = _se_blocks(backbone)
+    sizes: dict[int, int] = {}
+    hooks = [m.register_forward_hook(lambda m, inp, _out: sizes.__setitem__(id(m), int(inp[0].shape[-1])))
+             for m in blocks]
+    try:
+        with torch.no_grad():
+            backbone.forward_features(crop)
+    finally:
+        for h in hooks:
+            h.remove()
+    for m in blocks:
+        object.__setattr__(m, _KERNEL, sizes.get(id(m), 1))
+    return len(blocks)
+
+
+def crop_context(s: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Mean of ``s`` (..., T) over ``kernel`` positions around each position: the span a crop of ``kernel`` positions
+    centred there would have, shifted inside ``[0, T)`` near the ends (as the engine's windows lie inside the clip),
+    so that where ``T <= kernel`` every position takes the mean over all of them (one crop: its global mean)."""
+    if kernel <= 1:
+        return s
+    pos = torch.cumsum(torch.ones_like(s[(0,) * (s.dim() - 1)]), 0) - 1.0  # 0, 1, ..., T-1 (no device constant)
+    last = pos[-1:]
+    start = torch.clamp(torch.minimum(pos - float(kernel // 2), last - float(kernel - 1)), min=0.0)
+    end = torch.minimum(start + float(kernel), last + 1.0)
+    c = torch.cat([torch.zeros_like(s[..., :1]), torch.cumsum(s, -1)], -1)
+    return (c.index_select(-1, end.long()) - c.index_select(-1, start.long())) / (end - start)
+
+
+def _local_se_forward(m: nn.Module, kernel: int, x: torch.Tensor) -> torch.Tensor:
+    s = crop_context(x.mean(2, keepdim=True), kernel)  # (B, C, 1, T): frequency mean, then a crop's span in time
+    if type(m).__name__ == "SqueezeExcite":
+        s = m.conv_expand(m.act1(m.conv_reduce(s)))
+    else:
+        s = m.fc2(m.act(m.bn(m.fc1(s))))
+    return x * m.gate(s)
+
+
+@contextlib.contextmanager
+def local_se(backbone: nn.Module) -> Iterator[None]:
+    """Within: the squeeze-excitation blocks marked by :func:`mark_local_se` take their context from a crop's length
+    of positions around each position (what the block sees in a window's own forward) rather than the whole clip."""
+    import functools
+
+    patched = [m for m in backbone.modules() if hasattr(m, _KERNEL)]
+    for m in patched:
+        object.__setattr__(m, "forward", functools.partial(_local_se_forward, m, getattr(m, _KERNEL)))
+    try:
+        yield
+    finally:
+        for m in patched:
+            object.__delattr__(m, "forward")
+
+
 class Deployable(nn.Module):
     """A :class:`~engine.net.SpectrogramClassifier` as exported: ``forward`` and ``windows`` (module docstring).
 
@@ -98,6 +176,9 @@ class Deployable(nn.Module):
         self.pool = (int(net.pool[0]), int(net.pool[1]))
         self.register_buffer("ramp", torch.linspace(0.0, 1.0, n_mels).view(1, 1, n_mels, 1), persistent=True)
         self.fcn = fcn_geometry(net, n_mels, window_frames)
+        if self.fcn is not None:  # squeeze-excitation context of a window's length, not the whole clip's
+            self.fcn["local_se_blocks"] = float(mark_local_se(self.backbone,
+                                                              net.prepare(torch.zeros(1, n_mels, window_frames))))
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return prepare_input(x.unsqueeze(1), self.ramp if self.freq_channel else None, self.pool)
@@ -108,7 +189,8 @@ class Deployable(nn.Module):
     def windows(self, x: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         if self.fcn is None:
             raise RuntimeError("this backbone has no fully convolutional path")
-        cols = self.backbone.forward_features(self.prepare(x)).mean(2)  # (B, C, T')
+        with local_se(self.backbone):
+            cols = self.backbone.forward_features(self.prepare(x)).mean(2)  # (B, C, T')
         # position j covers [j, j + 1) in position units, window s covers [s / stride, s / stride + positions);
         # built from the data so that no device constant is baked into the exported graph
         pos = (torch.cumsum(torch.ones_like(cols[0, 0]), 0) - 1.0).unsqueeze(0)  # (1, T'): 0, 1, ..., T'-1

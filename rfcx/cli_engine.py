@@ -104,6 +104,20 @@ def _round_models(runs: str, round_: int | None, fmt: str, say=typer.echo) -> tu
     return round_, files
 
 
+FCN_MIN_POSITIONS = 6  # feature positions per window from which fcn was measured within 0.01 LWLRAP of exact
+
+
+def fcn_caveat(models) -> str:  # noqa: ANN001 (engine.export.LoadedModel)
+    """The one line ``rfcx infer --mode fcn`` prints: fcn approximates exact, well only for windows spanning many
+    feature positions (README, infer section)."""
+    positions = min(int((m.meta.get("fcn") or {}).get("positions", 0)) for m in models)
+    if positions >= FCN_MIN_POSITIONS:
+        return (f"note: --mode fcn approximates --mode exact (the backbone sees beyond each window); measured within "
+                f"0.01 LWLRAP for windows of >= {FCN_MIN_POSITIONS} feature positions (these: {positions})")
+    return (f"warning: --mode fcn approximates --mode exact, and these windows span only {positions} feature "
+            f"position(s) (< {FCN_MIN_POSITIONS}): it may differ by more than 0.05 LWLRAP; use --mode exact")
+
+
 def _prior(prior_file: Path | None, fs, n_classes: int):  # noqa: ANN001, ANN202 (store.FeatureStore | None)
     """The class prior: from a labels CSV (recording_id,s0..: 0/1 or soft pseudo labels) or the store's TP boxes."""
     from engine.postprocess import prior_from_boxes, prior_from_labels
@@ -229,6 +243,9 @@ def infer_cmd(
         models = [load_model(f, dev) for f in files]
     except (FileNotFoundError, ModelFileError) as exc:
         _fail(str(exc))
+
+    if mode == "fcn" and group.is_main:
+        typer.echo(fcn_caveat(models))
 
     if not batch:
         from store import MelParams

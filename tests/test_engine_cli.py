@@ -55,6 +55,9 @@ def test_infer_batch_writes_the_submission(tiny_run, tmp_path: Path) -> None:
     out2 = tmp_path / "sub2.csv"
     code, text = _infer(tiny_run, out2, "--format", "export", "--mode", "fcn", "--batch-size", "7")
     assert code == 0, text
+    assert ("warning: --mode fcn approximates --mode exact, and these windows span only 2 feature position(s)"
+            in text)  # the tiny models' 2 s windows pooled 4x: fcn is not for them
+    assert "fcn approximates" not in _infer(tiny_run, tmp_path / "sub4.csv")[1]
     code, text = _infer(tiny_run, tmp_path / "sub3.csv", "--mode", "fcn")
     assert code == 0, text
     np.testing.assert_allclose(pd.read_csv(out2)[COLS], pd.read_csv(tmp_path / "sub3.csv")[COLS], atol=1e-4)

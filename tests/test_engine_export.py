@@ -85,7 +85,7 @@ def test_meta(tiny_run, tiny_store) -> None:
         assert meta["mel"] == params.to_dict() and meta["n_mels"] == 256 and meta["n_classes"] == 24
         assert meta["round"] == 0 and meta["fold"] == 1
         assert meta["freq_channel"] is True and meta["pool"] == [4, 4]
-        assert meta["fcn"] == {"stride_frames": 128.0, "positions": 2.0, "reduction": 32.0}
+        assert meta["fcn"] == {"stride_frames": 128.0, "positions": 2.0, "reduction": 32.0, "local_se_blocks": 2.0}
 
 
 def test_loads_with_torch_alone(tiny_run) -> None:

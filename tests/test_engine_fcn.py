@@ -11,7 +11,7 @@ import pandas as pd
 from engine.batch import infer_split
 from engine.export import load_model
 from rfcx.metrics import lwlrap
-from tests.engine_fixtures import engine_base, one_thread, trained  # noqa: F401
+from tests.engine_fixtures import engine_base, one_thread, tiny_run, trained  # noqa: F401
 
 COLS = [f"s{c}" for c in range(24)]
 
@@ -44,3 +44,28 @@ def test_fcn_vs_exact(trained, capsys) -> None:
     # the two modes rank clips and classes alike; they differ in what the backbone sees beyond a window
     assert report["clip_score_correlation"] > 0.7
     assert abs(report["lwlrap_delta"]) < 0.2
+
+
+def test_squeeze_excitation_context_is_a_windows_length(tiny_run) -> None:
+    """The fcn path's squeeze-excitation blocks take their context from a crop's span around each position, not the
+    whole clip: audio far from a window no longer changes its score (a global context let every frame of the clip
+    change every window), and a window that is the whole input is still the crop's own forward."""
+    import torch
+
+    from engine.export import crop_context
+
+    s = torch.arange(10.0).view(1, 1, 1, 10)
+    torch.testing.assert_close(crop_context(s, 4)[..., [0, 1, 2, 5, 8, 9]],
+                               torch.tensor([1.5, 1.5, 1.5, 4.5, 7.5, 7.5]).view(1, 1, 1, 6))  # shifted inside
+    torch.testing.assert_close(crop_context(s[..., :3], 4), torch.full((1, 1, 1, 3), 1.0))  # shorter: the mean
+    torch.testing.assert_close(crop_context(s, 1), s)
+
+    model = load_model(sorted((tiny_run["runs"] / "round0" / "models").glob("*.ts"))[0])
+    assert model.meta["fcn"]["local_se_blocks"] == 2  # test_efficientnet's two squeeze-excitation blocks
+    g = torch.Generator().manual_seed(0)
+    clip = -60.0 + 15.0 * torch.randn(1, 256, 4000, generator=g)
+    far = clip.clone()
+    far[..., 2500:] += 30.0  # loud, far (> 2000 frames) from the first windows
+    starts = torch.tensor([0.0, 47.0, 94.0])
+    torch.testing.assert_close(model.windows(far, starts), model.windows(clip, starts), atol=1e-7, rtol=0)
+    assert not torch.allclose(model.windows(far, torch.tensor([3000.0])), model.windows(clip, torch.tensor([3000.0])))

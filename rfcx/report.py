@@ -71,7 +71,7 @@ def format_round_table(rows: list[dict]) -> str:
     lines = [f"yardsticks: random {f(sticks.get('random'))}, prior-only {f(sticks.get('prior_only'))}, "
              f"oracle {f(sticks.get('oracle'))}" + ("" if sticks.get("oracle") is not None else
                                                     " (rfcx train --oracle trains it, where calls_truth.csv exists)"),
-             "round  test LWLRAP  - prior-only  gap closed  OOF LWLRAP"]
+             "round  test LWLRAP  vs prior-only  gap closed  OOF LWLRAP"]
     for r in rows:
         margin = None if r["test_lwlrap"] is None or sticks.get("prior_only") is None else \
             r["test_lwlrap"] - sticks["prior_only"]

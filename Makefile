@@ -6,11 +6,14 @@ DEMO ?= demo
 ROUNDS ?= 2
 REAL_BACKGROUNDS := ../shared/rfcx/backgrounds
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean gpu-wheels
+
+# torch and torchvision are pinned here, not in pyproject.toml (which takes any torch >= 2.4): the tested pair
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 $(BIN)/rfcx: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -e '.[test,bench]'
+	$(BIN)/pip install -e '.[test,bench]' $(TORCH_PINS)
 	touch $@
 
 setup: $(BIN)/rfcx
@@ -44,3 +47,7 @@ test: setup
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
+
+# The wheels `bash benchmarks/gpu_check.sh` installs on a GPU machine without network (Python 3.12): into .whl/
+gpu-wheels:
+	bash benchmarks/gpu_check_wheels.sh .whl

@@ -100,7 +100,7 @@ class _LogMel:
             from .torch_mel import TorchLogMel
 
             self.torch = TorchLogMel(params, "cuda" if device == "gpu" else "cpu")
-            self.pool = ThreadPoolExecutor(min(4, threads))
+            self.pool = ThreadPoolExecutor(threads)  # decoding (libsndfile releases the GIL): all the cores given
         else:
             raise ValueError(f"backend must be dali or torch, got {backend!r}")
 

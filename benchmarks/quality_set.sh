@@ -11,7 +11,8 @@
 # Variants run one after another; PARALLEL=1 runs them side by side (a GPU machine with many cores; on 2 cores
 # two torch processes slow each other 10-100x).
 # Environment: RFCX (the command, default `python -m rfcx`), BACKGROUNDS (folder of real recordings, default
-# ../shared/rfcx/backgrounds), CONFIG (default cpu), TRAIN/TEST (clip counts), SYNTH_WORKERS.
+# ../shared/rfcx/backgrounds), CONFIG (default cpu), DEVICE (train --device, default the config's), TRAIN/TEST
+# (clip counts), SYNTH_WORKERS.
 set -euo pipefail
 WORK=${1:?usage: quality_set.sh WORK [ROUNDS] [NAME=SETTINGS ...]}
 ROUNDS=${2:-2}
@@ -31,14 +32,16 @@ if [ ! -f "$WORK/data/test_labels.csv" ]; then
 fi
 $RFCX build-store --data "$WORK/data" --store "$WORK/features.zarr"
 STORE=$WORK/features.zarr
-oracle() { $RFCX train --oracle --store "$STORE" --runs "$WORK/runs/oracle-host" --config "$CONFIG"; }
+dev=()
+[ -n "${DEVICE:-}" ] && dev=(--device "$DEVICE")
+oracle() { $RFCX train --oracle --store "$STORE" --runs "$WORK/runs/oracle-host" --config "$CONFIG" "${dev[@]}"; }
 variant() {
   local name=${1%%=*} settings=${1#*=} sets=() kv
   IFS=, read -r -a kvs <<< "$settings"
   for kv in "${kvs[@]}"; do [ -n "$kv" ] && sets+=(--set "$kv"); done
   mkdir -p "$WORK/runs/$name"
   ln -sfn "../oracle-host/oracle" "$WORK/runs/$name/oracle"  # every variant's report shows the one oracle
-  $RFCX train --round "$ROUNDS" --store "$STORE" --runs "$WORK/runs/$name" --config "$CONFIG" "${sets[@]}"
+  $RFCX train --round "$ROUNDS" --store "$STORE" --runs "$WORK/runs/$name" --config "$CONFIG" "${dev[@]}" "${sets[@]}"
 }
 if [ "${PARALLEL:-0}" = 1 ]; then
   pids=()

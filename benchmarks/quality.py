@@ -1,4 +1,9 @@
-"""Quality of the recipe's parts: LWLRAP by round for training variants (reads finished runs; trains nothing).
+"""Quality of the recipe's parts: LWLRAP by round for training variants beside the yardsticks (random scores,
+prior-only, the oracle trained on every call's truth), read from finished runs (trains nothing).
+
+The goals (issue 10) are checked on the first variant: every round beats prior-only by >= 0.15, the round
+``rfcx infer`` picks by default (the best by the held-out signal) beats round 0 by >= 0.05 and closes >= 50 % of
+the bootstrap -> oracle gap, and the oracle reaches >= 0.85.
 
 The trainings are left to the user (hours on a CPU). With a store built by ``make demo`` (or ``rfcx synth`` +
 ``rfcx build-store``), one run directory per variant, the ``cpu`` config and rounds 0-2::
@@ -60,17 +65,71 @@ def read_rounds(run_dir: str | Path) -> list[dict]:
     return rows
 
 
+def _yardstick_rows(name: str, root: Path) -> tuple[list[dict], dict]:
+    from rfcx.yardsticks import round_table
+
+    table = round_table(root)
+    sticks = table[-1]["yardsticks"] if table else {}
+    rows = [{"name": f"{name}: {label}", "variant": name, "test_lwlrap": sticks.get(key)}
+            for key, label in (("random", "random scores"), ("prior_only", "prior-only"),
+                               ("oracle", "oracle (every call's truth)")) if sticks.get(key) is not None]
+    return rows, {"table": table, "yardsticks": sticks}
+
+
+def _best_round(root: Path, rounds: list[dict]) -> int | None:
+    best = root / "best_round.json"
+    if best.is_file():
+        return int(json.loads(best.read_text())["round"])
+    return rounds[-1]["round"] if rounds else None
+
+
+def quality_goals(name: str, rounds: list[dict], table: list[dict], sticks: dict, best: int | None) -> list[dict]:
+    """The issue-10 goals on one variant's run."""
+    from benchmarks.common import goal
+
+    goals = []
+    prior, oracle = sticks.get("prior_only"), sticks.get("oracle")
+    scores = {r["round"]: r["test_lwlrap"] for r in rounds if r.get("test_lwlrap") is not None}
+    if prior is not None and scores:
+        worst = min(scores, key=scores.get)
+        goals.append(goal(f"{name}: every round beats prior-only by >= 0.15 LWLRAP", scores[worst] - prior, 0.15,
+                          f"weakest round {worst}: {scores[worst]:.4f} vs prior-only {prior:.4f}"))
+    if best is not None and best in scores and 0 in scores:
+        goals.append(goal(f"{name}: the default round ({best}) beats round 0 by >= 0.05", scores[best] - scores[0],
+                          0.05, f"{scores[best]:.4f} vs {scores[0]:.4f}"))
+        gap = next((r["gap_closed"] for r in table if r["round"] == best), None)
+        goals.append(goal(f"{name}: the default round closes >= 50 % of the bootstrap -> oracle gap",
+                          None if gap is None else 100 * gap, 50.0,
+                          "no oracle run" if gap is None else f"oracle {oracle:.4f}"))
+    goals.append(goal(f"{name}: the oracle reaches >= 0.85", oracle, 0.85,
+                      "rfcx train --oracle" if oracle is None else "same config on every call's truth"))
+    return goals
+
+
 def run(quick: bool, workdir: Path, runs: dict[str, str | Path] | list[str] | None = None) -> dict:
-    """LWLRAP (test, OOF) and TP-vs-FP AUC by round of each variant's run directory."""
+    """LWLRAP (test, OOF) and TP-vs-FP AUC by round of each variant's run directory, beside the yardsticks."""
+    from rfcx.runs import open_run
+
     variants = parse_runs(runs) if isinstance(runs, list) else dict(runs or {})
     series = {name: read_rounds(path) for name, path in variants.items()}
-    table_rows = []
-    for name, rounds in series.items():
+    table_rows, goals = [], []
+    for i, (name, rounds) in enumerate(series.items()):
+        root = open_run(variants[name], pull="meta").root
+        sticks_rows, extra = _yardstick_rows(name, root)
+        gaps = {r["round"]: r["gap_closed"] for r in extra["table"]}
+        prior = extra["yardsticks"].get("prior_only")
         for r in rounds:
-            table_rows.append({"name": f"{name} round {r['round']}", "variant": name, **r})
+            table_rows.append({"name": f"{name} round {r['round']}", "variant": name, **r,
+                               "vs_prior": None if prior is None or r.get("test_lwlrap") is None
+                               else r["test_lwlrap"] - prior,
+                               "gap_closed": None if gaps.get(r["round"]) is None else 100 * gaps[r["round"]]})
+        table_rows += sticks_rows
+        if i == 0:
+            goals = quality_goals(name, rounds, extra["table"], extra["yardsticks"], _best_round(root, rounds))
     sec = {"key": "quality", "title": "Quality by round and variant", "unit": "", "baseline": None,
            "rows": table_rows, "plot": False, "note": "",
-           "columns": [[k, label, ".4f"] for k, label in METRICS]}
+           "columns": [[k, label, ".4f"] for k, label in METRICS]
+           + [["vs_prior", "test - prior-only", "+.4f"], ["gap_closed", "gap closed %", ".0f"]]}
     notes = [] if variants else ["No run directories given (`--quality-runs NAME=DIR ...`): nothing measured. "
                                  "The trainings are left to the user; commands below."]
     return {"name": "quality", "title": "5. Quality (training variants)",
@@ -78,4 +137,4 @@ def run(quick: bool, workdir: Path, runs: dict[str, str | Path] | list[str] | No
                      "(`--set tp_fp_sampling=false`) vs without the FreqConv channel (`--set freq_channel=false`), "
                      "read from finished run directories (`round*/metrics.json`).",
             "params": {"runs": {k: str(v) for k, v in variants.items()}}, "series": series,
-            "sections": [sec] if table_rows else [], "goals": [], "notes": notes, "commands": COMMANDS}
+            "sections": [sec] if table_rows else [], "goals": goals, "notes": notes, "commands": COMMANDS}

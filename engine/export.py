@@ -26,7 +26,8 @@ Meta keys: ``format_version``, ``format``, ``config_name``, ``config``, ``backbo
 (= the window length), ``window_frames``, ``hop_seconds``, ``mel`` (the store's MelParams dict),
 ``n_mels``, ``n_classes``, ``round``, ``fold``, ``freq_channel``, ``pool``, ``fcn`` (geometry of the
 windows path: ``stride_frames``, ``positions``, ``reduction``, ``local_se_blocks``; null where the backbone has
-no average-pooled head), ``torch``.
+no average-pooled head), ``torch`` (the version that wrote the file: TorchScript and torch.export archives are
+read by the running torch, and a file that does not load names both).
 """
 
 from __future__ import annotations
@@ -356,6 +357,31 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
+def written_by(path: str | os.PathLike) -> str | None:
+    """The torch version that wrote an exported file (its ``meta.json``, read without loading the model), or
+    None where the file has no readable metadata."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith(f"/{META_FILE}") or n == META_FILE), None)
+            version = json.loads(z.read(name)).get("torch") if name else None
+    except Exception:  # noqa: BLE001 - a note for an error message: never an error of its own
+        return None
+    return str(version) if version else None
+
+
+def torch_note(path: str | os.PathLike) -> str:
+    """``written by torch X, running torch Y``: what a load failure says, since a file written by another torch
+    may not load (TorchScript and torch.export archives are read by the torch that runs)."""
+    written = written_by(path)
+    running = torch.__version__
+    if written is None:
+        return f"which torch wrote it is unknown (no readable {META_FILE}), running torch {running}"
+    if written == running:
+        return f"written by torch {written}, the running version"
+    return (f"written by torch {written}, running torch {running}: export it again with this torch, or load it with "
+            "that one")
+
+
 def _load_torchscript(path: Path, device: torch.device) -> LoadedModel:
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path}: not a TorchScript archive (not a zip file: truncated or overwritten?)")
@@ -364,7 +390,8 @@ def _load_torchscript(path: Path, device: torch.device) -> LoadedModel:
         with quiet_jit():
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except Exception as exc:
-        raise ModelFileError(f"{path}: corrupt TorchScript file ({_reason(exc)})") from None
+        raise ModelFileError(f"{path}: cannot load this TorchScript file: corrupt, or not readable by this torch "
+                             f"({torch_note(path)}) ({_reason(exc)})") from None
     meta = _check_meta(path, extra[META_FILE])
     windows = getattr(module, "windows", None) if meta.get("fcn") else None
     return LoadedModel(path, "torchscript", meta, module.forward, windows, device)
@@ -380,11 +407,14 @@ def _load_program(path: Path, device: torch.device) -> LoadedModel:
         programs, extra = contents.exported_programs, contents.extra_files
     except ImportError:  # a torch without the archive module: the public loader gives the main program
         extra = {META_FILE: ""}
-        programs = {}
-        with contextlib.suppress(Exception):
+        try:
             programs = {"model": torch.export.load(str(path), extra_files=extra)}
+        except Exception as exc:
+            raise ModelFileError(f"{path}: cannot load this torch.export archive: corrupt, or not readable by this "
+                                 f"torch ({torch_note(path)}) ({_reason(exc)})") from None
     except Exception as exc:
-        raise ModelFileError(f"{path}: corrupt torch.export archive ({_reason(exc)})") from None
+        raise ModelFileError(f"{path}: cannot load this torch.export archive: corrupt, or not readable by this torch "
+                             f"({torch_note(path)}) ({_reason(exc)})") from None
     if "model" not in programs:
         raise ModelFileError(f"{path}: no 'model' program in the archive")
     text = extra.get(META_FILE)
@@ -392,11 +422,18 @@ def _load_program(path: Path, device: torch.device) -> LoadedModel:
 
     def module(name: str) -> Any:
         ep = programs[name]
-        if device.type != "cpu":
-            from torch.export.passes import move_to_device_pass
-
-            ep = move_to_device_pass(ep, device)
-        return ep.module().to(device)
+        try:
+            if device.type != "cpu":
+                try:
+                    from torch.export.passes import move_to_device_pass
+                except ImportError:  # an older torch: moving the module's parameters and buffers is what it has
+                    move_to_device_pass = None
+                if move_to_device_pass is not None:
+                    ep = move_to_device_pass(ep, device)
+            return ep.module().to(device)
+        except Exception as exc:
+            raise ModelFileError(f"{path}: cannot make the {name!r} program of this torch.export archive run on "
+                                 f"{device} ({torch_note(path)}) ({_reason(exc)})") from None
 
     windows = module("windows") if meta.get("fcn") and "windows" in programs else None
     return LoadedModel(path, "export", meta, module("model"), windows, device)
@@ -417,4 +454,4 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 
 __all__ = ["Deployable", "LoadedModel", "ModelFileError", "export_program", "export_torchscript", "fcn_geometry",
-           "load_model", "read_meta", "quiet_jit", "SUFFIXES", "FORMAT_VERSION"]
+           "load_model", "read_meta", "quiet_jit", "torch_note", "written_by", "SUFFIXES", "FORMAT_VERSION"]

@@ -46,25 +46,52 @@ def synth(
     seconds: Annotated[float, typer.Option("--seconds", help="Length of each clip in seconds.")] = 60.0,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same data).")] = 0,
     background: Annotated[
-        Path | None, typer.Option("--background", help="A real recording (FLAC) to mix in as background.")
+        list[Path] | None, typer.Option("--background", help="Real recordings (FLAC files or folders of them; "
+                                        "repeat the option) to mix in as background, one per clip.")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", help="Processes generating clips.")] = 1,
+    mix: Annotated[
+        str, typer.Option("--mix", help="zipf (default): a skewed species mix shared by train and test with labels "
+                          "as sparse as the competition's; labels: the species follow the labels (--tp-fraction, "
+                          "--label-density).")
+    ] = "zipf",
+    zipf_s: Annotated[float, typer.Option("--zipf", help="zipf mix: presence weight of the species of rank r is "
+                                          "r^-S (0: uniform).")] = 1.0,
+    species_per_clip: Annotated[float, typer.Option("--species-per-clip", help="zipf mix: mean species per clip "
+                                                    "(Poisson).")] = 1.5,
+    tp_per_clip: Annotated[float, typer.Option("--tp-per-clip", help="zipf mix: TP boxes per train clip "
+                                               "(competition: 0.26).")] = 0.26,
+    fp_per_clip: Annotated[float, typer.Option("--fp-per-clip", help="zipf mix: FP boxes per train clip "
+                                               "(competition: 1.6).")] = 1.6,
+    tp_balance: Annotated[float, typer.Option("--tp-balance", help="zipf mix: 1 spreads the TP boxes evenly over "
+                                              "the species (as the competition's tables), 0 makes them follow "
+                                              "presence.")] = 1.0,
     tp_fraction: Annotated[
         float | None,
-        typer.Option("--tp-fraction", help="Share of train clips with TP boxes, in (0, 1] (default: real ~24 %)."),
+        typer.Option("--tp-fraction", help="labels mix: share of train clips with TP boxes, in (0, 1] (default: "
+                     "real ~24 %)."),
     ] = None,
     label_density: Annotated[
         float,
-        typer.Option("--label-density", help="Label more of each train clip, >= 1: up to round(D) calls per TP "
-                     "species and ~D times the FP rows (default 1: the real sparsity)."),
+        typer.Option("--label-density", help="labels mix: label more of each train clip, >= 1: up to round(D) calls "
+                     "per TP species and ~D times the FP rows (default 1: the real sparsity)."),
     ] = 1.0,
 ) -> None:
     """Write a synthetic data set in the competition's layout (train/, test/, train_tp.csv, ...)."""
-    from .synth import synthesize
+    from .synth import Mix, synthesize
 
     try:
-        s = synthesize(out_dir, n_train=train, n_test=test, seconds=seconds, seed=seed, background=background,
-                       workers=workers, tp_fraction=tp_fraction, label_density=label_density)
+        if mix not in ("zipf", "labels"):
+            raise ValueError(f"--mix must be zipf or labels, got {mix!r}")
+        species_mix = None
+        if mix == "zipf":
+            if tp_fraction is not None or label_density != 1.0:
+                raise ValueError("--tp-fraction and --label-density belong to --mix labels; --mix zipf sets the "
+                                 "label density with --tp-per-clip and --fp-per-clip")
+            species_mix = Mix(zipf_s=zipf_s, species_per_clip=species_per_clip, tp_per_clip=tp_per_clip,
+                              fp_per_clip=fp_per_clip, tp_balance=tp_balance)
+        s = synthesize(out_dir, n_train=train, n_test=test, seconds=seconds, seed=seed, background=background or None,
+                       workers=workers, tp_fraction=tp_fraction, label_density=label_density, mix=species_mix)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     typer.echo(
@@ -161,6 +188,9 @@ def train(
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or gpu (default: the config's).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config field: key=value (repeatable).")] = None,
     until_converged: Annotated[bool, typer.Option("--until-converged", help="Stop when the held-out signal stops improving.")] = False,
+    oracle: Annotated[bool, typer.Option("--oracle", help="The ceiling: the same config trained on every call's "
+                                         "truth (synthetic data's calls_truth.csv), one round, into RUNS/oracle; "
+                                         "each round's report then shows it.")] = False,
 ) -> None:
     """Train the bootstrap round and the pseudo-label rounds 1..N (resumable)."""
     import yaml
@@ -185,9 +215,22 @@ def train(
 
         with launched(resolve_device(device or cfg.device).type == "cuda") as group:  # torchrun: one rank of many
             train_rounds(store, runs, cfg, until_round=round_, folds=folds, device=device,
-                         until_converged=until_converged, echo=typer.echo, group=group)
+                         until_converged=until_converged, echo=typer.echo, group=group, oracle=oracle)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:  # OSError: FileNotFoundError, a failed upload
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+
+
+@app.command()
+def report(
+    runs: Annotated[Path, typer.Option("--runs", help="Run directory (local).")] = Path("demo/runs"),
+) -> None:
+    """Test LWLRAP of every complete round beside random, prior-only and the oracle, and the gap closed."""
+    from .report import format_round_table
+    from .yardsticks import round_table
+
+    if not runs.is_dir():
+        _fail(f"{runs}: run directory not found")
+    typer.echo(format_round_table(round_table(runs)))
 
 
 @app.command()

@@ -308,17 +308,22 @@ def infer_cmd(
 def evaluate_cmd(
     pred: Annotated[Path, typer.Option("--pred", help="Predictions: recording_id,s0..s23 (a submission).")],
     truth: Annotated[Path, typer.Option("--truth", help="Truth: recording_id,s0..s23 of 0/1 (test_labels.csv).")],
+    train_tp: Annotated[Path | None, typer.Option("--train-tp", help="The training train_tp.csv: adds the "
+                                                  "prior-only yardstick (species ranked by their TP recordings).")] = None,
 ) -> None:
-    """LWLRAP of a submission against clip-level truth, with a per-class table."""
+    """LWLRAP of a submission against clip-level truth beside random and prior-only scores, with a per-class table."""
     from rfcx.evaluation import evaluate
 
     try:
-        result = evaluate(pred, truth)
+        result = evaluate(pred, truth, train_tp)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(f"LWLRAP {result.lwlrap:.4f} on {result.n_clips} clips"
                + (f" ({result.n_extra_predictions} predicted clips without truth ignored)"
-                  if result.n_extra_predictions else ""))
+                  if result.n_extra_predictions else "")
+               + f"  [random {result.yardsticks['random']:.4f}"
+               + (f", prior-only {result.yardsticks['prior_only']:.4f}" if result.yardsticks["prior_only"] is not None
+                  else "") + "]")
     typer.echo("species  positives  weight  lwlrap")
     for r in result.per_class.itertuples():
         value = f"{r.lwlrap:.4f}" if r.positives else "     -"

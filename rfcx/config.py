@@ -31,7 +31,7 @@ import yaml
 
 OPTIMIZERS = ("adamw", "sgd")  # sgd: momentum 0.9, Nesterov (rfcx.train.make_optimizer)
 SCHEDULES = ("cosine", "constant")
-PSEUDO_RESCALE = ("none", "quantile")
+PSEUDO_RESCALE = ("none", "quantile", "prior")
 DISTRIBUTE = ("folds", "ddp")
 
 
@@ -120,6 +120,12 @@ class TrainConfig:
     # scores at or below the class's pseudo_quantiles[0] quantile over all windows -> 0, at or above [1] -> 1.
     pseudo_rescale: str = "none"
     pseudo_quantiles: tuple[float, float] = (0.9, 0.99)
+    # Round 0 beyond the seed's masked BCE: ``unlabelled_weight`` > 0 gives every class that no box in a crop tells
+    # about target 0 with this weight (most windows hold no call of a given species; the seed: 0, unknown);
+    # ``random_crop_p``: the share of round-0 crops drawn anywhere in the training clips instead of around a box.
+    unlabelled_weight: float = 0.0
+    random_crop_p: float = 0.0
+    oracle: bool = False  # learn from every call's truth (rfcx train --oracle; synthetic data's calls_truth.csv)
     channels_last: bool = False
     num_workers: int = 0
     store_cache_mb: int = 2048  # decoded clips kept in memory per process (0: read chunks for every crop)
@@ -144,6 +150,8 @@ class TrainConfig:
         _check_range("warmup_epochs", self.warmup_epochs, 0, self.epochs)
         _check_range("mixup_alpha", self.mixup_alpha, 1e-6)  # Beta(alpha, alpha); mixup_p = 0 disables
         _check_range("tp_fp_p", self.tp_fp_p, 0.0, 1.0)
+        _check_range("unlabelled_weight", self.unlabelled_weight, 0.0, 1.0)
+        _check_range("random_crop_p", self.random_crop_p, 0.0, 1.0)
         _check_range("pseudo_hop_seconds", self.pseudo_hop_seconds, 0.01)
         _check_choice("pseudo_rescale", self.pseudo_rescale, PSEUDO_RESCALE)
         if len(self.pseudo_quantiles) != 2 or not 0.0 <= self.pseudo_quantiles[0] < self.pseudo_quantiles[1] <= 1.0:

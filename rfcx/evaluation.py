@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from rfcx.metrics import lwlrap, per_class_lwlrap
+from rfcx.yardsticks import prior_lwlrap, random_lwlrap, tp_prior
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class Evaluation:
     per_class: pd.DataFrame  # species_id, lwlrap, weight, positives
     n_clips: int
     n_extra_predictions: int  # predicted clips without truth (ignored)
+    yardsticks: dict | None = None  # random and (with the train TP table) prior-only LWLRAP on the same clips
 
 
 def read_scores(path: str | os.PathLike, what: str) -> pd.DataFrame:
@@ -43,8 +45,9 @@ def read_scores(path: str | os.PathLike, what: str) -> pd.DataFrame:
     return frame
 
 
-def evaluate(pred: str | os.PathLike, truth: str | os.PathLike) -> Evaluation:
-    """LWLRAP of the predictions on the clips of ``truth`` (every truth clip must be predicted)."""
+def evaluate(pred: str | os.PathLike, truth: str | os.PathLike, train_tp: str | os.PathLike | None = None) -> Evaluation:
+    """LWLRAP of the predictions on the clips of ``truth`` (every truth clip must be predicted), beside random
+    scores and, given the training ``train_tp.csv``, prior-only scores (rfcx.yardsticks)."""
     p, t = read_scores(pred, "prediction"), read_scores(truth, "truth")
     if p.shape[1] != t.shape[1]:
         raise ValueError(f"{pred} has {p.shape[1] - 1} classes, {truth} has {t.shape[1] - 1}")
@@ -57,4 +60,19 @@ def evaluate(pred: str | os.PathLike, truth: str | os.PathLike) -> Evaluation:
     per_class, weight = per_class_lwlrap(labels, scores)
     table = pd.DataFrame({"species_id": np.arange(len(per_class)), "lwlrap": per_class, "weight": weight,
                           "positives": (labels > 0).sum(axis=0)})
-    return Evaluation(lwlrap(labels, scores), table, len(t), len(p.index.difference(t.index)))
+    sticks = {"random": random_lwlrap(labels), "prior_only": None}
+    if train_tp is not None:
+        sticks["prior_only"] = prior_lwlrap(labels, _tp_ranking(Path(train_tp), labels.shape[1]))
+    return Evaluation(lwlrap(labels, scores), table, len(t), len(p.index.difference(t.index)), sticks)
+
+
+def _tp_ranking(path: Path, n_classes: int) -> np.ndarray:
+    """Recordings with a TP box, per species, from a ``train_tp.csv`` (the prior-only ranking)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: train TP table not found")
+    try:
+        tp = pd.read_csv(path, usecols=["recording_id", "species_id"], dtype={"recording_id": str})
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise ValueError(f"{path}: not a TP table with recording_id and species_id ({str(exc).splitlines()[0]})") from None
+    ids = tp.recording_id.unique()
+    return tp_prior(tp[tp.species_id.between(0, n_classes - 1)], ids, n_classes)

@@ -15,10 +15,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import zarr
 
 from engine.windows import frame_windows, window_starts
+from rfcx.calibration import class_rates, rescale_by_rate
 from rfcx.sampling import PseudoLabels
 from store import FeatureStore
 
@@ -115,7 +117,22 @@ def write_pseudo_labels(path: Path, scores: dict[str, np.ndarray], window_second
     os.replace(tmp, path)
 
 
-def rescale(labels: PseudoLabels, mode: str, quantiles: tuple[float, float] = (0.9, 0.99)) -> PseudoLabels:
+def tp_windows(labels: PseudoLabels, boxes: pd.DataFrame) -> list[np.ndarray]:
+    """Per class, the rows of ``labels.scores`` of the windows nearest the centres of its TP boxes."""
+    out: list[list[int]] = [[] for _ in range(labels.scores.shape[1])]
+    tp = boxes[boxes.is_tp] if "is_tp" in boxes else boxes
+    for box in tp.itertuples():
+        if box.recording_id not in labels:
+            continue
+        i = labels.row(box.recording_id)
+        n = int(labels.offsets[i + 1] - labels.offsets[i])
+        centres = np.arange(n) * labels.hop_seconds + labels.window_seconds / 2
+        out[int(box.species_id)].append(int(labels.offsets[i]) + int(np.argmin(np.abs(centres - (box.t_min + box.t_max) / 2))))
+    return [np.array(sorted(set(v)), dtype=np.int64) for v in out]
+
+
+def rescale(labels: PseudoLabels, mode: str, quantiles: tuple[float, float] = (0.9, 0.99),
+            boxes: pd.DataFrame | None = None) -> PseudoLabels:
     """The soft labels a round trains on, from the previous round's out-of-fold scores.
 
     ``none``: the scores themselves (the seed's recipe). ``quantile``: per class, scores at or below the
@@ -127,8 +144,14 @@ def rescale(labels: PseudoLabels, mode: str, quantiles: tuple[float, float] = (0
     """
     if mode == "none":
         return labels
+    if mode == "prior":  # each class at its own positive rate, estimated from its TP windows (rfcx.calibration)
+        if boxes is None:
+            raise ValueError("pseudo_rescale = 'prior' needs the TP boxes")
+        rates, _ = class_rates(labels.scores, tp_windows(labels, boxes))
+        out = rescale_by_rate(labels.scores, rates)
+        return PseudoLabels(labels.ids, labels.offsets, out, labels.window_seconds, labels.hop_seconds)
     if mode != "quantile":
-        raise ValueError(f"unknown pseudo-label rescaling {mode!r} (none, quantile)")
+        raise ValueError(f"unknown pseudo-label rescaling {mode!r} (none, quantile, prior)")
     lo_q, hi_q = quantiles
     scores = labels.scores.astype(np.float64)
     lo, hi = np.quantile(scores, [lo_q, hi_q], axis=0) if len(scores) else (0.0, 1.0)

@@ -39,6 +39,16 @@ def plot_rounds(runs: RunDir) -> None:
         pts = [(m["round"], m[key]) for m in rows if m.get(key) is not None]
         if pts:
             ax.plot(*zip(*pts), marker="o", label=label)
+    from rfcx.yardsticks import round_table
+
+    table = round_table(runs.root)
+    sticks = table[-1]["yardsticks"] if table else {}
+    for key, label, style in (("random", "random scores", ":"), ("prior_only", "prior-only", "--"),
+                              ("oracle", "oracle (every call's truth)", "-.")):
+        if sticks.get(key) is not None:
+            ax.axhline(sticks[key], color="grey", linestyle=style, linewidth=1)
+            ax.annotate(f"{label} {sticks[key]:.3f}", (0.0, sticks[key]), textcoords="offset points",
+                        xytext=(2, 2), fontsize=7, color="dimgrey")
     ax.set_xlabel("round")
     ax.set_xticks([m["round"] for m in rows])
     ax.set_ylim(0, 1)
@@ -48,3 +58,23 @@ def plot_rounds(runs: RunDir) -> None:
     fig.tight_layout()
     fig.savefig(runs.root / "lwlrap.png", dpi=110)
     plt.close(fig)
+
+
+def format_round_table(rows: list[dict]) -> str:
+    """The text of ``rfcx report``: test LWLRAP by round beside random, prior-only and the oracle."""
+    def f(v):
+        return "   n/a" if v is None else f"{v:.4f}"
+
+    if not rows:
+        return "no complete round yet"
+    sticks = rows[-1]["yardsticks"]
+    lines = [f"yardsticks: random {f(sticks.get('random'))}, prior-only {f(sticks.get('prior_only'))}, "
+             f"oracle {f(sticks.get('oracle'))}" + ("" if sticks.get("oracle") is not None else
+                                                    " (rfcx train --oracle trains it, where calls_truth.csv exists)"),
+             "round  test LWLRAP  vs prior-only  gap closed  OOF LWLRAP"]
+    for r in rows:
+        margin = None if r["test_lwlrap"] is None or sticks.get("prior_only") is None else \
+            r["test_lwlrap"] - sticks["prior_only"]
+        gap = "         -" if r["gap_closed"] is None else f"{100 * r['gap_closed']:9.0f}%"
+        lines.append(f"{r['round']:>5}  {f(r['test_lwlrap']):>11}  {('+' if (margin or 0) >= 0 else '') + f(margin) if margin is not None else '   n/a':>12}  {gap:>10}  {f(r['oof_lwlrap']):>10}")
+    return "\n".join(lines)

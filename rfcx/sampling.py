@@ -5,6 +5,8 @@ mask come from the boxes it covers (TP: target 1, FP: target 0, mask 1 on those 
 Rounds k >= 1 learn from soft pseudo labels: with probability ``tp_fp_p`` a crop is around a box (labels
 of the nearest pseudo-label windows, fixed by the boxes), otherwise a random window of a random clip with its
 pseudo labels, corrected where it overlaps boxes; the mask is all ones.
+The oracle (``rfcx train --oracle``, synthetic data) learns from every call's truth instead: half the crops
+around a random call, half anywhere; a species is 1 where one of its calls lies (half) inside the crop, else 0.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ class PseudoLabels:
 
     def __post_init__(self) -> None:
         self._row = {rid: i for i, rid in enumerate(self.ids)}
+
+    def row(self, recording_id: str) -> int:
+        """The clip's position in ``ids``."""
+        return self._row[recording_id]
 
     def clip(self, recording_id: str) -> np.ndarray:
         i = self._row[recording_id]
@@ -72,8 +78,9 @@ class CropSampler:
 
     def __init__(self, boxes: pd.DataFrame, n_frames: dict[str, int], params: MelParams, crop_frames: int,
                  round_idx: int, pseudo: PseudoLabels | None = None, tp_fp_sampling: bool = True,
-                 tp_fp_p: float = 0.5, seed: int = 0) -> None:
-        if round_idx > 0 and pseudo is None:
+                 tp_fp_p: float = 0.5, seed: int = 0, truth: pd.DataFrame | None = None,
+                 unlabelled_weight: float = 0.0, random_crop_p: float = 0.0) -> None:
+        if round_idx > 0 and pseudo is None and truth is None:
             raise ValueError("rounds >= 1 need the previous round's pseudo labels")
         # rounds >= 1: clips without pseudo labels (added to the store after the previous round) are left out of
         # the draws, random and box crops alike (train.py says how many, once per round)
@@ -85,11 +92,21 @@ class CropSampler:
                                  f"previous round (e.g. {', '.join(self.unlabelled[:3])})")
         self.ids = sorted(n_frames)
         self.boxes = boxes[boxes.recording_id.isin(n_frames)].reset_index(drop=True)
-        if round_idx == 0 and self.boxes.empty:
+        self.truth = None
+        if truth is not None:  # the oracle: every call of the training clips
+            calls = truth[truth.recording_id.isin(n_frames)].reset_index(drop=True)
+            if calls.empty:
+                raise ValueError("the oracle needs the calls' truth (calls_truth.csv) of the training recordings")
+            self.truth = (calls.recording_id.to_numpy(dtype=object), calls[["t_min", "t_max"]].to_numpy(np.float64),
+                          {rid: (calls.t_min.to_numpy()[idx], calls.t_max.to_numpy()[idx],
+                                 calls.species_id.to_numpy()[idx])
+                           for rid, idx in calls.groupby("recording_id").indices.items()})
+        if round_idx == 0 and self.boxes.empty and truth is None:
             raise ValueError("round 0 needs TP/FP boxes, and none of the training recordings has any")
         self.n_frames, self.params, self.crop = n_frames, params, crop_frames
         self.round, self.pseudo = round_idx, pseudo
         self.tp_fp_sampling, self.tp_fp_p = tp_fp_sampling, tp_fp_p
+        self.unlabelled_weight, self.random_crop_p = unlabelled_weight, random_crop_p
         self.rng = np.random.default_rng(seed)
         self.fps = params.frames_per_second
         # plain arrays: the per-crop lookups below run thousands of times per epoch (pandas is ~10x slower here)
@@ -147,15 +164,49 @@ class CropSampler:
             target[hit] = 1.0 if tp else 0.0
             mask[hit] = 1.0
 
+    def _truth_labels(self, rid: str, start: int, target: np.ndarray) -> None:
+        """The oracle's labels: 1 for a species with a call at least half inside the crop (or filling half of it)."""
+        group = self.truth[2].get(rid)
+        if group is None:
+            return
+        t_min, t_max, species = group
+        c0, c1 = start / self.fps, (start + self.crop) / self.fps
+        overlap = np.minimum(t_max, c1) - np.maximum(t_min, c0)
+        target[species[overlap >= COVER * np.minimum(t_max - t_min, c1 - c0)]] = 1.0
+
+    def _sample_truth(self, batch_size: int) -> CropBatch:
+        rids, starts = [], np.zeros(batch_size, dtype=np.int64)
+        target = np.zeros((batch_size, N_CLASSES), dtype=np.float32)
+        call_rid, call_t, _ = self.truth
+        for j in range(batch_size):
+            if self.rng.random() < 0.5:
+                i = int(self.rng.integers(len(call_rid)))
+                rid = call_rid[i]
+                t0, t1 = call_t[i] * self.fps
+                slack = max(0.0, self.crop / 2 - (t1 - t0) / 2)
+                start = (t0 + t1) / 2 - self.crop / 2 + self.rng.uniform(-slack, slack)
+                start = int(np.clip(round(start), 0, max(0, self.n_frames[rid] - self.crop)))
+            else:
+                rid = self.ids[int(self.rng.integers(len(self.ids)))]
+                start = int(self.rng.integers(0, max(1, self.n_frames[rid] - self.crop + 1)))
+            self._truth_labels(rid, start, target[j])
+            rids.append(rid)
+            starts[j] = start
+        return CropBatch(rids, starts, target, np.ones_like(target), np.full((batch_size, 2), -1, dtype=np.int64))
+
     def sample(self, batch_size: int) -> CropBatch:
+        if self.truth is not None:
+            return self._sample_truth(batch_size)
         rids, starts = [], np.zeros(batch_size, dtype=np.int64)
         target = np.zeros((batch_size, N_CLASSES), dtype=np.float32)
         mask = np.zeros((batch_size, N_CLASSES), dtype=np.float32)
         bins = np.full((batch_size, 2), -1, dtype=np.int64)
         bands: list[list[tuple[int, int, int]]] = []
         for j in range(batch_size):
-            from_box = self.round == 0 or (
-                self.tp_fp_sampling and len(self.boxes) and self.rng.random() < self.tp_fp_p)
+            if self.round == 0:
+                from_box = not (self.random_crop_p and self.rng.random() < self.random_crop_p)
+            else:
+                from_box = self.tp_fp_sampling and len(self.boxes) and self.rng.random() < self.tp_fp_p
             if from_box:
                 i = self._next_box()
                 rid, start = self._rid[i], self._box_start(i)
@@ -165,9 +216,13 @@ class CropSampler:
             else:
                 rid = self.ids[int(self.rng.integers(len(self.ids)))]
                 start = int(self.rng.integers(0, max(1, self.n_frames[rid] - self.crop + 1)))
+                if self.round == 0:
+                    bands.append([])  # no box: no frequency masking, nothing it could erase
             if self.round > 0:
                 target[j] = self.pseudo.for_crop(rid, start / self.fps, self.crop / self.fps)
                 mask[j] = 1.0
+            elif self.unlabelled_weight:
+                mask[j] = self.unlabelled_weight  # target 0: most windows hold no call of a given species
             self._box_labels(rid, start, target[j], mask[j])
             if self.round > 0:
                 mask[j] = 1.0

@@ -19,6 +19,7 @@ import numbers
 import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -95,6 +96,97 @@ class _World:
 def _world() -> _World:
     table = load_species_table()
     return _World(table, species_shapes(), load_layout_stats(), band_similarity(table))
+
+
+@dataclass(frozen=True)
+class Mix:
+    """An ecological species mix (``rfcx synth --mix zipf``), shared by the train and test clips of a data set.
+
+    Species presence is skewed: species ranked by a permutation drawn from the data set's seed, species of rank
+    r (1-based) present with a weight proportional to ``r ** -zipf_s``; each clip holds Poisson(``species_per_clip``)
+    species (at most ``MAX_SPECIES``). Labels are as sparse as the competition's: about ``tp_per_clip`` TP boxes
+    per train clip (one labelled call of a labelled species), spread over the species by ``tp_balance`` (1: every
+    species about as many TP boxes, as the competition's balanced tables; 0: TP boxes follow presence), and about
+    ``fp_per_clip`` FP boxes per train clip, a template matcher's hits: a band-similar species' template on a call
+    of a species that is present, or (``fp_noise_p``, or in a clip without calls) on background alone.
+    Each species present calls at a level uniform in ``snr_db`` (dB over the background in its band), each call
+    within +-3 dB of it: quiet, distant callers as well as loud, near ones."""
+
+    zipf_s: float = 1.0
+    species_per_clip: float = 1.5
+    tp_per_clip: float = 0.26
+    fp_per_clip: float = 1.6
+    tp_balance: float = 1.0
+    fp_noise_p: float = 0.25
+    snr_db: tuple[float, float] = (-3.0, 22.0)
+
+    def __post_init__(self) -> None:
+        for name, lo, hi in (("zipf_s", 0.0, 5.0), ("species_per_clip", 0.0, float(MAX_SPECIES)),
+                             ("tp_per_clip", 0.0, 10.0), ("fp_per_clip", 0.0, 20.0), ("tp_balance", 0.0, 1.0),
+                             ("fp_noise_p", 0.0, 1.0)):
+            value = getattr(self, name)
+            if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value)
+                    or not lo <= value <= hi):
+                raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {value!r}")
+        if len(self.snr_db) != 2 or not self.snr_db[0] <= self.snr_db[1]:
+            raise ValueError(f"snr_db must be two levels lo <= hi (dB), got {self.snr_db!r}")
+
+    def popularity(self, seed: int) -> np.ndarray:
+        """P(species) of one draw: Zipf weights over a seeded ranking of the species."""
+        order = np.random.default_rng([seed, 0x2195]).permutation(N_SPECIES)
+        w = np.empty(N_SPECIES)
+        w[order] = np.arange(1, N_SPECIES + 1, dtype=float) ** -self.zipf_s
+        return w / w.sum()
+
+    def tp_probability(self, seed: int) -> np.ndarray:
+        """P(a species present in a train clip gets its TP box), so that the expected TP boxes per clip are
+        ``tp_per_clip``, shared over the species as ``popularity ** (1 - tp_balance)`` (capped at 1)."""
+        return _tp_probability(self, seed).copy()
+
+
+@lru_cache(maxsize=8)
+def _tp_probability(mix: Mix, seed: int) -> np.ndarray:
+    pop = mix.popularity(seed)
+    present = _expected_presence(pop, mix.species_per_clip)  # P(species in a clip)
+    share = pop ** (1.0 - mix.tp_balance)
+    share /= share.sum()
+    return np.clip(mix.tp_per_clip * share / np.maximum(present, 1e-12), 0.0, 1.0)
+
+
+MAX_SPECIES = 6  # species in one clip of a Mix
+
+
+def _expected_presence(pop: np.ndarray, mean_k: float, draws: int = 4000) -> np.ndarray:
+    """P(species present in a clip) under Poisson(mean_k) species drawn without replacement by ``pop``
+    (a fixed-seed Monte Carlo estimate: the same for the same arguments)."""
+    rng = np.random.default_rng(0xE57)
+    hits = np.zeros(len(pop))
+    for k in np.minimum(rng.poisson(mean_k, draws), MAX_SPECIES):
+        if k:
+            hits[rng.choice(len(pop), int(k), replace=False, p=pop)] += 1
+    return hits / draws
+
+
+def _plan_mix(rng: np.random.Generator, w: _World, mix: Mix, pop: np.ndarray, tp_p: np.ndarray,
+              train: bool) -> tuple[list[int], list[int], list[tuple[int, int]], int]:
+    """Species present (by popularity), TP-labelled species, FP (labelled A, on a call of B) pairs, and the
+    number of FP boxes on background alone (train clips only)."""
+    k = min(int(rng.poisson(mix.species_per_clip)), MAX_SPECIES)
+    present = [int(s) for s in rng.choice(N_SPECIES, k, replace=False, p=pop)] if k else []
+    if not train:
+        return present, [], [], 0
+    tp = [s for s in present if rng.random() < tp_p[s]]
+    n_fp = int(rng.poisson(mix.fp_per_clip))
+    fp, noise = [], 0
+    for _ in range(n_fp):
+        if not present or rng.random() < mix.fp_noise_p:
+            noise += 1
+            continue
+        b = present[int(rng.integers(len(present)))]
+        cand = [int(a) for a in np.argsort(-w.similarity[b], kind="stable") if a not in present][:N_CONFUSERS]
+        sim = w.similarity[b, cand] + 1e-3
+        fp.append((int(rng.choice(cand, p=sim / sim.sum())), b))
+    return present, tp, fp, noise
 
 
 def recording_ids(seed: int, n_train: int, n_test: int) -> tuple[list[str], list[str]]:
@@ -281,7 +373,7 @@ def _band_psd(x: np.ndarray, nfft: int = 2048, frames: int = 48) -> tuple[np.nda
 
 def _boxes(rng: np.random.Generator, w: _World, placed: list[tuple[int, int, Call]], tp_species: list[int],
            fp_pairs: list[tuple[int, int]], seconds: float,
-           tp_calls: int = 1) -> tuple[list[tuple], list[tuple]]:
+           tp_calls: int = 1, fp_noise: int = 0, present: tuple[int, ...] = ()) -> tuple[list[tuple], list[tuple]]:
     """TP boxes tight around ``tp_calls`` distinct calls of each TP species (fewer when it
     calls fewer times); FP boxes of A's template size (A's median duration and band)
     centred on a call of the confused species B."""
@@ -307,36 +399,56 @@ def _boxes(rng: np.random.Generator, w: _World, placed: list[tuple[int, int, Cal
         dur = min(float(w.table.duration[a]), seconds)
         start = float(np.clip((t0 + t1 - dur) / 2, 0.0, seconds - dur))
         fp.append((a, int(songtype[a]), start, float(w.table.f_min[a]), start + dur, float(w.table.f_max[a])))
+    absent = [s for s in range(N_SPECIES) if s not in present]
+    for _ in range(fp_noise if absent else 0):  # a matcher's hit on background: a species that is not there
+        a = absent[int(rng.integers(len(absent)))]
+        dur = min(float(w.table.duration[a]), seconds)
+        start = float(rng.uniform(0.0, seconds - dur))
+        fp.append((a, int(songtype[a]), start, float(w.table.f_min[a]), start + dur, float(w.table.f_max[a])))
     return tp, fp
 
 
 def make_clip(split: str, index: int, seed: int = 0, seconds: float = 60.0,
-              background: np.ndarray | None = None, tp_fraction: float | None = None,
-              label_density: float = 1.0) -> Clip:
+              background: np.ndarray | Sequence[np.ndarray] | None = None, tp_fraction: float | None = None,
+              label_density: float = 1.0, mix: Mix | None = None) -> Clip:
     """Make one clip from the RNG seeded by (seed, split, index). Its labels do not depend
-    on ``background`` (a real recording, mono float at 48 kHz), only its audio does.
-    ``tp_fraction`` and ``label_density`` (train clips only): see ``_plan_train``; a TP
-    species gets up to round(``label_density``) of its calls labelled."""
+    on ``background`` (a real recording, mono float at 48 kHz, or several: each clip mixes in one of them),
+    only its audio does. Without ``mix`` the species follow the labels (``tp_fraction`` and ``label_density``,
+    train clips only: see ``_plan_train``; a TP species gets up to round(``label_density``) of its calls
+    labelled); with a :class:`Mix` they follow its skewed species mix and its sparse labels."""
     _check_tp_fraction(tp_fraction)
     _check_label_density(label_density)
     w = _world()
     rng = np.random.default_rng([seed, SPLIT_CODES[split], index])
     n = max(int(round(seconds * SR)), 64)
-    if split == TRAIN:
+    if background is not None and not isinstance(background, np.ndarray):
+        background = background[int(np.random.default_rng([seed, SPLIT_CODES[split], index, 7]).integers(
+            len(background)))] if len(background) else None
+    fp_noise = 0
+    if mix is not None:
+        present, tp_species, fp_pairs, fp_noise = _plan_mix(rng, w, mix, mix.popularity(seed),
+                                                             mix.tp_probability(seed), split == TRAIN)
+    elif split == TRAIN:
         present, tp_species, fp_pairs = _plan_train(rng, w, tp_fraction, label_density, index)
     else:
         k = int(rng.choice(len(TEST_SPECIES_P), p=TEST_SPECIES_P))
         present = [int(s) for s in rng.choice(N_SPECIES, k, replace=False)]
         tp_species, fp_pairs = [], []
     placed = [(s, start, call) for s in present for start, call in _place_calls(rng, w.shapes[s], n)]
-    tp, fp = _boxes(rng, w, placed, tp_species, fp_pairs, n / SR, _round_half_up(label_density))
+    tp, fp = _boxes(rng, w, placed, tp_species, fp_pairs, n / SR, _round_half_up(label_density), fp_noise,
+                    tuple(present))
 
     audio = _background(rng, n, background)
     freqs, psd = _band_psd(audio)
-    level = {s: rng.normal(10, 6) for s in present}  # per species: near or far
+    if mix is None:
+        level = {s: rng.normal(10, 6) for s in present}  # per species: near or far
+        lo, hi, jitter = -5.0, 25.0, 2.0
+    else:
+        level = {s: rng.uniform(*mix.snr_db) for s in present}
+        lo, hi, jitter = mix.snr_db[0] - 3.0, mix.snr_db[1] + 3.0, 1.5
     calls = []
     for s, start, call in placed:
-        snr = float(np.clip(level[s] + rng.normal(0, 2), -5, 25))
+        snr = float(np.clip(level[s] + rng.normal(0, jitter), lo, hi))
         band = (freqs >= call.f_min) & (freqs <= call.f_max)
         p_band = float(psd[band].sum()) if band.any() else float(psd[np.argmin(abs(freqs - call.f_min))])
         audio[start:start + len(call.audio)] += math.sqrt(p_band * 10 ** (snr / 10)) * call.audio
@@ -375,14 +487,15 @@ def _make_and_write(task: tuple[str, int, str]) -> tuple[list, list, tuple[int, 
     """Make one clip, write its FLAC and return its label rows (without the audio)."""
     split, index, rid = task
     clip = make_clip(split, index, _JOB["seed"], _JOB["seconds"], _JOB["background"], _JOB["tp_fraction"],
-                     _JOB["label_density"])
+                     _JOB["label_density"], _JOB.get("mix"))
     sf.write(str(_JOB["out_dir"] / split / f"{rid}.flac"), clip.audio, SR, format="FLAC", subtype="PCM_16")
     truth = [(split, rid, c.species_id, c.t_min, c.call.f_min, c.t_max, c.call.f_max, c.snr_db) for c in clip.calls]
     return [(rid, *b) for b in clip.tp], [(rid, *b) for b in clip.fp], clip.species, truth
 
 
 def _validate(out_dir: Path, n_train: int, n_test: int, seconds: float, workers: int,
-              background: Path | None, tp_fraction: float | None = None, label_density: float = 1.0) -> None:
+              background: Path | Sequence[Path] | None, tp_fraction: float | None = None,
+              label_density: float = 1.0) -> None:
     for name, value, low in (("n_train", n_train, 1), ("n_test", n_test, 0), ("workers", workers, 1)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -390,17 +503,33 @@ def _validate(out_dir: Path, n_train: int, n_test: int, seconds: float, workers:
         raise ValueError(f"seconds must be a number >= {MIN_SECONDS}, got {seconds!r}")
     _check_tp_fraction(tp_fraction)
     _check_label_density(label_density)
-    if background is not None:
-        bg = Path(background)
-        if not bg.is_file():
-            raise ValueError(f"background file {bg} does not exist or is not a file")
+    background_files(background)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir {out_dir} exists and is not a directory")
 
 
+def background_files(background: Path | str | Sequence[Path | str] | None) -> list[Path]:
+    """The recordings named by ``background``: a file, a folder (its ``*.flac``, sorted), or a list of either."""
+    if background is None:
+        return []
+    items = [background] if isinstance(background, (str, Path)) else list(background)
+    files: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            found = sorted(item.glob("*.flac"))
+            if not found:
+                raise ValueError(f"background folder {item} holds no .flac file")
+            files += found
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise ValueError(f"background file {item} does not exist or is not a file")
+    return files
+
+
 def synthesize(out_dir: Path, n_train: int = 100, n_test: int = 40, seconds: float = 60.0, seed: int = 0,
-               background: Path | None = None, progress: bool = True, workers: int = 1,
-               tp_fraction: float | None = None, label_density: float = 1.0) -> SynthSummary:
+               background: Path | Sequence[Path] | None = None, progress: bool = True, workers: int = 1,
+               tp_fraction: float | None = None, label_density: float = 1.0, mix: Mix | None = None) -> SynthSummary:
     """Write a synthetic RFCX-layout data set into ``out_dir`` (see the module docstring).
 
     ``tp_fraction``: the share of train recordings that carry TP boxes, in (0, 1]; those are
@@ -409,11 +538,18 @@ def synthesize(out_dir: Path, n_train: int = 100, n_test: int = 40, seconds: flo
     ``label_density`` D >= 1: 1 gives the real sparsity (one labelled call per TP species,
     ~2 FP rows per FP recording). D > 1 labels more of what each train clip holds: up to
     round(D) calls of each TP species, about D times as many FP rows per FP recording, and
-    TP-only recordings get FP rows too with probability (D - 1) / D. Test clips do not change."""
+    TP-only recordings get FP rows too with probability (D - 1) / D. Test clips do not change.
+    ``mix``: a :class:`Mix` (skewed species mix, competition-sparse labels) instead of species that follow the
+    labels; ``tp_fraction`` and ``label_density`` then do not apply. ``background``: a recording, a folder of
+    them or a list; each clip mixes in one, drawn by its own seed."""
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     _validate(out_dir, n_train, n_test, seconds, workers, background, tp_fraction, label_density)
-    real = _load_background(Path(background)) if background is not None else None
+    if mix is not None and (tp_fraction is not None or label_density != 1.0):
+        raise ValueError("tp_fraction and label_density shape the labels-first species plan; a Mix sets its own "
+                         "label density (tp_per_clip, fp_per_clip)")
+    files = background_files(background)
+    real = [_load_background(f) for f in files] if len(files) > 1 else (_load_background(files[0]) if files else None)
     train_ids, test_ids = recording_ids(seed, n_train, n_test)
     for split, ids in ((TRAIN, train_ids), (TEST, test_ids)):
         folder = out_dir / split
@@ -425,7 +561,7 @@ def synthesize(out_dir: Path, n_train: int = 100, n_test: int = 40, seconds: flo
     tasks = [(TRAIN, i, r) for i, r in enumerate(train_ids)] + [(TEST, i, r) for i, r in enumerate(test_ids)]
     ctx = {"seed": int(seed), "seconds": float(seconds), "background": real, "out_dir": out_dir,
            "tp_fraction": None if tp_fraction is None else float(tp_fraction),
-           "label_density": float(label_density)}
+           "label_density": float(label_density), "mix": mix}
     if workers == 1:
         _init_job(ctx)
     with ProcessPoolExecutor(workers, initializer=_init_job, initargs=(ctx,)) if workers > 1 else nullcontext() as pool:

@@ -9,6 +9,7 @@ is skipped.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -21,8 +22,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from rfcx import report
+from rfcx import report, yardsticks
+from engine.postprocess import apply_prior
 from rfcx.augment import Augmenter
+from rfcx.calibration import class_priors
 from rfcx.config import ModelSpec, TrainConfig, get_config
 from rfcx.folds import assign_folds
 from rfcx.loader import crop_loader
@@ -48,6 +51,7 @@ class Context:
     folds: dict[str, int]
     device: torch.device
     progress: bool = True
+    truth: pd.DataFrame | None = None  # every call of the train clips (the oracle's labels)
 
     @property
     def grid_window_s(self) -> float:
@@ -85,8 +89,6 @@ def open_context(store: str, runs: str | Path, cfg: TrainConfig, device: str | N
     boxes = pd.concat([tp.assign(is_tp=True), fp.assign(is_tp=False)], ignore_index=True)
     run = open_run(runs, pull="active")  # a URL is mirrored in a local cache folder (rfcx.run_mirror)
     if run.config_file.is_file():
-        import json
-
         stored = TrainConfig.from_dict(json.loads(run.config_file.read_text()))
         diff = stored.diff(cfg)
         if diff:
@@ -100,15 +102,19 @@ def open_context(store: str, runs: str | Path, cfg: TrainConfig, device: str | N
     folds = assign_folds(fs.ids("train"), boxes, cfg.folds, cfg.seed)
     folds_file = run.root / "folds.json"
     if folds_file.is_file():
-        import json
-
         known = json.loads(folds_file.read_text())
         folds = {rid: known.get(rid, f) for rid, f in folds.items()}  # clips added later get a fold of their own
     if writer:
         write_json_atomic(folds_file, folds)
         run.sync()
     dev = resolve_device(device or cfg.device)
-    return Context(cfg, str(store), fs, run, boxes, folds, dev, progress)
+    truth = None
+    if cfg.oracle:
+        truth = fs.calls("train")
+        if truth is None or truth.empty:
+            raise ValueError(f"{store}: --oracle learns from every call's truth, and the store has none (build it "
+                             f"from a data folder with calls_truth.csv, as rfcx synth writes)")
+    return Context(cfg, str(store), fs, run, boxes, folds, dev, progress, truth)
 
 
 # -- one member on one fold ------------------------------------------------------------------------------------
@@ -249,7 +255,8 @@ def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: Pseud
 
         def make_sampler(worker: int, epoch_seed: int = epoch_seed) -> CropSampler:
             return CropSampler(ctx.boxes, train_ids, ctx.fs.params, crop, k, pseudo, cfg.tp_fp_sampling, cfg.tp_fp_p,
-                               seed=_rank_seed(epoch_seed * 31 + worker, rank))
+                               seed=_rank_seed(epoch_seed * 31 + worker, rank), truth=ctx.truth,
+                               unlabelled_weight=cfg.unlabelled_weight, random_crop_p=cfg.random_crop_p)
 
         model.train()
         losses, wait, t_epoch = [], 0.0, time.perf_counter()
@@ -257,7 +264,9 @@ def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: Pseud
         for x, target, mask, bins, label_boxes in crop_loader(ctx.fs, make_sampler, batch, cfg.batches_per_epoch,
                                                               cfg.num_workers):
             wait += time.perf_counter() - t_wait
-            x, target, mask = augment(x, target, mask, k, bins if k == 0 else None, label_boxes if k == 0 else None)
+            k_aug = 1 if cfg.oracle else k  # the oracle's labels are whole (soft mixup, SpecAugment), as rounds >= 1
+            x, target, mask = augment(x, target, mask, k_aug, bins if k_aug == 0 else None,
+                                      label_boxes if k_aug == 0 else None)
             x, target, mask = x.to(ctx.device), target.to(ctx.device), mask.to(ctx.device)
             with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(x)
@@ -349,8 +358,37 @@ def box_metrics(ctx: Context, oof: dict[str, np.ndarray]) -> dict:
                 rows.append(windows[w])
                 truths.append(truth)
     out = {"oof_lwlrap": float(lwlrap(np.array(truths), np.array(rows))) if rows else None,
-           "oof_box_auc": _auc(np.array(tp_scores), np.array(fp_scores))}
+           "oof_box_auc": _auc(np.array(tp_scores), np.array(fp_scores)),
+           "oof_clip_lwlrap": oof_clip_lwlrap(ctx.boxes, oof)}
     return out
+
+
+def oof_clip_lwlrap(boxes: pd.DataFrame, oof: dict[str, np.ndarray]) -> float | None:
+    """LWLRAP of the out-of-fold clip scores (best window) of the train clips holding TP boxes, their TP species
+    as the positives: whole-clip ranking, as the test metric scores it, from the labels alone (species that call
+    unlabelled count against a round as the test set's absent ones do, the same for every round)."""
+    tp = boxes[boxes.is_tp & boxes.recording_id.isin(oof)]
+    ids = sorted(tp.recording_id.unique())
+    if not ids:
+        return None
+    row = {rid: i for i, rid in enumerate(ids)}
+    truth = np.zeros((len(ids), N_CLASSES), dtype=np.float32)
+    truth[[row[r] for r in tp.recording_id], tp.species_id.to_numpy(dtype=np.int64)] = 1
+    return float(lwlrap(truth, np.stack([oof[rid].max(axis=0) for rid in ids])))
+
+
+def oof_prior(ctx: Context, oof: dict[str, np.ndarray]) -> dict:
+    """Each species' share of clips, estimated from the round's out-of-fold clip scores (best window) read
+    against the clips holding its TP boxes (rfcx.calibration.class_priors): the prior of ``--postprocess prior``."""
+    ids = sorted(oof)
+    clip = np.stack([oof[rid].max(axis=0) for rid in ids]) if ids else np.zeros((0, N_CLASSES))
+    labelled = np.zeros(clip.shape, dtype=bool)
+    row = {rid: i for i, rid in enumerate(ids)}
+    tp = ctx.boxes[ctx.boxes.is_tp & ctx.boxes.recording_id.isin(row)]
+    labelled[[row[r] for r in tp.recording_id], tp.species_id.to_numpy(dtype=np.int64)] = True
+    prior, estimated = class_priors(clip, labelled)
+    return {"prior": prior.tolist(), "estimated": estimated.tolist(), "clips": len(ids),
+            "method": "out-of-fold clip scores against the TP-labelled clips (rfcx.calibration)"}
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float | None:
@@ -408,12 +446,23 @@ def finish_round(ctx: Context, k: int, started: float, export_formats: tuple[str
     write_pseudo_labels(runs.pseudo_labels(k), oof, ctx.grid_window_s, cfg.pseudo_hop_seconds)
 
     metrics: dict = {"round": k, "config": cfg.name, **box_metrics(ctx, oof)}
+    prior = oof_prior(ctx, oof)
+    write_json_atomic(runs.round_dir(k) / "prior.json", prior)
     truth = ctx.fs.truth("test") if hasattr(ctx.fs, "truth") else None
     metrics["test_lwlrap"] = None
     if truth is not None and test_clip:
         ids = [rid for rid in truth.index if rid in test_clip]
         scores = np.stack([np.mean(test_clip[rid], axis=0) for rid in ids])
         metrics["test_lwlrap"] = float(lwlrap(truth.loc[ids].to_numpy(), scores))
+        metrics["test_lwlrap_prior"] = float(lwlrap(truth.loc[ids].to_numpy(),
+                                                    apply_prior(scores, np.asarray(prior["prior"]))))
+        oracle = None if cfg.oracle else yardsticks.oracle_metrics(runs.root)
+        oracle_score = oracle.get("test_lwlrap") if oracle else None
+        prior = yardsticks.tp_prior(ctx.fs.boxes("tp"), ctx.fs.ids("train"))
+        metrics["yardsticks"] = yardsticks.yardsticks(truth.loc[ids].to_numpy(), prior, oracle_score)
+        if k > 0 and runs.metrics(0).is_file():
+            bootstrap = json.loads(runs.metrics(0).read_text()).get("test_lwlrap")
+            metrics["gap_closed"] = yardsticks.gap_closed(metrics["test_lwlrap"], bootstrap, oracle_score)
     metrics["freq_channel_check"] = freq_channel_check(ctx, k, cfg.backbones[0])
     metrics["members"] = members
     metrics["train_seconds"] = time.perf_counter() - started
@@ -432,7 +481,7 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
                  folds: int | None = None, device: str | None = None, progress: bool = True,
                  until_converged: bool = False, echo=print,
                  export_formats: tuple[str, ...] = ("torchscript", "export"),
-                 group: ProcessGroup = SINGLE) -> list[dict]:
+                 group: ProcessGroup = SINGLE, oracle: bool = False) -> list[dict]:
     """Run rounds 0..``until_round`` (skipping complete ones); returns each round's metrics.
 
     Each finished round's models are exported in ``export_formats`` for the inference engine.
@@ -446,6 +495,8 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
     cfg = get_config(config) if isinstance(config, str) else config
     if folds is not None:
         cfg = cfg.replace(folds=folds)
+    if oracle:  # the ceiling: the same config on every call's truth, one round, in RUNS/oracle
+        cfg, runs, until_round = cfg.replace(oracle=True), oracle_runs(runs), 0
     check_ddp_batch(cfg, group)
     check_pretrained(cfg)  # before any training: pretrained = "imagenet" offline, a missing or unfitting file
     ddp = uses_ddp(cfg, group)
@@ -456,7 +507,6 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
     if ctx is None:
         ctx = open_context(store, runs, cfg, device, False, writer=False)
     results: list[dict] = []
-    import json
 
     for k in range(until_round + 1):
         if ctx.runs.is_complete(k):
@@ -468,7 +518,7 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
             if k > 0:
                 ctx.runs.fetch(ctx.runs.pseudo_labels(k - 1))  # a run at a URL: the labels rank 0 wrote elsewhere
                 pseudo = rescale(read_pseudo_labels(ctx.runs.pseudo_labels(k - 1)), ctx.cfg.pseudo_rescale,
-                                 ctx.cfg.pseudo_quantiles)
+                                 ctx.cfg.pseudo_quantiles, ctx.boxes)
                 unlabelled = [rid for rid in sorted(ctx.folds) if rid not in pseudo]
                 if unlabelled:  # clips added to the store after round k-1: CropSampler leaves them out
                     echo(f"round {k}: {len(unlabelled)} train clip(s) have no pseudo labels from round {k - 1} "
@@ -510,8 +560,6 @@ def record_best_round(runs: RunDir) -> dict | None:
     """Write ``best_round.json``: the complete round whose held-out signal (:func:`_signal`) is highest (a tie
     keeps the earlier round, as ``--until-converged`` does), with the signal of every complete round. Written
     atomically, and only when it changed; returns its content (None before any round is complete)."""
-    import json
-
     values = {}
     for k in runs.rounds():
         if runs.is_complete(k) and runs.metrics(k).is_file():
@@ -526,16 +574,23 @@ def record_best_round(runs: RunDir) -> dict | None:
     return data
 
 
+def oracle_runs(runs: str | Path) -> str | Path:
+    """Where ``rfcx train --oracle`` keeps its run: ``RUNS/oracle`` (a URL likewise)."""
+    return f"{runs.rstrip('/')}/oracle" if isinstance(runs, str) and "://" in runs else Path(runs) / "oracle"
+
+
 def _quiet(*_args, **_kwargs) -> None:
     """``echo`` of the ranks other than 0."""
 
 
-SIGNAL_NAME = "oof_lwlrap"  # what _signal measures, as best_round.json names it
+SIGNAL_NAME = "oof_clip_lwlrap"  # what _signal measures, as best_round.json names it
 
 
 def _signal(metrics: dict) -> float:
-    """The held-out signal rounds are compared by (``--until-converged``, ``best_round.json``): higher is better."""
-    v = metrics.get(SIGNAL_NAME)
+    """The held-out signal rounds are compared by (``--until-converged``, ``best_round.json``): higher is better.
+    Whole-clip LWLRAP of the out-of-fold train clips with TP boxes (``oof_clip_lwlrap``); runs made before it
+    existed: the TP windows' ``oof_lwlrap``."""
+    v = metrics.get(SIGNAL_NAME, metrics.get("oof_lwlrap"))
     return -1.0 if v is None else float(v)
 
 
@@ -543,6 +598,13 @@ def _summary(m: dict) -> str:
     def f(v):
         return "n/a" if v is None else f"{v:.4f}"
 
-    parts = [f"OOF LWLRAP {f(m.get('oof_lwlrap'))}", f"OOF TP-vs-FP AUC {f(m.get('oof_box_auc'))}",
+    parts = [f"OOF LWLRAP {f(m.get('oof_lwlrap'))} (clips {f(m.get('oof_clip_lwlrap'))})",
+             f"OOF TP-vs-FP AUC {f(m.get('oof_box_auc'))}",
              f"test LWLRAP {f(m.get('test_lwlrap'))}"]
+    y = m.get("yardsticks")
+    if y:
+        parts.append(f"[random {f(y.get('random'))}, prior-only {f(y.get('prior_only'))}, "
+                     f"oracle {f(y.get('oracle'))}]")
+    if m.get("gap_closed") is not None:
+        parts.append(f"gap closed {100 * m['gap_closed']:.0f} %")
     return ", ".join(parts)

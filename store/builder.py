@@ -4,7 +4,8 @@ Resumable and incremental: clips already stored (``complete``) are skipped; a cl
 interrupted is written again. Bad input is reported with the file (and CSV row) and the reason, skipped and
 recorded in the store's ``rejected`` attribute; with ``strict`` the first one raises :class:`BadInputError`.
 A ``test_labels.csv`` (clip-level 0/1 truth of the test clips, as ``rfcx synth`` writes it) is checked row by row
-and stored too (``tables/test_labels``).
+and stored too (``tables/test_labels``), and so is a ``calls_truth.csv`` (every call of every clip, as
+``rfcx synth`` writes it; ``tables/calls_truth``), which ``rfcx train --oracle`` learns from.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 INDEX_EVERY = 256  # clips between index checkpoints
 TRUTH_FILE = "test_labels.csv"  # clip-level truth of the test clips: recording_id,s0..s23 (0/1)
+CALLS_FILE = "calls_truth.csv"  # every call of every clip (synthetic data): split,recording_id,species_id,t_min,...
+CALLS_COLUMNS = ("split", "recording_id", "species_id", "t_min", "f_min", "t_max", "f_max")
 
 
 @dataclass
@@ -97,7 +100,7 @@ class _LogMel:
             from .torch_mel import TorchLogMel
 
             self.torch = TorchLogMel(params, "cuda" if device == "gpu" else "cpu")
-            self.pool = ThreadPoolExecutor(min(4, threads))
+            self.pool = ThreadPoolExecutor(threads)  # decoding (libsndfile releases the GIL): all the cores given
         else:
             raise ValueError(f"backend must be dali or torch, got {backend!r}")
 
@@ -350,6 +353,11 @@ def build_store(
         for r in checked.rejected:
             reject(r)
         _write_truth(root.require_group("tables/test_labels"), checked.rows)
+    calls_path = data_dir / CALLS_FILE
+    if calls_path.is_file():
+        stored = {split: {str(r) for r in root[f"{split}/ids"][:]} for split in layout.SPLITS
+                  if split in root and "ids" in root[split]}
+        _write_table(root.require_group("tables/calls_truth"), read_calls(calls_path, stored))
     summary.rejected = rejections.ordered()
     root.attrs["rejected"] = [r.to_dict() for r in summary.rejected]
     summary.elapsed_s = time.perf_counter() - started
@@ -462,6 +470,26 @@ def read_truth(path: Path, n_species: int = N_SPECIES) -> CheckedTable:
     rows = pd.DataFrame(matrix, columns=list(columns[1:]))
     rows.insert(0, "recording_id", pd.Series(ids, dtype=object))
     return CheckedTable(rows=rows, rejected=rejected, line_numbers=np.asarray(lines, dtype=np.int64))
+
+
+def read_calls(path: Path, stored: Mapping[str, set[str]], n_species: int = N_SPECIES) -> pd.DataFrame:
+    """The rows of a ``calls_truth.csv`` whose clip is stored in its split (columns ``CALLS_COLUMNS``). A file
+    without those columns, or with a species id outside ``0..n_species-1`` or a call with ``t_min >= t_max``,
+    raises ValueError naming the file (and line): it is made by ``rfcx synth``, not by hand."""
+    try:
+        frame = pd.read_csv(path, dtype={"recording_id": str, "split": str})
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable CSV ({exc})") from None
+    missing = [c for c in CALLS_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(CALLS_COLUMNS)})")
+    frame = frame[list(CALLS_COLUMNS)]
+    bad = ~frame.species_id.between(0, n_species - 1) | ~(frame.t_min < frame.t_max) | frame.isna().any(axis=1)
+    if bad.any():
+        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+        raise ValueError(f"{path}:{line}: a species id outside 0..{n_species - 1}, t_min >= t_max or an empty field")
+    keep = np.array([rid in stored.get(split, ()) for split, rid in zip(frame.split, frame.recording_id)], dtype=bool)
+    return frame[keep].astype({"species_id": "int64"}).reset_index(drop=True)
 
 
 def _check_truth_row(fields_: list[str], columns: tuple[str, ...]) -> tuple[str | None, list[int]]:

@@ -225,6 +225,18 @@ class FeatureStore:
         index = pd.Index(group["recording_id"][:].tolist(), dtype=object, name="recording_id")
         return pd.DataFrame(labels, index=index, columns=[f"s{k}" for k in range(labels.shape[1])])
 
+    def calls(self, split: str | None = "train") -> pd.DataFrame | None:
+        """Every call of the stored clips (``split``, ``recording_id``, ``species_id``, ``t_min``, ``f_min``,
+        ``t_max``, ``f_max``) from the ``calls_truth.csv`` the store was built with (synthetic data), of one split
+        or (``None``) all; ``None`` when the store has none."""
+        key = "tables/calls_truth"
+        if key not in self.root or "recording_id" not in self.root[key]:
+            return None
+        group = self.root[key]
+        frame = pd.DataFrame({c: group[c][:].tolist() if c in ("split", "recording_id") else group[c][:]
+                              for c in ("split", "recording_id", "species_id", "t_min", "f_min", "t_max", "f_max")})
+        return frame if split is None else frame[frame.split == split].reset_index(drop=True)
+
     def rejected(self) -> pd.DataFrame:
         """Every input the last build rejected: split, file, row (CSV line or empty), reason."""
         rows = [Rejection.from_dict(d) for d in self.root.attrs.get("rejected", [])]

@@ -10,6 +10,7 @@ Layout (a Zarr v3 group, readable with plain zarr-python)::
       tables/tp/<column>, tables/fp/<column>              the checked TP/FP boxes, one 1-D array per column
       tables/sample_submission/recording_id               the submission's row order (when given)
       tables/test_labels/recording_id, labels             test clips' 0/1 truth, labels uint8 (n, 24) (when given)
+      tables/calls_truth/<column>                         every call of every stored clip (calls_truth.csv, when given)
 
 A clip is whole only once its ``complete`` attribute is true: the writer sets it after the last chunk.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -174,3 +175,50 @@ def test_export_round_files_and_errors(tiny_run, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fold0/checkpoint.pt: unreadable checkpoint"):
         export_round(run.root, 0, formats=("torchscript",), force=True)
     json.loads((json.dumps(read_meta(written[1]))))
+
+
+def _rewrite(src: Path, dst: Path, torch_version: str, corrupt: str) -> Path:
+    """A copy of the archive ``src`` whose meta.json claims ``torch_version`` and whose entry ending in ``corrupt``
+    is garbage: a file another torch wrote that this one cannot read."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("/meta.json"):
+                data = json.dumps({**json.loads(data), "torch": torch_version}).encode()
+            elif info.filename.endswith(corrupt):
+                data = b"\x80\x04 written by a torch from the future \xff" * 3
+            zout.writestr(info.filename, data)
+    return dst
+
+
+@pytest.mark.parametrize("suffix, corrupt", [(".ts", "/data.pkl"), (".pt2", "/models/model.json")])
+def test_load_failure_names_both_torch_versions(tiny_run, tmp_path: Path, suffix: str, corrupt: str) -> None:
+    """Exported files record the torch that wrote them; a file that does not load says which torch wrote it and
+    which one is running."""
+    from engine.export import torch_note, written_by
+
+    good = _models(tiny_run, suffix)[0]
+    assert read_meta(good)["torch"] == torch.__version__ == written_by(good)
+    assert torch_note(good) == f"written by torch {torch.__version__}, the running version"
+    other = _rewrite(good, tmp_path / f"other{suffix}", "1.99.0+future", corrupt)
+    assert written_by(other) == "1.99.0+future"
+    with pytest.raises(ModelFileError) as caught:
+        load_model(other)
+    message = str(caught.value)
+    assert message.startswith(f"{other}: cannot load this ")
+    assert f"written by torch 1.99.0+future, running torch {torch.__version__}" in message, message
+    assert "corrupt, or not readable by this torch" in message
+    # a damaged file without readable metadata says that it cannot tell
+    bare = tmp_path / f"bare{suffix}"
+    _rewrite(good, bare, "x", corrupt)
+    import zipfile
+
+    with zipfile.ZipFile(bare) as zin, zipfile.ZipFile(tmp_path / f"nometa{suffix}", "w") as zout:
+        for info in zin.infolist():
+            if not info.filename.endswith("/meta.json"):
+                zout.writestr(info.filename, zin.read(info.filename))
+    unknown = rf"which torch wrote it is unknown .*running torch {re.escape(torch.__version__)}"
+    with pytest.raises(ModelFileError, match=unknown):
+        load_model(tmp_path / f"nometa{suffix}")

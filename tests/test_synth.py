@@ -221,7 +221,8 @@ def test_label_density_cli(tmp_path: Path) -> None:
 
     from rfcx.cli import app
 
-    base = ["synth", "--train", "2", "--test", "0", "--seconds", "1", "--seed", str(SEED), "--tp-fraction", "1.0"]
+    base = ["synth", "--train", "2", "--test", "0", "--seconds", "1", "--seed", str(SEED), "--mix", "labels",
+            "--tp-fraction", "1.0"]
     bad = CliRunner().invoke(app, [*base[:1], str(tmp_path / "bad"), *base[1:], "--label-density", "0.5"])
     assert bad.exit_code == 1 and "label_density" in bad.output
     ok = CliRunner().invoke(app, [*base[:1], str(tmp_path / "ok"), *base[1:], "--label-density", "3"])

@@ -1,0 +1,92 @@
+"""What an LWLRAP is worth: the yardsticks every quality report stands beside.
+
+- **random**: the mean LWLRAP of uniform random scores (a few dozen draws, fixed seed);
+- **prior-only**: every clip ranks the species by their share of training recordings with a TP box (the same
+  scores for every clip; ties broken at random, averaged over the draws);
+- **oracle**: the same config trained on every call's truth (``rfcx train --oracle``, synthetic data), read from
+  ``RUNS/oracle/round0/metrics.json``;
+- **gap closed** by round k: ``(round k - round 0) / (oracle - round 0)``, the share of the bootstrap -> oracle
+  gap that pseudo labelling closed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rfcx.metrics import lwlrap
+
+DRAWS = 50
+
+
+def tp_prior(tp: pd.DataFrame, train_ids: Iterable[str], n_classes: int = 24) -> np.ndarray:
+    """Per species, the share of the training recordings that hold one of its TP boxes."""
+    ids = set(train_ids)
+    if not ids:
+        return np.zeros(n_classes)
+    pairs = tp[tp.recording_id.isin(ids)][["recording_id", "species_id"]].drop_duplicates()
+    counts = np.bincount(pairs.species_id.to_numpy(dtype=np.int64), minlength=n_classes)[:n_classes]
+    return counts / len(ids)
+
+
+def random_lwlrap(truth: np.ndarray, draws: int = DRAWS, seed: int = 0) -> float:
+    """Mean LWLRAP of uniform random scores."""
+    truth = np.asarray(truth)
+    rng = np.random.default_rng(seed)
+    return float(np.mean([lwlrap(truth, rng.random(truth.shape)) for _ in range(draws)]))
+
+
+def prior_lwlrap(truth: np.ndarray, prior: np.ndarray, draws: int = DRAWS, seed: int = 0) -> float:
+    """Mean LWLRAP of ranking the species of every clip by ``prior`` (ties broken at random)."""
+    truth = np.asarray(truth)
+    rng = np.random.default_rng(seed)
+    base = np.broadcast_to(np.asarray(prior, dtype=np.float64), truth.shape)
+    return float(np.mean([lwlrap(truth, base + 1e-9 * rng.random(truth.shape)) for _ in range(draws)]))
+
+
+def gap_closed(score: float | None, bootstrap: float | None, oracle: float | None) -> float | None:
+    """The share of the bootstrap -> oracle gap closed by ``score`` (None where a term is missing or the gap
+    is not positive)."""
+    if score is None or bootstrap is None or oracle is None or not oracle > bootstrap:
+        return None
+    return float((score - bootstrap) / (oracle - bootstrap))
+
+
+def oracle_metrics(runs_root: Path) -> dict | None:
+    """The oracle run's round-0 metrics (``RUNS/oracle/round0/metrics.json``), if it was trained."""
+    path = Path(runs_root) / "oracle" / "round0" / "metrics.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def yardsticks(truth: np.ndarray, prior: np.ndarray, oracle: float | None = None) -> dict:
+    """``{"random", "prior_only", "oracle"}`` LWLRAP for a truth matrix (clips x species)."""
+    return {"random": random_lwlrap(truth), "prior_only": prior_lwlrap(truth, prior), "oracle": oracle}
+
+
+def round_table(runs_root: Path) -> list[dict]:
+    """One row per complete round of a run (``round``, ``test_lwlrap``, ``best``), plus the yardsticks and the
+    gap closed, read from the rounds' metrics.json and the oracle run: what ``rfcx report`` prints."""
+    root = Path(runs_root)
+    rows = []
+    for path in sorted(root.glob("round*/metrics.json"), key=lambda p: int(p.parent.name[5:])):
+        if not (path.parent / "complete.json").is_file():
+            continue
+        m = json.loads(path.read_text())
+        rows.append({"round": m["round"], "test_lwlrap": m.get("test_lwlrap"), "oof_lwlrap": m.get("oof_lwlrap"),
+                     "yardsticks": m.get("yardsticks") or {}})
+    oracle = oracle_metrics(root)
+    oracle_score = oracle.get("test_lwlrap") if oracle else None
+    bootstrap = rows[0]["test_lwlrap"] if rows and rows[0]["round"] == 0 else None
+    for row in rows:
+        row["yardsticks"] = {**row["yardsticks"], "oracle": oracle_score}
+        row["gap_closed"] = gap_closed(row["test_lwlrap"], bootstrap, oracle_score) if row["round"] else None
+    return rows
+
+
+__all__ = ["gap_closed", "oracle_metrics", "prior_lwlrap", "random_lwlrap", "round_table", "tp_prior", "yardsticks"]

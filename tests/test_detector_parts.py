@@ -1,0 +1,205 @@
+"""The detector's yardsticks, class-rate calibration, oracle labels and round-0 weak negatives; the zipf species
+mix of ``rfcx synth`` and the calls' truth in the store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rfcx.calibration import class_priors, class_rates, positive_rate, rescale_by_rate
+from rfcx.metrics import lwlrap
+from rfcx.pseudo import rescale, tp_windows
+from rfcx.sampling import CropSampler, PseudoLabels
+from rfcx.synth import Mix, make_clip, synthesize
+from rfcx.yardsticks import gap_closed, prior_lwlrap, random_lwlrap, round_table, tp_prior
+from store import FeatureStore, build_store
+from store.params import MelParams
+
+P = MelParams()
+FPS = P.frames_per_second
+CROP = P.seconds_to_frames(4.0)
+
+
+# -- yardsticks ------------------------------------------------------------------------------------------------
+
+def test_random_and_prior_yardsticks() -> None:
+    rng = np.random.default_rng(0)
+    truth = (rng.random((200, 24)) < np.linspace(0.4, 0.01, 24)).astype(int)  # class 0 common, 23 rare
+    r = random_lwlrap(truth)
+    assert 0.1 < r < 0.35
+    good = prior_lwlrap(truth, np.linspace(0.4, 0.01, 24))
+    bad = prior_lwlrap(truth, np.linspace(0.01, 0.4, 24))
+    assert good > r + 0.1 > bad + 0.1
+    assert prior_lwlrap(truth, np.zeros(24)) == pytest.approx(r, abs=0.03)  # all ties: random order
+
+
+def test_tp_prior_counts_recordings_once() -> None:
+    tp = pd.DataFrame({"recording_id": ["a", "a", "b", "z"], "species_id": [3, 3, 3, 5]})
+    prior = tp_prior(tp, ["a", "b", "c", "d"])
+    assert prior[3] == 0.5 and prior[5] == 0.0 and prior.sum() == 0.5  # z is not a training recording
+
+
+def test_gap_closed() -> None:
+    assert gap_closed(0.7, 0.5, 0.9) == pytest.approx(0.5)
+    assert gap_closed(0.4, 0.5, 0.9) == pytest.approx(-0.25)
+    assert gap_closed(0.7, 0.5, None) is None and gap_closed(0.7, 0.9, 0.8) is None
+
+
+def test_round_table_reads_rounds_and_oracle(tmp_path: Path) -> None:
+    for name, k, score in (("", 0, 0.5), ("", 1, 0.7), ("oracle/", 0, 0.9)):
+        d = tmp_path / f"{name}round{k}"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"round": k, "test_lwlrap": score,
+                                                    "yardsticks": {"random": 0.2, "prior_only": 0.3}}))
+        (d / "complete.json").write_text("{}")
+    rows = round_table(tmp_path)
+    assert [r["round"] for r in rows] == [0, 1]
+    assert rows[1]["gap_closed"] == pytest.approx(0.5) and rows[1]["yardsticks"]["oracle"] == 0.9
+
+
+# -- calibration -----------------------------------------------------------------------------------------------
+
+def _scores(rate: float, n: int, rng: np.random.Generator, sep: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    truth = rng.random(n) < rate
+    return rng.normal(sep * truth, 1.0), truth
+
+
+def test_positive_rate_tracks_each_class_rate() -> None:
+    rng = np.random.default_rng(1)
+    for rate in (0.01, 0.05, 0.2):
+        scores, truth = _scores(rate, 20000, rng)
+        labelled = rng.choice(np.flatnonzero(truth), 30, replace=False)  # a random sample of the positives
+        est = positive_rate(scores, scores[labelled])
+        assert rate * 0.5 < est < rate * 2.0, (rate, est)
+    assert positive_rate(np.zeros(10), np.zeros(2)) is None  # too few labelled positives
+
+
+def test_class_rates_fill_unlabelled_classes_and_rescale_respects_them() -> None:
+    rng = np.random.default_rng(2)
+    rates_true = np.array([0.2, 0.02, 0.05])
+    cols, index = [], []
+    for c, rate in enumerate(rates_true):
+        s, t = _scores(rate, 10000, rng)
+        cols.append(s)
+        index.append(rng.choice(np.flatnonzero(t), 25, replace=False) if c < 2 else np.array([1]))
+    scores = 1 / (1 + np.exp(-np.stack(cols, 1)))
+    rates, estimated = class_rates(scores, index)
+    assert estimated.tolist() == [True, True, False]
+    assert rates[2] == pytest.approx(np.median(rates[:2]))
+    labels = rescale_by_rate(scores, rates)
+    share = (labels >= 0.5).mean(axis=0)
+    assert share[0] > 5 * share[1]  # the common class gets many more positive windows than the rare one
+    for c in range(2):
+        assert rates[c] * 0.4 < share[c] < rates[c] * 2.5
+
+
+def test_class_priors_from_clip_scores() -> None:
+    rng = np.random.default_rng(3)
+    present = rng.random((1000, 2)) < [0.3, 0.03]
+    clip = rng.normal(3.0 * present, 1.0)
+    labelled = present & (rng.random(present.shape) < 0.5)
+    prior, estimated = class_priors(clip, labelled)
+    assert estimated.all() and prior[0] > 4 * prior[1]
+
+
+def test_prior_rescale_of_pseudo_labels() -> None:
+    rng = np.random.default_rng(4)
+    n_clips, n = 40, 113
+    scores = rng.random((n_clips * n, 24)).astype(np.float32) * 0.3
+    ids = [f"r{i}" for i in range(n_clips)]
+    offsets = np.arange(n_clips + 1) * n
+    rows = []
+    for i in range(0, n_clips, 2):  # species 4 calls in half the clips around 10 s; a TP box on some of them
+        w = offsets[i] + 19  # the window centred on 11.5 s
+        scores[w - 2:w + 3, 4] = 0.9
+        if i % 4 == 0:
+            rows.append((ids[i], 4, True, 11.0, 12.0, 1000.0, 2000.0))
+    labels = PseudoLabels(ids, offsets, scores, 4.0, 0.5)
+    boxes = pd.DataFrame(rows, columns=["recording_id", "species_id", "is_tp", "t_min", "t_max", "f_min", "f_max"])
+    assert tp_windows(labels, boxes)[4].tolist() == [offsets[i] + 19 for i in range(0, n_clips, 4)]
+    out = rescale(labels, "prior", boxes=boxes)
+    assert out.scores.shape == scores.shape and out.scores.min() >= 0 and out.scores.max() <= 1
+    peaks = np.concatenate([np.arange(offsets[i] + 17, offsets[i] + 22) for i in range(0, n_clips, 2)])
+    assert out.scores[peaks, 4].min() > 0.9 and (out.scores[:, 4] >= 0.5).mean() < 0.1
+    with pytest.raises(ValueError, match="TP boxes"):
+        rescale(labels, "prior")
+
+
+# -- sampling: oracle labels, weak negatives --------------------------------------------------------------------
+
+FRAMES = {rid: 5626 for rid in ("a", "b")}
+
+
+def _boxes() -> pd.DataFrame:
+    rows = [("a", 3, True, 10.0, 11.0, 1000.0, 2000.0), ("b", 5, False, 30.0, 32.0, 4000.0, 6000.0)]
+    return pd.DataFrame(rows, columns=["recording_id", "species_id", "is_tp", "t_min", "t_max", "f_min", "f_max"])
+
+
+def test_oracle_labels_follow_every_call() -> None:
+    calls = pd.DataFrame({"recording_id": ["a", "a", "b"], "species_id": [3, 8, 5],
+                          "t_min": [10.0, 40.0, 30.0], "t_max": [11.0, 41.0, 32.0]})
+    sampler = CropSampler(_boxes(), FRAMES, P, CROP, 0, seed=0, truth=calls)
+    b = sampler.sample(400)
+    assert (b.mask == 1).all() and (b.box_bins == -1).all()
+    for rid, start, target in zip(b.recording_ids, b.starts, b.target):
+        c0, c1 = start / FPS, (start + CROP) / FPS
+        own = calls[calls.recording_id == rid]
+        inside = own[(np.minimum(own.t_max, c1) - np.maximum(own.t_min, c0)) >= 0.5 * (own.t_max - own.t_min)]
+        assert set(np.flatnonzero(target)) == set(inside.species_id)
+    assert 0.1 < b.target.any(axis=1).mean() < 0.95  # crops with calls and crops without
+
+
+def test_round0_unlabelled_weight_and_random_crops() -> None:
+    plain = CropSampler(_boxes(), FRAMES, P, CROP, 0, seed=0).sample(64)
+    assert set(np.unique(plain.mask).tolist()) == {0.0, 1.0}
+    weak = CropSampler(_boxes(), FRAMES, P, CROP, 0, seed=0, unlabelled_weight=0.1, random_crop_p=0.5).sample(256)
+    assert np.allclose(np.unique(weak.mask), [0.1, 1.0])
+    assert ((weak.mask == 1) <= ((weak.target == 1) | (weak.mask == 1))).all()
+    boxed = weak.box_bins[:, 0] >= 0
+    assert 0.3 < boxed.mean() < 0.7  # half the crops around a box, half anywhere
+    assert (weak.target[weak.mask < 1] == 0).all()
+
+
+# -- synthetic mix and the store's calls --------------------------------------------------------------------------
+
+def test_zipf_mix_is_skewed_and_sparse() -> None:
+    mix = Mix()
+    pop = mix.popularity(0)
+    assert pop.max() / pop.min() > 15 and np.isclose(pop.sum(), 1)
+    counts, tp, fp = np.zeros(24), 0, 0
+    n = 300
+    for i in range(n):
+        clip = make_clip("train", i, 0, 2.0, mix=mix)
+        counts[list(clip.species)] += 1
+        tp, fp = tp + len(clip.tp), fp + len(clip.fp)
+        assert not {b[0] for b in clip.fp} & set(clip.species)  # an FP box names a species that is not there
+    assert 0.15 < tp / n < 0.45 and 1.2 < fp / n < 2.0
+    assert np.corrcoef(counts, pop)[0, 1] > 0.8
+    again = make_clip("train", 5, 0, 2.0, mix=mix)
+    assert np.array_equal(again.audio, make_clip("train", 5, 0, 2.0, mix=mix).audio)
+    with pytest.raises(ValueError, match="tp_balance"):
+        Mix(tp_balance=2.0)
+
+
+def test_several_backgrounds_and_calls_in_store(tmp_path: Path, real_clip: Path) -> None:
+    bg = tmp_path / "bg"
+    bg.mkdir()
+    for name in ("x", "y"):
+        (bg / f"{name}.flac").symlink_to(real_clip)
+    data = tmp_path / "data"
+    synthesize(data, n_train=3, n_test=2, seconds=3.0, seed=1, background=bg, progress=False,
+               mix=Mix(tp_per_clip=1.0))
+    build_store(data, tmp_path / "f.zarr", backend="torch", device="cpu", progress=False)
+    fs = FeatureStore.open(tmp_path / "f.zarr")
+    truth = pd.read_csv(data / "calls_truth.csv")
+    calls = fs.calls(None)
+    assert len(calls) == len(truth) and set(calls.split) <= {"train", "test"}
+    assert (fs.calls("train").split == "train").all()
+    with pytest.raises(ValueError, match="background folder"):
+        synthesize(tmp_path / "d2", n_train=1, n_test=0, seconds=1.0, background=tmp_path / "f.zarr", progress=False)
+    with pytest.raises(ValueError, match="label density"):
+        synthesize(tmp_path / "d3", n_train=1, n_test=0, seconds=1.0, label_density=2.0, mix=Mix(), progress=False)

@@ -161,6 +161,9 @@ def test_round0_unlabelled_weight_and_random_crops() -> None:
     assert ((weak.mask == 1) <= ((weak.target == 1) | (weak.mask == 1))).all()
     boxed = weak.box_bins[:, 0] >= 0
     assert 0.3 < boxed.mean() < 0.7  # half the crops around a box, half anywhere
+    assert weak.label_boxes.shape[0] == 256 and (weak.label_boxes[~boxed] == -1).all()  # one row of bands per crop
+    tp_crops = boxed & (weak.target[:, 3] == 1) & (weak.mask[:, 3] == 1)
+    assert tp_crops.any() and (weak.label_boxes[tp_crops, 0, 0] == 3).all()
     assert (weak.target[weak.mask < 1] == 0).all()
 
 

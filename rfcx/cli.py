@@ -230,7 +230,10 @@ def report(
 
     if not runs.is_dir():
         _fail(f"{runs}: run directory not found")
-    typer.echo(format_round_table(round_table(runs)))
+    from .runs import RunDir
+
+    best = RunDir(runs).best_round()
+    typer.echo(format_round_table(round_table(runs), best["round"] if best else None))
 
 
 @app.command()

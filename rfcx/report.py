@@ -60,7 +60,7 @@ def plot_rounds(runs: RunDir) -> None:
     plt.close(fig)
 
 
-def format_round_table(rows: list[dict]) -> str:
+def format_round_table(rows: list[dict], best: int | None = None) -> str:
     """The text of ``rfcx report``: test LWLRAP by round beside random, prior-only and the oracle."""
     def f(v):
         return "   n/a" if v is None else f"{v:.4f}"
@@ -71,10 +71,12 @@ def format_round_table(rows: list[dict]) -> str:
     lines = [f"yardsticks: random {f(sticks.get('random'))}, prior-only {f(sticks.get('prior_only'))}, "
              f"oracle {f(sticks.get('oracle'))}" + ("" if sticks.get("oracle") is not None else
                                                     " (rfcx train --oracle trains it, where calls_truth.csv exists)"),
-             "round  test LWLRAP  vs prior-only  gap closed  OOF LWLRAP"]
+             "round  test LWLRAP  vs prior-only  gap closed  OOF clip LWLRAP (picks the round)"]
     for r in rows:
         margin = None if r["test_lwlrap"] is None or sticks.get("prior_only") is None else \
             r["test_lwlrap"] - sticks["prior_only"]
         gap = "         -" if r["gap_closed"] is None else f"{100 * r['gap_closed']:9.0f}%"
-        lines.append(f"{r['round']:>5}  {f(r['test_lwlrap']):>11}  {('+' if (margin or 0) >= 0 else '') + f(margin) if margin is not None else '   n/a':>12}  {gap:>10}  {f(r['oof_lwlrap']):>10}")
+        lines.append(f"{r['round']:>5}  {f(r['test_lwlrap']):>11}  {('+' if (margin or 0) >= 0 else '') + f(margin) if margin is not None else '   n/a':>12}  {gap:>10}  {f(r.get('oof_clip_lwlrap')):>10}")
+    if best is not None:
+        lines.append(f"rfcx infer uses round {best} by default (the best held-out signal: RUNS/best_round.json)")
     return "\n".join(lines)

@@ -206,3 +206,27 @@ def test_several_backgrounds_and_calls_in_store(tmp_path: Path, real_clip: Path)
         synthesize(tmp_path / "d2", n_train=1, n_test=0, seconds=1.0, background=tmp_path / "f.zarr", progress=False)
     with pytest.raises(ValueError, match="label density"):
         synthesize(tmp_path / "d3", n_train=1, n_test=0, seconds=1.0, label_density=2.0, mix=Mix(), progress=False)
+
+
+def test_report_and_evaluate_print_the_yardsticks(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rfcx.cli import app
+
+    runs = tmp_path / "runs"
+    test_round_table_reads_rounds_and_oracle(runs)
+    (runs / "best_round.json").write_text(json.dumps({"round": 1, "signal": "oof_clip_lwlrap", "value": 0.3}))
+    out = CliRunner().invoke(app, ["report", "--runs", str(runs)])
+    assert out.exit_code == 0, out.output
+    assert "prior-only 0.3000" in out.output and "oracle 0.9000" in out.output and "50%" in out.output
+    assert "round 1 by default" in out.output
+    cols = ",".join(f"s{k}" for k in range(24))
+    (tmp_path / "truth.csv").write_text(f"recording_id,{cols}\na,1{',0' * 23}\nb,0,1{',0' * 22}\n")
+    (tmp_path / "pred.csv").write_text(f"recording_id,{cols}\na,0.9{',0.1' * 23}\nb,0.1,0.8{',0.1' * 22}\n")
+    (tmp_path / "tp.csv").write_text("recording_id,species_id,songtype_id,t_min,f_min,t_max,f_max\n"
+                                     "x,0,1,1,100,2,200\ny,0,1,1,100,2,200\nz,1,1,1,100,2,200\n")
+    ev = CliRunner().invoke(app, ["evaluate", "--pred", str(tmp_path / "pred.csv"), "--truth",
+                                  str(tmp_path / "truth.csv"), "--train-tp", str(tmp_path / "tp.csv")])
+    assert ev.exit_code == 0, ev.output
+    first = ev.output.splitlines()[0]
+    assert first.startswith("LWLRAP 1.0000") and "random" in first and "prior-only 0.7500" in first

@@ -118,14 +118,8 @@ def fcn_caveat(models) -> str:  # noqa: ANN001 (engine.export.LoadedModel)
             f"position(s) (< {FCN_MIN_POSITIONS}): it may differ by more than 0.05 LWLRAP; use --mode exact")
 
 
-def _prior(prior_file: Path | None, fs, n_classes: int, round_dir: Path | None = None, say=typer.echo):  # noqa: ANN001, ANN202
-    """The class prior: from a labels CSV (recording_id,s0..: 0/1 or soft pseudo labels), else the round's own
-    estimate from its out-of-fold clip scores (``round{k}/prior.json``, rfcx.calibration), else the store's TP
-    boxes."""
-    import json
-
-    import numpy as np
-
+def _prior(prior_file: Path | None, fs, n_classes: int):  # noqa: ANN001, ANN202 (store.FeatureStore | None)
+    """The class prior: from a labels CSV (recording_id,s0..: 0/1 or soft pseudo labels) or the store's TP boxes."""
     from engine.postprocess import prior_from_boxes, prior_from_labels
     from rfcx.evaluation import read_scores
 
@@ -134,12 +128,6 @@ def _prior(prior_file: Path | None, fs, n_classes: int, round_dir: Path | None =
         if labels.shape[1] - 1 != n_classes:
             _fail(f"{prior_file}: has {labels.shape[1] - 1} classes, the models {n_classes}")
         return prior_from_labels(labels.drop(columns="recording_id").to_numpy())
-    estimate = round_dir / "prior.json" if round_dir is not None else None
-    if estimate is not None and estimate.is_file():
-        prior = np.asarray(json.loads(estimate.read_text())["prior"], dtype=np.float64)
-        if prior.shape == (n_classes,) and (prior > 0).all():
-            say(f"prior: the round's estimate from its out-of-fold clip scores ({estimate})")
-            return prior
     if fs is None:
         _fail("--postprocess prior needs --prior FILE (labels CSV) when scoring audio files")
     try:
@@ -269,8 +257,7 @@ def infer_cmd(
             _fail(str(exc))
         ids, order, source = clips.ids, None, clips.fingerprint
     n_classes = int(models[0].meta["n_classes"])
-    prior = _prior(prior_file, fs, n_classes, files[0].parent.parent,
-                   typer.echo if group.is_main else (lambda *_: None)) if postprocess == "prior" else None
+    prior = _prior(prior_file, fs, n_classes) if postprocess == "prior" else None
     try:
         check_writable(out)
         if detections is not None:

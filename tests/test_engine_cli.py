@@ -3,9 +3,7 @@ command line, including every kind of bad input: clear message, non-zero exit, n
 
 from __future__ import annotations
 
-
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -71,18 +69,9 @@ def test_infer_prior_postprocess(tiny_run, tmp_path: Path) -> None:
     code, text = _infer(tiny_run, tmp_path / "prior.csv", "--postprocess", "prior")
     assert code == 0, text
     plain, post = pd.read_csv(tmp_path / "plain.csv"), pd.read_csv(tmp_path / "prior.csv")
-    tp = FeatureStore.open(tiny_run["store"]).boxes("tp")  # a run without prior.json: the store's TP boxes
+    tp = FeatureStore.open(tiny_run["store"]).boxes("tp")
     prior = prior_from_boxes(tp.recording_id, tp.species_id, 24)
     np.testing.assert_allclose(post[COLS], apply_prior(plain[COLS].to_numpy(), prior), atol=2e-6)
-    estimated = tmp_path / "estimated_run"  # training writes round{k}/prior.json: the round's own estimate
-    shutil.copytree(tiny_run["runs"], estimated)
-    own = np.linspace(0.02, 0.4, 24)
-    for round_dir in estimated.glob("round*"):
-        (round_dir / "prior.json").write_text(json.dumps({"prior": own.tolist()}))
-    code, text = _infer({**tiny_run, "runs": estimated}, tmp_path / "prior_own.csv", "--postprocess", "prior")
-    assert code == 0 and re.search(r"prior: the round's estimate from its out-of-fold clip scores", text), text
-    np.testing.assert_allclose(pd.read_csv(tmp_path / "prior_own.csv")[COLS],
-                               apply_prior(plain[COLS].to_numpy(), own), atol=2e-6)
     labels = tmp_path / "labels.csv"
     pd.DataFrame([["a"] + [1] * 3 + [0] * 21, ["b"] + [0] * 24], columns=["recording_id", *COLS]).to_csv(labels,
                                                                                                        index=False)

@@ -70,17 +70,19 @@ def _scores(rate: float, n: int, rng: np.random.Generator, sep: float = 3.0) -> 
 
 def test_positive_rate_tracks_each_class_rate() -> None:
     rng = np.random.default_rng(1)
-    for rate in (0.01, 0.05, 0.2):
+    for rate in (0.005, 0.01, 0.03):
         scores, truth = _scores(rate, 20000, rng)
         labelled = rng.choice(np.flatnonzero(truth), 30, replace=False)  # a random sample of the positives
         est = positive_rate(scores, scores[labelled])
-        assert rate * 0.5 < est < rate * 2.0, (rate, est)
+        assert rate * 0.5 < est < rate + 0.015, (rate, est)  # an upper bound: negatives above the threshold add
+    scores, truth = _scores(0.2, 20000, rng)  # a common class: capped at the quantile rescaling's 5 %
+    assert positive_rate(scores, scores[np.flatnonzero(truth)[:30]]) == 0.05
     assert positive_rate(np.zeros(10), np.zeros(2)) is None  # too few labelled positives
 
 
 def test_class_rates_fill_unlabelled_classes_and_rescale_respects_them() -> None:
     rng = np.random.default_rng(2)
-    rates_true = np.array([0.2, 0.02, 0.05])
+    rates_true = np.array([0.04, 0.005, 0.02])
     cols, index = [], []
     for c, rate in enumerate(rates_true):
         s, t = _scores(rate, 10000, rng)
@@ -92,18 +94,18 @@ def test_class_rates_fill_unlabelled_classes_and_rescale_respects_them() -> None
     assert rates[2] == pytest.approx(np.median(rates[:2]))
     labels = rescale_by_rate(scores, rates)
     share = (labels >= 0.5).mean(axis=0)
-    assert share[0] > 5 * share[1]  # the common class gets many more positive windows than the rare one
+    assert share[0] > 3 * share[1]  # the common class gets many more positive windows than the rare one
     for c in range(2):
         assert rates[c] * 0.4 < share[c] < rates[c] * 2.5
 
 
 def test_class_priors_from_clip_scores() -> None:
     rng = np.random.default_rng(3)
-    present = rng.random((1000, 2)) < [0.3, 0.03]
+    present = rng.random((4000, 2)) < [0.04, 0.005]
     clip = rng.normal(3.0 * present, 1.0)
     labelled = present & (rng.random(present.shape) < 0.5)
     prior, estimated = class_priors(clip, labelled)
-    assert estimated.all() and prior[0] > 4 * prior[1]
+    assert estimated.all() and prior[0] > prior[1] + 0.02
 
 
 def test_prior_rescale_of_pseudo_labels() -> None:

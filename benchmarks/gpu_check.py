@@ -512,11 +512,11 @@ class Check:
 
             aug = Augmenter(cfg.augment, cfg.mixup_alpha, torch.Generator().manual_seed(0)) if augment else None
             crops, t0 = 0, time.perf_counter()
-            for x, target, mask, bins in crop_loader(fs, make_sampler, b, n_batches, workers):
+            for x, target, mask, bins, label_boxes in crop_loader(fs, make_sampler, b, n_batches, workers):
                 if augment == "device":
                     x, target, mask = x.to(dev), target.to(dev), mask.to(dev)
                 if aug is not None:
-                    x, target, mask = aug(x, target, mask, 0, bins)
+                    x, target, mask = aug(x, target, mask, 0, bins, label_boxes)
                 if augment != "device":
                     x = x.to(dev)
                 crops += x.shape[0]

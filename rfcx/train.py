@@ -550,8 +550,9 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
         if until_converged and len(results) >= 2 and _signal(results[-1]) <= _signal(results[-2]):
             kept = f"; best round: {best['round']} ({best['signal']} {best['value']:.4f}), the default round of " \
                    f"`rfcx infer` and `rfcx export` (best_round.json)" if best else ""
-            echo(f"round {k}: the held-out signal stopped improving ({SIGNAL_NAME} {_signal(results[-1]):.4f} <= "
-                 f"{_signal(results[-2]):.4f} in round {k - 1}); stopping (--until-converged){kept}")
+            echo(f"round {k}: the held-out signal stopped improving ({_signal_name(results[-1])} "
+                 f"{_signal(results[-1]):.4f} <= {_signal(results[-2]):.4f} in round {k - 1}); stopping "
+                 f"(--until-converged){kept}")
             break
     return results
 
@@ -560,14 +561,15 @@ def record_best_round(runs: RunDir) -> dict | None:
     """Write ``best_round.json``: the complete round whose held-out signal (:func:`_signal`) is highest (a tie
     keeps the earlier round, as ``--until-converged`` does), with the signal of every complete round. Written
     atomically, and only when it changed; returns its content (None before any round is complete)."""
-    values = {}
+    values, names = {}, {}
     for k in runs.rounds():
         if runs.is_complete(k) and runs.metrics(k).is_file():
-            values[k] = _signal(json.loads(runs.metrics(k).read_text()))
+            metrics = json.loads(runs.metrics(k).read_text())
+            values[k], names[k] = _signal(metrics), _signal_name(metrics)
     if not values:
         return None
     best = max(values, key=lambda k: (values[k], -k))
-    data = {"round": best, "signal": SIGNAL_NAME, "value": values[best],
+    data = {"round": best, "signal": names[best], "value": values[best],
             "rounds": {str(k): v for k, v in sorted(values.items())}}
     if runs.best_round() != data:
         write_json_atomic(runs.best_round_file, data)
@@ -590,8 +592,13 @@ def _signal(metrics: dict) -> float:
     """The held-out signal rounds are compared by (``--until-converged``, ``best_round.json``): higher is better.
     Whole-clip LWLRAP of the out-of-fold train clips with TP boxes (``oof_clip_lwlrap``); runs made before it
     existed: the TP windows' ``oof_lwlrap``."""
-    v = metrics.get(SIGNAL_NAME, metrics.get("oof_lwlrap"))
+    v = metrics.get(_signal_name(metrics))
     return -1.0 if v is None else float(v)
+
+
+def _signal_name(metrics: dict) -> str:
+    """The metric :func:`_signal` reads: ``SIGNAL_NAME``, or ``oof_lwlrap`` in rounds made before it existed."""
+    return SIGNAL_NAME if SIGNAL_NAME in metrics else "oof_lwlrap"
 
 
 def _summary(m: dict) -> str:

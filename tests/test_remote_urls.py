@@ -255,7 +255,7 @@ def test_train_then_infer_with_runs_at_a_memory_url(synth_store, cache, tmp_path
         result = runner.invoke(app, ["infer", "--batch", "--store", synth_store, "--runs", runs, "--out",
                                      str(outs[name]), "--no-progress", "--threads", "1"])
         assert result.exit_code == 0, result.output
-        assert "round 0: the run's best round (held-out oof_lwlrap" in result.output  # best_round.json pulled
+        assert "round 0: the run's best round (held-out oof_clip_lwlrap" in result.output  # best_round.json pulled
     assert outs["url"].read_text() == outs["local"].read_text()
     cached = {p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file()}
     assert not any("/members/" in p or p.endswith(".pt2") for p in cached)  # inference fetched only what it uses

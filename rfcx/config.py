@@ -33,6 +33,7 @@ OPTIMIZERS = ("adamw", "sgd")  # sgd: momentum 0.9, Nesterov (rfcx.train.make_op
 SCHEDULES = ("cosine", "constant")
 PSEUDO_RESCALE = ("none", "quantile", "prior")
 DISTRIBUTE = ("folds", "ddp")
+SCORE_MODES = ("exact", "fcn")  # rfcx.pseudo.predict_windows
 
 
 def _close(name: str, choices: typing.Iterable[str]) -> str:
@@ -116,6 +117,10 @@ class TrainConfig:
     freq_channel: bool = True  # append the FreqConv mel-index channel (in_chans = 2)
     input_pool: tuple[int, int] = (1, 1)  # (freq, time) avg-pool factors on the crop
     pseudo_hop_seconds: float = 0.5  # hop of the sliding windows scored for pseudo labels
+    # How a round scores the out-of-fold and test windows: "exact" (one forward per window, the engine's --mode
+    # exact) or "fcn" (one forward per clip, windows pooled from the feature map: ~crop/hop times less compute;
+    # a backbone without that path is scored exactly)
+    score_mode: str = "exact"
     # Soft labels as the previous round's out-of-fold scores ("none", the seed's) or rescaled per class ("quantile"):
     # scores at or below the class's pseudo_quantiles[0] quantile over all windows -> 0, at or above [1] -> 1.
     pseudo_rescale: str = "none"
@@ -154,6 +159,7 @@ class TrainConfig:
         _check_range("random_crop_p", self.random_crop_p, 0.0, 1.0)
         _check_range("pseudo_hop_seconds", self.pseudo_hop_seconds, 0.01)
         _check_choice("pseudo_rescale", self.pseudo_rescale, PSEUDO_RESCALE)
+        _check_choice("score_mode", self.score_mode, SCORE_MODES)
         if len(self.pseudo_quantiles) != 2 or not 0.0 <= self.pseudo_quantiles[0] < self.pseudo_quantiles[1] <= 1.0:
             raise ValueError(f"pseudo_quantiles = {self.pseudo_quantiles!r} must be two quantiles 0 <= lo < hi <= 1")
         _check_range("num_workers", self.num_workers, 0)

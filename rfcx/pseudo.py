@@ -21,6 +21,7 @@ import zarr
 
 from engine.windows import frame_windows, window_starts
 from rfcx.calibration import class_rates, rescale_by_rate
+from rfcx.config import SCORE_MODES
 from rfcx.sampling import PseudoLabels
 from store import FeatureStore
 
@@ -54,9 +55,24 @@ def clip_windows(mel: np.ndarray, fps: float, grid_window_s: float, hop_s: float
 
 @torch.inference_mode()
 def predict_windows(model: torch.nn.Module, fs: FeatureStore, ids: list[str], grid_window_s: float, hop_s: float,
-                    crop_s: float, device: torch.device, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """``{recording_id: (n_windows, 24) sigmoid scores}`` of ``model`` over each clip's window grid."""
+                    crop_s: float, device: torch.device, batch_size: int = 64,
+                    mode: str = "exact") -> dict[str, np.ndarray]:
+    """``{recording_id: (n_windows, 24) sigmoid scores}`` of ``model`` over each clip's window grid.
+
+    ``mode``: ``exact`` runs one forward per window; ``fcn`` runs the backbone once over each whole clip and pools
+    each window from its feature map (the engine's ``--mode fcn``, :class:`engine.export.Deployable`): the same
+    windows, about ``crop / hop`` times less compute, scores within the README's measured tolerance of exact. A
+    backbone without a fully convolutional path is scored exactly."""
+    if mode not in SCORE_MODES:
+        raise ValueError(f"score mode {mode!r} is not one of {list(SCORE_MODES)}")
     model.eval()
+    if mode == "fcn":
+        from engine.export import Deployable
+
+        window_frames = int(round(crop_s * fs.params.frames_per_second))
+        deployable = Deployable(model, fs.params.n_mels, window_frames).to(device).eval()
+        if deployable.fcn is not None:
+            return _predict_fcn(deployable, fs, ids, grid_window_s, hop_s, crop_s, device, batch_size)
     fps, fill = fs.params.frames_per_second, fs.params.floor_db
     out: dict[str, np.ndarray] = {}
     pending: list[tuple[str, int]] = []
@@ -88,6 +104,40 @@ def predict_windows(model: torch.nn.Module, fs: FeatureStore, ids: list[str], gr
             flush()
     flush()
     return {rid: out[rid][index[rid]] for rid in ids}
+
+
+def _predict_fcn(deployable: torch.nn.Module, fs: FeatureStore, ids: list[str], grid_window_s: float, hop_s: float,
+                 crop_s: float, device: torch.device, batch_size: int) -> dict[str, np.ndarray]:
+    """:func:`predict_windows` in ``fcn`` mode: consecutive clips of one length share a batch of about
+    ``batch_size`` crops' worth of frames (a clip shorter than a crop is padded to one crop, as in the engine)."""
+    fps, fill = fs.params.frames_per_second, fs.params.floor_db
+    crop_len = int(round(crop_s * fps))
+    out: dict[str, np.ndarray] = {}
+    pending: list[tuple[str, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        frames = pending[0][1].shape[1]
+        starts, index = member_windows(frames, fps, grid_window_s, hop_s, crop_s)
+        length = max(frames, int(starts[-1]) + crop_len)
+        x = np.full((len(pending), pending[0][1].shape[0], length), fill, dtype=np.float32)
+        for j, (_, mel) in enumerate(pending):
+            x[j, :, :frames] = mel
+        st = torch.from_numpy(starts.astype(np.float32)).to(device)
+        scores = torch.sigmoid(deployable.windows(torch.from_numpy(x).to(device), st).float()).cpu().numpy()
+        for j, (rid, _) in enumerate(pending):
+            out[rid] = scores[j][index]
+        pending.clear()
+
+    for rid in ids:
+        mel = fs.mel(rid).astype(np.float32, copy=False)
+        if pending and (mel.shape[1] != pending[0][1].shape[1]
+                        or (len(pending) + 1) * max(mel.shape[1], crop_len) > batch_size * crop_len):
+            flush()
+        pending.append((rid, mel))
+    flush()
+    return {rid: out[rid] for rid in ids}
 
 
 def stack(scores: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -317,7 +317,7 @@ def predict_member(ctx: Context, k: int, spec: ModelSpec, fold: int, ckpt: dict)
         held_out = sorted(rid for rid, f in ctx.folds.items() if f == fold)
         test = ctx.fs.ids("test") if "test" in ctx.fs.splits else []
         kw = dict(grid_window_s=ctx.grid_window_s, hop_s=ctx.cfg.pseudo_hop_seconds, crop_s=spec.crop_seconds,
-                  device=ctx.device)
+                  device=ctx.device, mode=ctx.cfg.score_mode)
         oof_ids, oof_off, oof = stack(predict_windows(model, ctx.fs, held_out, **kw))
         test_ids, test_off, tst = stack(predict_windows(model, ctx.fs, test, **kw))
         tmp = path.with_name(f".tmp.{path.name}")

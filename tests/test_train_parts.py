@@ -114,6 +114,52 @@ def test_training_side_clip_scores_of_an_8s_member_equal_the_engines(tmp_path) -
     np.testing.assert_allclose(ours, engine.set_index("recording_id").loc[ids].to_numpy(float), atol=2e-5)
 
 
+@pytest.mark.parametrize("crop_s", [4.0, 8.0])
+def test_training_side_fcn_scores_equal_the_engines_fcn(tmp_path, crop_s: float) -> None:
+    """``score_mode = "fcn"`` (predict_windows(mode="fcn")): one forward per clip, windows pooled from the feature
+    map, equal to rfcx infer's --mode fcn on the exported member, and close to the exact windows."""
+    from engine.batch import infer_clips
+    from engine.export import export_torchscript, load_model
+    from rfcx.config import ModelSpec, get_config
+    from rfcx.models import build_classifier
+    from rfcx.pseudo import predict_windows
+
+    class Clips:
+        params = P
+
+        def __init__(self, frames: dict[str, int]) -> None:
+            self.frames = frames
+
+        def mel(self, rid: str) -> np.ndarray:
+            rng = np.random.default_rng(self.frames[rid])
+            return (-60.0 + 15.0 * rng.standard_normal((256, self.frames[rid]))).astype(np.float32)
+
+    clips = Clips({"long": 1400, "long2": 1401, "crop": 750, "short": 600})
+    cfg = get_config("tiny").replace(input_pool=(2, 1))
+    spec = ModelSpec("mobilenetv3_small_050", crop_s)
+    torch.manual_seed(0)
+    net = build_classifier(cfg, spec).eval()
+    with torch.no_grad():
+        head = net.backbone.get_classifier()
+        head.weight.mul_(50.0)
+    meta = {"crop_seconds": crop_s, "hop_seconds": 0.5, "mel": P.to_dict()}
+    model = load_model(export_torchscript(net, meta, tmp_path / "m.ts"))
+    ids = list(clips.frames)
+    kw = dict(grid_window_s=4.0, hop_s=0.5, crop_s=crop_s, device=torch.device("cpu"), batch_size=8)
+    fcn = predict_windows(net, clips, ids, mode="fcn", **kw)
+    exact = predict_windows(net, clips, ids, mode="exact", **kw)
+    assert [len(fcn[r]) for r in ids] == [len(exact[r]) for r in ids] == [n_windows(clips.frames[r], FPS, 4.0, 0.5)
+                                                                            for r in ids]
+    engine, _ = infer_clips([model], clips, ids, P, mode="fcn", progress=False)
+    ours = np.stack([fcn[rid].max(axis=0) for rid in ids])
+    assert ours.std() > 0.01
+    np.testing.assert_allclose(ours, engine.set_index("recording_id").loc[ids].to_numpy(float), atol=2e-5)
+    flat_fcn, flat_exact = np.concatenate([fcn[r] for r in ids]), np.concatenate([exact[r] for r in ids])
+    assert np.corrcoef(flat_fcn.ravel(), flat_exact.ravel())[0, 1] > 0.5  # an approximation of the same windows
+    with pytest.raises(ValueError, match="score mode"):
+        predict_windows(net, clips, ids, mode="fast", **kw)
+
+
 def test_folds_are_deterministic_and_stratified() -> None:
     ids = [f"r{i:03d}" for i in range(40)]
     boxes = pd.DataFrame({"recording_id": ids, "species_id": [i % 4 for i in range(40)], "is_tp": True})

@@ -138,6 +138,8 @@ def build_store_cmd(
         _fail(str(exc))
     if not group.is_main:
         return
+    for message in summary.warnings:
+        typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
     typer.echo(
         f"backend {summary.backend} on {summary.device}: stored {sum(summary.stored.values())} new clips "
         f"({summary.clips_per_s:.2f} clips/s, {summary.x_realtime:.0f}x real time), "

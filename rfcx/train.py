@@ -86,6 +86,10 @@ def open_context(store: str, runs: str | Path, cfg: TrainConfig, device: str | N
         raise ValueError(f"{store}: {exc.args[0]}") from None
     if tp.empty and fp.empty:
         raise ValueError(f"{store}: the store has no TP/FP boxes to learn from (train_tp.csv / train_fp.csv)")
+    if tp.empty and not cfg.oracle:
+        raise ValueError(f"{store}: the store has no TP box ({len(fp)} FP): round 0 learns from the TP boxes, so "
+                         f"there is nothing to train on (was train_tp.csv empty, or were all its rows rejected? "
+                         f"`rfcx info --store {store}` lists the rejected rows)")
     boxes = pd.concat([tp.assign(is_tp=True), fp.assign(is_tp=False)], ignore_index=True)
     run = open_run(runs, pull="active")  # a URL is mirrored in a local cache folder (rfcx.run_mirror)
     if run.config_file.is_file():

@@ -10,7 +10,6 @@ and stored too (``tables/test_labels``), and so is a ``calls_truth.csv`` (every 
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -33,7 +32,7 @@ from .errors import BadInputError, Rejection
 from .location import Location
 from .params import MelParams
 from .tables import (
-    N_SPECIES, CheckedTable, check_boxes_against_clips, empty_boxes, read_boxes, read_submission_ids,
+    N_SPECIES, CheckedTable, check_boxes_against_clips, csv_records, empty_boxes, read_boxes, read_submission_ids,
 )
 
 log = logging.getLogger(__name__)
@@ -56,6 +55,7 @@ class BuildSummary:
     total: dict[str, int] = field(default_factory=dict)  # in the store after the run
     resampled: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what matters and is not a rejected input
     audio_seconds: float = 0.0
     elapsed_s: float = 0.0
 
@@ -342,6 +342,8 @@ def build_store(
             for r in checked.rejected:
                 reject(r)
             rows = checked.rows
+            if kind == "tp" and rows.empty:
+                _warn(summary, _no_tp_boxes(data_dir / "train_tp.csv", table, checked))
         _write_table(root.require_group(f"tables/{kind}"), rows)
     submission = data_dir / "sample_submission.csv"
     if submission.is_file():
@@ -364,6 +366,21 @@ def build_store(
     if world > 1:
         gather(summary)  # the others return this summary
     return summary
+
+
+def _no_tp_boxes(path: Path, table: CheckedTable, checked: CheckedTable) -> str:
+    """Why a build keeps no TP box: the table has no rows, or every row was rejected."""
+    n_rejected = len(table.rejected) + len(checked.rejected)
+    why = ("has a header and no rows" if not n_rejected else
+           f"has no usable row ({n_rejected} rejected, each named above)")
+    return (f"{path}: {why}: the store gets no TP box, and `rfcx train` refuses a store without one "
+            f"(round 0 learns from them)")
+
+
+def _warn(summary: BuildSummary, message: str) -> None:
+    """A warning of the summary (the command line prints them; logged at INFO for other callers)."""
+    log.info("%s", message)
+    summary.warnings.append(message)
 
 
 def _alone(obj: Any) -> list[Any]:
@@ -445,27 +462,28 @@ def read_truth(path: Path, n_species: int = N_SPECIES) -> CheckedTable:
     lines: list[int] = []
     rejected: list[Rejection] = []
     seen: dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != columns:
-            raise ValueError(f"{path}: header must be recording_id,s0..s{n_species - 1}, "
-                             f"got {','.join(header or [])!r}")
-        for fields_ in reader:
-            line = reader.line_num
-            if not fields_ or all(not f.strip() for f in fields_):
-                continue
+    records = csv_records(path)
+    first = next(records, None)
+    header = first[1] if first is not None else None
+    if header is None or tuple(h.strip() for h in header) != columns:
+        raise ValueError(f"{path}: header must be recording_id,s0..s{n_species - 1}, "
+                         f"got {','.join(header or [])!r}")
+    for line, fields_, reason in records:
+        if fields_ is not None and all(not f.strip() for f in fields_):
+            continue
+        values: list[int] = []
+        if reason is None:
             reason, values = _check_truth_row(fields_, columns)
-            rid = fields_[0].strip()
-            if reason is None and rid in seen:
-                reason = f"duplicate recording id {rid} (also line {seen[rid]})"
-            if reason:
-                rejected.append(Rejection(str(path), reason, row=line))
-                continue
-            seen[rid] = line
-            ids.append(rid)
-            labels.append(values)
-            lines.append(line)
+        rid = fields_[0].strip() if fields_ else ""
+        if reason is None and rid in seen:
+            reason = f"duplicate recording id {rid} (also line {seen[rid]})"
+        if reason:
+            rejected.append(Rejection(str(path), reason, row=line))
+            continue
+        seen[rid] = line
+        ids.append(rid)
+        labels.append(values)
+        lines.append(line)
     matrix = np.asarray(labels, dtype=np.uint8).reshape(len(labels), n_species)
     rows = pd.DataFrame(matrix, columns=list(columns[1:]))
     rows.insert(0, "recording_id", pd.Series(ids, dtype=object))

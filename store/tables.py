@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,8 +40,11 @@ def read_boxes(path: Path, n_species: int = N_SPECIES, max_hz: float | None = No
 
     A row is rejected (with its line number and the reason) when it has the wrong number of fields, a
     value that does not parse, a species id outside ``0..n_species-1``, ``t_min >= t_max``,
-    ``f_min >= f_max``, a negative time or frequency, or a frequency above ``max_hz``. A file that is
-    missing or has the wrong header raises :class:`FileNotFoundError` / :class:`ValueError`.
+    ``f_min >= f_max``, a negative time or frequency, or a frequency above ``max_hz``; when it opens a quote
+    that runs on over later lines (the row is named by the line the quote opens on, and the lines after it are
+    read again on their own, so that no row is lost to it); or when it repeats an earlier row exactly (the
+    first is kept, the copy is named with both lines). A file that is missing or has the wrong header raises
+    :class:`FileNotFoundError` / :class:`ValueError`.
     """
     path = Path(path)
     if not path.is_file():
@@ -47,24 +52,56 @@ def read_boxes(path: Path, n_species: int = N_SPECIES, max_hz: float | None = No
     good: list[tuple] = []
     lines: list[int] = []
     rejected: list[Rejection] = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != BOX_COLUMNS:
-            raise ValueError(f"{path}: header must be {','.join(BOX_COLUMNS)}, got {','.join(header or [])!r}")
-        for fields_ in reader:
-            line = reader.line_num
-            if not fields_ or all(not f.strip() for f in fields_):
-                continue
+    seen: dict[tuple, int] = {}
+    records = csv_records(path)
+    first = next(records, None)
+    header = first[1] if first is not None else None
+    if header is None or tuple(h.strip() for h in header) != BOX_COLUMNS:
+        raise ValueError(f"{path}: header must be {','.join(BOX_COLUMNS)}, got {','.join(header or [])!r}")
+    for line, fields_, reason in records:
+        if fields_ is not None and all(not f.strip() for f in fields_):
+            continue
+        parsed: tuple = ()
+        if reason is None:
             reason, parsed = _check_box_row(fields_, n_species, max_hz)
-            if reason:
-                rejected.append(Rejection(str(path), reason, row=line))
-            else:
-                good.append(parsed)
-                lines.append(line)
+        if reason is None and parsed in seen:
+            reason = f"duplicate of line {seen[parsed]} (the same box twice: kept once, from line {seen[parsed]})"
+        if reason:
+            rejected.append(Rejection(str(path), reason, row=line))
+        else:
+            seen[parsed] = line
+            good.append(parsed)
+            lines.append(line)
     rows = pd.DataFrame(good, columns=list(BOX_COLUMNS)) if good else empty_boxes()
     rows = rows.astype({c: _dtype(c) for c in BOX_COLUMNS})
     return CheckedTable(rows=rows, rejected=rejected, line_numbers=np.asarray(lines, dtype=np.int64))
+
+
+def csv_records(path: Path) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """The records of a CSV file whose fields never hold a line break (the competition's tables), each as
+    ``(line, fields, None)`` with ``line`` the 1-based line it starts on (``fields`` is ``[]`` for an empty
+    line), or ``(line, None, reason)`` for a line whose quote is not closed on it: the csv module would take
+    every line up to the next quote (or the end of the file) into that one field. The line is reported, and
+    parsing starts again on the line after it, so that the rows it would have swallowed are read on their own.
+    """
+    with open(path, newline="", encoding="utf-8") as fh:
+        text = list(fh)  # lines split as csv counts them (\n, \r\n or \r), line ends kept
+    start = 0  # index of the line parsing (re)starts on
+    while start < len(text):
+        reader = csv.reader(itertools.islice(text, start, None))
+        done = 0  # lines consumed by this reader
+        for fields_ in reader:
+            line, end = start + done + 1, start + reader.line_num
+            done = reader.line_num
+            if end > line or any("\n" in f or "\r" in f for f in fields_):
+                runs_to = f"line {end}" + (", the end of the file" if end == len(text) else "")
+                yield line, None, (f"unclosed quote: a quoted field opens on this line and runs on to {runs_to} "
+                                   f"(the row is skipped; the lines after it are read on their own)")
+                start = line  # the next line, 0-based
+                break
+            yield line, fields_, None
+        else:
+            return
 
 
 def _check_box_row(fields_: list[str], n_species: int, max_hz: float | None) -> tuple[str | None, tuple]:

@@ -2,6 +2,9 @@
 
     RUNS/
       config.json                         the TrainConfig the run was made with (a resumed run must match)
+      store.json                          the feature store it was made on and its log-mel parameters (a resumed
+                                          run's store must hold every recording of folds.json, with these)
+      folds.json                          the fold of every train recording
       best_round.json                     the complete round with the best held-out signal (rfcx.train._signal),
                                           with the signal of every complete round: `rfcx infer`/`export`'s default
       round{k}/
@@ -98,6 +101,10 @@ class RunDir:
     @property
     def config_file(self) -> Path:
         return self.root / "config.json"
+
+    @property
+    def store_file(self) -> Path:
+        return self.root / "store.json"
 
     @property
     def best_round_file(self) -> Path:

@@ -36,7 +36,7 @@ from rfcx.process_group import SINGLE, DistributedError, ProcessGroup
 from rfcx.pseudo import predict_windows, read_pseudo_labels, rescale, stack, unstack, write_pseudo_labels
 from rfcx.runs import RunDir, member_name, open_run, write_json_atomic
 from rfcx.sampling import N_CLASSES, CropSampler, PseudoLabels
-from store import FeatureStore
+from store import FeatureStore, MelParams
 
 log = logging.getLogger(__name__)
 
@@ -92,25 +92,15 @@ def open_context(store: str, runs: str | Path, cfg: TrainConfig, device: str | N
                          f"`rfcx info --store {store}` lists the rejected rows)")
     boxes = pd.concat([tp.assign(is_tp=True), fp.assign(is_tp=False)], ignore_index=True)
     run = open_run(runs, pull="active")  # a URL is mirrored in a local cache folder (rfcx.run_mirror)
-    if run.config_file.is_file():
-        stored = TrainConfig.from_dict(json.loads(run.config_file.read_text()))
-        diff = stored.diff(cfg)
-        if diff:
-            listed = ", ".join(f"{k}: {a!r} (run) vs {b!r} (asked)" for k, a, b in ((k, *v) for k, v in diff.items()))
-            raise ValueError(f"{runs}: this run directory was made with another config ({listed}); "
-                             f"use a new --runs directory, or the run's own config")
-    elif writer:
-        write_json_atomic(run.config_file, cfg.to_dict())
-    else:
-        raise FileNotFoundError(f"{run.config_file}: missing (rank 0 writes it before the other ranks start)")
-    folds = assign_folds(fs.ids("train"), boxes, cfg.folds, cfg.seed)
+    # everything is checked before anything is written: a refused command leaves the run directory as it was
+    fresh = _check_run_config(run, runs, cfg)
     folds_file = run.root / "folds.json"
-    if folds_file.is_file():
-        known = json.loads(folds_file.read_text())
-        folds = {rid: known.get(rid, f) for rid, f in folds.items()}  # clips added later get a fold of their own
-    if writer:
-        write_json_atomic(folds_file, folds)
-        run.sync()
+    known = {} if fresh or not folds_file.is_file() else json.loads(folds_file.read_text())
+    store_record = {"store": _store_text(store), "mel": fs.params.to_dict()}
+    if not fresh:
+        check_same_store(run, runs, store, fs, known)
+    folds = assign_folds(fs.ids("train"), boxes, cfg.folds, cfg.seed)
+    folds = {rid: known.get(rid, f) for rid, f in folds.items()}  # clips added later get a fold of their own
     dev = resolve_device(device or cfg.device)
     truth = None
     if cfg.oracle:
@@ -118,7 +108,61 @@ def open_context(store: str, runs: str | Path, cfg: TrainConfig, device: str | N
         if truth is None or truth.empty:
             raise ValueError(f"{store}: --oracle learns from every call's truth, and the store has none (build it "
                              f"from a data folder with calls_truth.csv, as rfcx synth writes)")
+    if not writer:
+        if not run.config_file.is_file():
+            raise FileNotFoundError(f"{run.config_file}: missing (rank 0 writes it before the other ranks start)")
+    else:
+        if fresh:
+            write_json_atomic(run.config_file, cfg.to_dict())
+        if fresh or not run.store_file.is_file():
+            write_json_atomic(run.store_file, store_record)
+        write_json_atomic(folds_file, folds)
+        run.sync()
     return Context(cfg, str(store), fs, run, boxes, folds, dev, progress, truth)
+
+
+def _check_run_config(run: RunDir, runs: str | Path, cfg: TrainConfig) -> bool:
+    """Whether the run directory is new (its config is to be written); a run made with another config is
+    refused, naming the differences. A run directory that holds a config but no round yet (left by a refused
+    command of an older version) takes the new config: nothing was trained with the old one."""
+    if not run.config_file.is_file():
+        return True
+    stored = TrainConfig.from_dict(json.loads(run.config_file.read_text()))
+    diff = stored.diff(cfg)
+    if not diff:
+        return False
+    listed = ", ".join(f"{k}: {a!r} (run) vs {b!r} (asked)" for k, a, b in ((k, *v) for k, v in diff.items()))
+    if not run.rounds():
+        log.warning("%s: the run directory has no round yet: its config is replaced (%s)", runs, listed)
+        return True
+    raise ValueError(f"{runs}: this run directory was made with another config ({listed}); "
+                     f"use a new --runs directory, or the run's own config")
+
+
+def _store_text(store: str | Path) -> str:
+    """The store as a run records it: a local path made absolute, a URL as given."""
+    text = str(store)
+    return text if "://" in text and not text.startswith("file://") else str(Path(text.removeprefix("file://")).resolve())
+
+
+def check_same_store(run: RunDir, runs: str | Path, store: str | Path, fs: FeatureStore, known: dict[str, int]) -> None:
+    """A run resumes only on a store holding every train recording it has given a fold (``folds.json``; the
+    store may hold more: clips added later) with the log-mel features it was trained on; else a ValueError
+    names both stores (the run's own from its ``store.json``, where it has one)."""
+    record = json.loads(run.store_file.read_text()) if run.store_file.is_file() else {}
+    made_on = f"the store {record['store']}" if record.get("store") else "another store (the run does not record which)"
+    hint = (f"resume it with --store {record['store']}" if record.get("store") else
+            "resume it with the store it was trained on") + ", or use a new --runs directory"
+    mel = record.get("mel")
+    if mel is not None and MelParams.from_dict(mel) != fs.params:
+        diff = {k: (v, fs.params.to_dict()[k]) for k, v in mel.items() if fs.params.to_dict().get(k) != v}
+        raise ValueError(f"{runs}: this run was trained on {made_on}, and {store} holds other log-mel features "
+                         f"({', '.join(f'{k}: {a} (run) vs {b}' for k, (a, b) in diff.items())}): {hint}")
+    ids = set(fs.ids("train"))
+    missing = sorted(rid for rid in known if rid not in ids)
+    if missing:
+        raise ValueError(f"{runs}: this run was trained on {made_on}, and {store} lacks {len(missing)} of its "
+                         f"{len(known)} train recordings (e.g. {', '.join(missing[:3])}): {hint}")
 
 
 # -- one member on one fold ------------------------------------------------------------------------------------
@@ -496,6 +540,8 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
     of one process. With ``distribute = "ddp"`` every rank trains every member together (DistributedDataParallel,
     :func:`train_member`) and rank 0 scores it while the others wait.
     """
+    if until_round < 0:
+        raise ValueError(f"--round must be 0 or more (rounds 0..N are run), got {until_round}")
     cfg = get_config(config) if isinstance(config, str) else config
     if folds is not None:
         cfg = cfg.replace(folds=folds)

@@ -266,6 +266,13 @@ def infer_cmd(
         _fail(str(exc))
 
     work = checkpoint_dir if checkpoint_dir is not None else out.with_name(f".{out.name}.parts")
+    if group.is_main:  # one writer per output: the lock of its checkpoint folder, held to the end of the command
+        from store.lock import LockedError, writer_lock
+
+        try:
+            ctx.with_resource(writer_lock(work, f"inference output ({out})"))
+        except LockedError as exc:
+            _fail(str(exc))
     mine, mine_work = ids, work
     if group.distributed:  # each rank scores its chunks into a part folder of its own; rank 0 writes the results
         mine = shard_ids(ids, group.rank, group.world, chunk_clips)

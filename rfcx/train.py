@@ -37,6 +37,7 @@ from rfcx.pseudo import predict_windows, read_pseudo_labels, rescale, stack, uns
 from rfcx.runs import RunDir, member_name, open_run, write_json_atomic
 from rfcx.sampling import N_CLASSES, CropSampler, PseudoLabels
 from store import FeatureStore, MelParams
+from store.lock import NoLock, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -549,6 +550,15 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
         cfg, runs, until_round = cfg.replace(oracle=True), oracle_runs(runs), 0
     check_ddp_batch(cfg, group)
     check_pretrained(cfg)  # before any training: pretrained = "imagenet" offline, a missing or unfitting file
+    # one writer per run directory (a local one): rank 0 holds its lock to the end, a second run is refused
+    with writer_lock(runs, "run directory") if group.is_main else NoLock():
+        return _train_rounds(store, runs, cfg, until_round, device, progress, until_converged, echo, export_formats,
+                             group)
+
+
+def _train_rounds(store: str, runs: str | Path, cfg: TrainConfig, until_round: int, device: str | None,
+                  progress: bool, until_converged: bool, echo, export_formats: tuple[str, ...],
+                  group: ProcessGroup) -> list[dict]:
     ddp = uses_ddp(cfg, group)
     if not group.is_main:
         echo = _quiet

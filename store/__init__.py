@@ -8,6 +8,7 @@ Public API::
 from .builder import BuildSummary, build_store
 from .errors import BadInputError, Rejection
 from .feature_store import CropRequest, FeatureStore
+from .lock import LockedError
 from .params import MelParams
 
-__all__ = ["BadInputError", "BuildSummary", "CropRequest", "FeatureStore", "MelParams", "Rejection", "build_store"]
+__all__ = ["BadInputError", "BuildSummary", "CropRequest", "FeatureStore", "LockedError", "MelParams", "Rejection", "build_store"]

@@ -30,6 +30,7 @@ from .audio import AUDIO_SUFFIXES, AudioInfo, decode, probe
 from .dali_pipeline import DaliLogMel, dali_available
 from .errors import BadInputError, Rejection
 from .location import Location
+from .lock import NoLock, writer_lock
 from .params import MelParams
 from .tables import (
     N_SPECIES, CheckedTable, check_boxes_against_clips, csv_records, empty_boxes, read_boxes, read_submission_ids,
@@ -275,7 +276,22 @@ def build_store(
     rank 0 writes the split indexes, tables and ``rejected`` list (the rejections of all ranks, in the order a
     one-process build finds them), so the store equals a one-process build. Every rank returns rank 0's
     summary of the whole build. ``threads`` caps the decoding threads of this process (default: all cores).
+
+    **One writer**: a build (rank 0 of a sharded one) holds the store's writer lock (:mod:`store.lock`, a local
+    store only) from start to end; a second build of the same store is refused at once with
+    :class:`store.lock.LockedError` naming the holder (host, pid, start time).
     """
+    lock = writer_lock(store_path, "feature store", storage_options, beside=True) if shard[0] == 0 else NoLock()
+    with lock:
+        return _build_store(data_dir, store_path, backend, device, strict, params, batch_size, progress, on_reject,
+                            storage_options, shard, gather, threads)
+
+
+def _build_store(data_dir: str | Path, store_path: str | Path, backend: str, device: str, strict: bool,
+                 params: MelParams | None, batch_size: int, progress: bool,
+                 on_reject: Callable[[Rejection], None] | None, storage_options: Mapping[str, Any] | None,
+                 shard: tuple[int, int], gather: Callable[[Any], list[Any]] | None,
+                 threads: int | None) -> BuildSummary:
     rank, world = shard
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")

@@ -117,6 +117,7 @@ def build_store_cmd(
 
     from store import BadInputError, FeatureStore, build_store
     from store.builder import resolve_device
+    from store.rejections import is_grouped
 
     from .process_group import launched
 
@@ -127,7 +128,8 @@ def build_store_cmd(
         with launched(use_cuda) as group:
             summary = build_store(
                 data, store, backend=backend, device=device, strict=strict, batch_size=batch_size,
-                on_reject=lambda r: tqdm.write(f"rejected {r}"), progress=group.is_main,
+                # defects one line each as found; the causes many rows share are grouped at the end (_print_store)
+                on_reject=lambda r: None if is_grouped(r) else tqdm.write(f"rejected {r}"), progress=group.is_main,
                 shard=(group.rank, group.world),
                 gather=lambda obj: group.gather_after_work(obj, "build-store"),
                 threads=max(1, (os.cpu_count() or 1) // group.local_world),
@@ -162,7 +164,7 @@ def info(store: Annotated[str, typer.Option("--store", help="Feature store to de
 
 
 def _print_store(fs) -> None:  # noqa: ANN001 (store.FeatureStore)
-    import pandas as pd
+    from store.rejections import defects, rejected_csv_path, summarize
 
     s = fs.summary()
     p = fs.params
@@ -171,12 +173,17 @@ def _print_store(fs) -> None:  # noqa: ANN001 (store.FeatureStore)
     for split, d in s["splits"].items():
         typer.echo(f"  {split:<5} {d['clips']:>6} clips  {d['hours']:8.2f} h")
     typer.echo(f"  boxes: {s['tp_boxes']} TP, {s['fp_boxes']} FP;  rejected inputs: {s['rejected']}")
-    rejected = fs.rejected()
-    for _, r in rejected.head(20).iterrows():
-        where = r["file"] if pd.isna(r["row"]) else f"{r['file']}:{r['row']}"
-        typer.echo(f"    rejected {where}: {r['reason']}")
-    if len(rejected) > 20:
-        typer.echo(f"    ... and {len(rejected) - 20} more (FeatureStore.rejected())")
+    rejections = fs.rejections()
+    shown = defects(rejections)  # each defect on its own line; the causes many rows share, grouped
+    for r in shown[:20]:
+        typer.echo(f"    rejected {r}")
+    if len(shown) > 20:
+        typer.echo(f"    ... and {len(shown) - 20} more (FeatureStore.rejected())")
+    for line in summarize(rejections):
+        typer.echo(f"    rejected {line}")
+    listed = rejected_csv_path(fs.location) if rejections else None
+    if listed is not None and listed.is_file():
+        typer.echo(f"    every rejected input: {listed}")
 
 
 @app.command()

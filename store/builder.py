@@ -29,6 +29,7 @@ from . import layout
 from .audio import AUDIO_SUFFIXES, AudioInfo, decode, probe
 from .dali_pipeline import DaliLogMel, dali_available
 from .errors import BadInputError, Rejection
+from .rejections import MISSING_AUDIO, REJECTED_AUDIO, update_rejected_csv
 from .location import Location
 from .lock import NoLock, writer_lock
 from .params import MelParams
@@ -57,6 +58,7 @@ class BuildSummary:
     resampled: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # what matters and is not a rejected input
+    rejected_file: Path | None = None  # every rejection of the build as CSV, beside a local store (rejections.py)
     audio_seconds: float = 0.0
     elapsed_s: float = 0.0
 
@@ -378,6 +380,7 @@ def _build_store(data_dir: str | Path, store_path: str | Path, backend: str, dev
         _write_table(root.require_group("tables/calls_truth"), read_calls(calls_path, stored))
     summary.rejected = rejections.ordered()
     root.attrs["rejected"] = [r.to_dict() for r in summary.rejected]
+    summary.rejected_file = update_rejected_csv(store_path, storage_options, summary.rejected)
     summary.elapsed_s = time.perf_counter() - started
     if world > 1:
         gather(summary)  # the others return this summary
@@ -550,13 +553,13 @@ def check_truth_against_clips(table: CheckedTable, path: Path, test_ids: set[str
     rejected: list[Rejection] = []
     for i, rid in enumerate(table.rows["recording_id"]):
         if rid in rejected_audio:
-            reason = f"recording {rid} was rejected (see its audio file)"
+            reason, cause = f"recording {rid} was rejected (see its audio file)", REJECTED_AUDIO
         elif rid not in test_ids:
-            reason = f"recording {rid} has no audio file in test/"
+            reason, cause = f"recording {rid} has no audio file in test/", MISSING_AUDIO
         else:
             continue
         keep[i] = False
-        rejected.append(Rejection(str(path), reason, row=int(table.line_numbers[i])))
+        rejected.append(Rejection(str(path), reason, row=int(table.line_numbers[i]), cause=cause))
     return CheckedTable(
         rows=table.rows[keep].reset_index(drop=True), rejected=rejected, line_numbers=table.line_numbers[keep]
     )

@@ -14,17 +14,18 @@ class Rejection:
     reason: str
     row: int | None = None  # 1-based line number in a CSV file (the header is line 1)
     split: str | None = None
+    cause: str | None = None  # a cause many rows share, reported grouped (store.rejections); None: a defect
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.row}" if self.row is not None else self.file
         return f"{where}: {self.reason}"
 
     def to_dict(self) -> dict:
-        return {"file": self.file, "reason": self.reason, "row": self.row, "split": self.split}
+        return {"file": self.file, "reason": self.reason, "row": self.row, "split": self.split, "cause": self.cause}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Rejection":
-        return cls(file=d["file"], reason=d["reason"], row=d.get("row"), split=d.get("split"))
+        return cls(file=d["file"], reason=d["reason"], row=d.get("row"), split=d.get("split"), cause=d.get("cause"))
 
 
 class BadInputError(ValueError):

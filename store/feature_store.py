@@ -237,9 +237,13 @@ class FeatureStore:
                               for c in ("split", "recording_id", "species_id", "t_min", "f_min", "t_max", "f_max")})
         return frame if split is None else frame[frame.split == split].reset_index(drop=True)
 
+    def rejections(self) -> list[Rejection]:
+        """Every input the last build rejected, as :class:`Rejection` objects (with their ``cause``)."""
+        return [Rejection.from_dict(d) for d in self.root.attrs.get("rejected", [])]
+
     def rejected(self) -> pd.DataFrame:
         """Every input the last build rejected: split, file, row (CSV line or empty), reason."""
-        rows = [Rejection.from_dict(d) for d in self.root.attrs.get("rejected", [])]
+        rows = self.rejections()
         frame = pd.DataFrame([{"split": r.split or "", "file": r.file, "row": r.row, "reason": r.reason} for r in rows],
                              columns=["split", "file", "row", "reason"])
         return frame.astype({"row": "Int64"})

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import Rejection
+from .rejections import MISSING_AUDIO, REJECTED_AUDIO
 
 BOX_COLUMNS = ("recording_id", "species_id", "songtype_id", "t_min", "f_min", "t_max", "f_max")
 N_SPECIES = 24
@@ -144,16 +145,17 @@ def check_boxes_against_clips(
     rejected: list[Rejection] = []
     for i, (rid, t_max) in enumerate(zip(table.rows["recording_id"], table.rows["t_max"])):
         line = int(table.line_numbers[i]) if len(table.line_numbers) else None
+        cause = None
         if rid in rejected_audio:
-            reason = f"recording {rid} was rejected (see its audio file)"
+            reason, cause = f"recording {rid} was rejected (see its audio file)", REJECTED_AUDIO
         elif rid not in durations:
-            reason = f"recording {rid} has no audio file in train/"
+            reason, cause = f"recording {rid} has no audio file in train/", MISSING_AUDIO
         elif t_max > durations[rid] + tolerance_s:
             reason = f"box outside its clip: t_max {t_max} s > clip length {durations[rid]:.3f} s"
         else:
             continue
         keep[i] = False
-        rejected.append(Rejection(str(path), reason, row=line))
+        rejected.append(Rejection(str(path), reason, row=line, cause=cause))
     return CheckedTable(
         rows=table.rows[keep].reset_index(drop=True), rejected=rejected, line_numbers=table.line_numbers[keep]
     )

@@ -4,7 +4,9 @@ Round 0 (bootstrap) learns from the TP/FP boxes only: every crop is around a box
 mask come from the boxes it covers (TP: target 1, FP: target 0, mask 1 on those species, 0 elsewhere).
 Rounds k >= 1 learn from soft pseudo labels: with probability ``tp_fp_p`` a crop is around a box (labels
 of the nearest pseudo-label windows, fixed by the boxes), otherwise a random window of a random clip with its
-pseudo labels, corrected where it overlaps boxes; the mask is all ones.
+pseudo labels, corrected where it overlaps boxes; the mask is ``w + (1 - w) * label`` (``pseudo_negative_weight``
+``w``: 1, the seed's, weighs every label fully; below 1 a window the previous round scored low counts as a weak
+negative, as round 0's unlabelled classes do), 1 on the boxes' own species.
 The oracle (``rfcx train --oracle``, synthetic data) learns from every call's truth instead: half the crops
 around a random call, half anywhere; a species is 1 where one of its calls lies (half) inside the crop, else 0.
 """
@@ -79,7 +81,8 @@ class CropSampler:
     def __init__(self, boxes: pd.DataFrame, n_frames: dict[str, int], params: MelParams, crop_frames: int,
                  round_idx: int, pseudo: PseudoLabels | None = None, tp_fp_sampling: bool = True,
                  tp_fp_p: float = 0.5, seed: int = 0, truth: pd.DataFrame | None = None,
-                 unlabelled_weight: float = 0.0, random_crop_p: float = 0.0) -> None:
+                 unlabelled_weight: float = 0.0, random_crop_p: float = 0.0,
+                 pseudo_negative_weight: float = 1.0) -> None:
         if round_idx > 0 and pseudo is None and truth is None:
             raise ValueError("rounds >= 1 need the previous round's pseudo labels")
         # rounds >= 1: clips without pseudo labels (added to the store after the previous round) are left out of
@@ -107,6 +110,7 @@ class CropSampler:
         self.round, self.pseudo = round_idx, pseudo
         self.tp_fp_sampling, self.tp_fp_p = tp_fp_sampling, tp_fp_p
         self.unlabelled_weight, self.random_crop_p = unlabelled_weight, random_crop_p
+        self.pseudo_negative_weight = pseudo_negative_weight
         self.rng = np.random.default_rng(seed)
         self.fps = params.frames_per_second
         # plain arrays: the per-crop lookups below run thousands of times per epoch (pandas is ~10x slower here)
@@ -218,14 +222,12 @@ class CropSampler:
                 start = int(self.rng.integers(0, max(1, self.n_frames[rid] - self.crop + 1)))
                 if self.round == 0:
                     bands.append([])  # no box: no frequency masking, nothing it could erase
-            if self.round > 0:
+            if self.round > 0:  # soft labels; a low one (a window the previous round found empty) weighs less
                 target[j] = self.pseudo.for_crop(rid, start / self.fps, self.crop / self.fps)
-                mask[j] = 1.0
+                mask[j] = self.pseudo_negative_weight + (1.0 - self.pseudo_negative_weight) * target[j]
             elif self.unlabelled_weight:
                 mask[j] = self.unlabelled_weight  # target 0: most windows hold no call of a given species
-            self._box_labels(rid, start, target[j], mask[j])
-            if self.round > 0:
-                mask[j] = 1.0
+            self._box_labels(rid, start, target[j], mask[j])  # a box's own species: its label, full weight
             rids.append(rid)
             starts[j] = start
         label_boxes = None

@@ -35,14 +35,14 @@ def test_toml_override(tmp_path: Path) -> None:
     p = tmp_path / "short.toml"
     p.write_text(
         'base = "cpu"\nepochs = 2\nlr = 1\ninput_pool = [1, 2]\n'
-        "[augment]\nmixup_p = 0.0\n"
+        "[augment]\nmixup_p = 0.25\n"
         '[[backbones]]\nbackbone = "mobilenetv3_small_050"\ncrop_seconds = 8\n'
     )
     cfg = get_config(str(p))
     base = get_config("cpu")
     assert cfg.name == "short" and cfg.epochs == 2 and cfg.lr == 1.0 and isinstance(cfg.lr, float)
     assert cfg.input_pool == (1, 2)
-    assert cfg.augment.mixup_p == 0.0 and cfg.augment.noise_p == base.augment.noise_p
+    assert cfg.augment.mixup_p == 0.25 and cfg.augment.noise_p == base.augment.noise_p
     assert cfg.backbones == (ModelSpec("mobilenetv3_small_050", 8.0),)
     assert cfg.batch_size == base.batch_size
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from engine.windows import n_windows
 from rfcx.calibration import class_priors, class_rates, positive_rate, rescale_by_rate
 from rfcx.metrics import lwlrap
 from rfcx.pseudo import rescale, tp_windows
@@ -131,6 +132,30 @@ def test_prior_rescale_of_pseudo_labels() -> None:
         rescale(labels, "prior")
 
 
+def test_tp_clips_labels_find_the_boxed_species_other_calls() -> None:
+    """``pseudo_rescale = "tp_clips"``: in a clip with a TP box of a species, its windows are read between the clip's
+    median (0) and the boxed window (1): its other, unboxed call becomes a positive, its background a negative;
+    every other clip and species keeps its raw score."""
+    n = 113
+    rng = np.random.default_rng(5)
+    scores = (0.05 + 0.02 * rng.random((2 * n, 24))).astype(np.float32)
+    scores[19, 7] = 0.5  # clip a: the boxed call of species 7 (window centred on 11.5 s) ...
+    scores[80, 7] = 0.42  # ... and an unboxed one
+    scores[n + 19, 7] = 0.5  # clip b: a call of species 7, no box
+    labels = PseudoLabels(["a", "b"], np.array([0, n, 2 * n]), scores, 4.0, 0.5)
+    boxes = pd.DataFrame([("a", 7, True, 11.0, 12.0, 1000.0, 2000.0), ("b", 3, False, 11.0, 12.0, 1000.0, 2000.0)],
+                         columns=["recording_id", "species_id", "is_tp", "t_min", "t_max", "f_min", "f_max"])
+    out = rescale(labels, "tp_clips", boxes=boxes).scores
+    assert out[19, 7] == 1.0 and 0.75 < out[80, 7] < 0.9  # (0.42 - median) / (0.5 - median)
+    background = np.delete(np.arange(n), [19, 80])
+    assert out[background, 7].max() < 0.1 and np.median(out[:n, 7]) == 0.0
+    untouched = np.ones(scores.shape, dtype=bool)
+    untouched[:n, 7] = False
+    np.testing.assert_array_equal(out[untouched], scores[untouched])  # clip b and the other species: raw scores
+    with pytest.raises(ValueError, match="TP boxes"):
+        rescale(labels, "tp_clips")
+
+
 # -- sampling: oracle labels, weak negatives --------------------------------------------------------------------
 
 FRAMES = {rid: 5626 for rid in ("a", "b")}
@@ -167,6 +192,26 @@ def test_round0_unlabelled_weight_and_random_crops() -> None:
     tp_crops = boxed & (weak.target[:, 3] == 1) & (weak.mask[:, 3] == 1)
     assert tp_crops.any() and (weak.label_boxes[tp_crops, 0, 0] == 3).all()
     assert (weak.target[weak.mask < 1] == 0).all()
+
+
+def test_pseudo_negative_weight_of_rounds_after_the_bootstrap() -> None:
+    """Rounds >= 1: a soft label y weighs w + (1 - w) y (w = pseudo_negative_weight; 1, the seed's: all ones), the
+    species of a box covering the crop keeps its box label at full weight."""
+    n = n_windows(5626, FPS, 4.0, 0.5)
+    rng = np.random.default_rng(1)
+    scores = (rng.random((2 * n, 24)) ** 4).astype(np.float32)
+    pseudo = PseudoLabels(["a", "b"], np.array([0, n, 2 * n]), scores, 4.0, 0.5)
+    seed = CropSampler(_boxes(), FRAMES, P, CROP, 1, pseudo, seed=3).sample(128)
+    assert (seed.mask == 1).all()
+    weak = CropSampler(_boxes(), FRAMES, P, CROP, 1, pseudo, seed=3, pseudo_negative_weight=0.1).sample(128)
+    np.testing.assert_array_equal(weak.target, seed.target)  # the same draws and labels, other weights
+    boxed = weak.mask == 1
+    expected = 0.1 + 0.9 * weak.target
+    assert np.allclose(weak.mask[~boxed], expected[~boxed]) and weak.mask.min() < 0.2
+    a = np.array([r == "a" for r in weak.recording_ids])
+    c0 = weak.starts / FPS
+    covers_tp = a & (np.minimum(11.0, c0 + CROP / FPS) - np.maximum(10.0, c0) >= 0.5)
+    assert covers_tp.any() and (weak.target[covers_tp, 3] == 1).all() and (weak.mask[covers_tp, 3] == 1).all()
 
 
 # -- synthetic mix and the store's calls --------------------------------------------------------------------------

@@ -29,6 +29,27 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".rfcx.lock"
+# A holder on this host whose process has ended (or is a zombie) still holds the flock until the kernel has closed
+# its descriptors (a killed process with much memory takes a moment): such a lock is waited for this long.
+DYING_HOLDER_GRACE_S = 15.0
+
+
+def _ending(holder: dict[str, Any] | None) -> bool:
+    """True when ``holder`` is a process of this host that no longer runs (gone, or a zombie)."""
+    if not holder or holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    pid = holder["pid"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 class LockedError(RuntimeError):
@@ -71,6 +92,7 @@ class WriterLock:
         if not self.path.parent.is_dir():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._made_folder = True
+        grace_until = time.monotonic() + DYING_HOLDER_GRACE_S
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -78,8 +100,12 @@ class WriterLock:
             except OSError as exc:
                 os.close(fd)
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    holder = read_holder(self.path)
+                    if _ending(holder) and time.monotonic() < grace_until:
+                        time.sleep(0.1)  # its holder was killed and is still going away (its descriptors close last)
+                        continue
                     self._release_folder()
-                    raise LockedError(self.folder, self.what, read_holder(self.path)) from None
+                    raise LockedError(self.folder, self.what, holder) from None
                 log.warning("%s: the file system does not lock files (%s): writing without a lock", self.path, exc)
                 return self
             try:  # the file may have been removed (released) between open and flock: lock the one that is there

@@ -93,8 +93,10 @@ def test_round_trip_and_diff() -> None:
         assert TrainConfig.from_dict(d) == cfg
         assert cfg.diff(cfg) == {}
     cpu = get_config("cpu")
-    other = cpu.replace(epochs=cpu.epochs + 1, augment=AugmentConfig(noise_p=0.1))
-    assert other.diff(cpu) == {"epochs": (cpu.epochs + 1, cpu.epochs), "augment.noise_p": (0.1, 0.5)}
+    other = cpu.replace(epochs=cpu.epochs + 1, augment={"noise_p": 0.1})  # a mapping: merged field by field
+    assert other.diff(cpu) == {"epochs": (cpu.epochs + 1, cpu.epochs), "augment.noise_p": (0.1, cpu.augment.noise_p)}
+    whole = cpu.replace(augment=AugmentConfig(noise_p=0.1))  # a dataclass: the whole section (defaults elsewhere)
+    assert whole.augment == AugmentConfig(noise_p=0.1)
     with pytest.raises(AttributeError):
         cpu.epochs = 3  # type: ignore[misc]
 

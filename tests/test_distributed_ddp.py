@@ -109,6 +109,39 @@ def test_ddp_refuses_a_batch_the_ranks_cannot_split(store, tmp_path) -> None:
     assert not (tmp_path / "runs").exists()  # refused before anything is written
 
 
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it. torchrun starts each rank in a session of its own, so killing
+    torchrun's process group leaves the ranks running (they went on writing the run beside its resume, until the
+    run directory's writer lock refused the resume)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 30
+    for p in tree[1:]:  # torchrun itself is reaped by the caller's wait
+        while time.monotonic() < deadline:
+            try:
+                if (Path(f"/proc/{p}") / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            except OSError:
+                break  # gone
+            time.sleep(0.05)
+
+
 def test_ddp_resumes_after_a_kill_to_the_uninterrupted_result(store, tmp_path) -> None:
     sets = ("epochs=2", "batches_per_epoch=12")
     whole = tmp_path / "whole"
@@ -127,7 +160,7 @@ def test_ddp_resumes_after_a_kill_to_the_uninterrupted_result(store, tmp_path) -
         assert first.is_file(), "fold 0's first checkpoint never came"
     finally:
         if launch.poll() is None:
-            os.killpg(launch.pid, signal.SIGKILL)  # torchrun and both ranks, mid-training
+            _kill_tree(launch.pid)  # torchrun and both ranks, mid-training
         launch.wait(30)
     assert not (cut / "round0/complete.json").exists()
     stopped_at = torch.load(first, map_location="cpu", weights_only=False)

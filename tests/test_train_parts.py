@@ -76,6 +76,19 @@ def test_member_windows_lie_inside_the_clip_and_are_the_engines(frames: int, cro
         assert len(engine) == 1 and (windows[:, :, frames:] == -100).all()  # one window padded at its end
 
 
+class _Clips:
+    """Random dB spectrograms of the given lengths (the engine's ``Clips`` protocol and predict_windows' store)."""
+
+    params = P
+
+    def __init__(self, frames: dict[str, int]) -> None:
+        self.frames = frames
+
+    def mel(self, rid: str) -> np.ndarray:
+        rng = np.random.default_rng(self.frames[rid])
+        return (-60.0 + 15.0 * rng.standard_normal((256, self.frames[rid]))).astype(np.float32)
+
+
 def test_training_side_clip_scores_of_an_8s_member_equal_the_engines(tmp_path) -> None:
     """The clip scores finish_round takes (max over predict_windows) equal rfcx infer's exact mode for an 8 s
     member on a 4 s grid (its pseudo-label windows were padded 8 s crops centred on the grid before)."""
@@ -85,17 +98,7 @@ def test_training_side_clip_scores_of_an_8s_member_equal_the_engines(tmp_path) -
     from rfcx.models import build_classifier
     from rfcx.pseudo import predict_windows
 
-    class Clips:
-        params = P
-
-        def __init__(self, frames: dict[str, int]) -> None:
-            self.frames = frames
-
-        def mel(self, rid: str) -> np.ndarray:
-            rng = np.random.default_rng(self.frames[rid])
-            return (-60.0 + 15.0 * rng.standard_normal((256, self.frames[rid]))).astype(np.float32)
-
-    clips = Clips({"long": 1400, "crop": 750, "short": 600})
+    clips = _Clips({"long": 1400, "crop": 750, "short": 600})
     cfg, spec = get_config("tiny"), ModelSpec("test_efficientnet", 8.0)
     torch.manual_seed(0)
     net = build_classifier(cfg, spec).eval()
@@ -124,17 +127,7 @@ def test_training_side_fcn_scores_equal_the_engines_fcn(tmp_path, crop_s: float)
     from rfcx.models import build_classifier
     from rfcx.pseudo import predict_windows
 
-    class Clips:
-        params = P
-
-        def __init__(self, frames: dict[str, int]) -> None:
-            self.frames = frames
-
-        def mel(self, rid: str) -> np.ndarray:
-            rng = np.random.default_rng(self.frames[rid])
-            return (-60.0 + 15.0 * rng.standard_normal((256, self.frames[rid]))).astype(np.float32)
-
-    clips = Clips({"long": 1400, "long2": 1401, "crop": 750, "short": 600})
+    clips = _Clips({"long": 1400, "long2": 1401, "crop": 750, "short": 600})
     cfg = get_config("tiny").replace(input_pool=(2, 1))
     spec = ModelSpec("mobilenetv3_small_050", crop_s)
     torch.manual_seed(0)

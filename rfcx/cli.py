@@ -109,6 +109,8 @@ def build_store_cmd(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or gpu.")] = "auto",
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad input (exit code 2).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Clips decoded per pipeline run.")] = 8,
+    repair: Annotated[bool, typer.Option("--repair", help="First read every stored chunk, and decode the damaged "
+                                         "clips again from their audio (the others are left as they are).")] = False,
 ) -> None:
     """Decode every clip and store its log-mel spectrogram in a chunked Zarr store (resumable)."""
     import os
@@ -132,7 +134,7 @@ def build_store_cmd(
                 on_reject=lambda r: None if is_grouped(r) else tqdm.write(f"rejected {r}"), progress=group.is_main,
                 shard=(group.rank, group.world),
                 gather=lambda obj: group.gather_after_work(obj, "build-store"),
-                threads=max(1, (os.cpu_count() or 1) // group.local_world),
+                threads=max(1, (os.cpu_count() or 1) // group.local_world), repair=repair,
             )
     except BadInputError as exc:
         _fail(f"{exc} (--strict: stopped at the first bad input; what was stored before stays stored)", code=2)
@@ -142,18 +144,29 @@ def build_store_cmd(
         return
     for message in summary.warnings:
         typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+    repaired = len({(d.split, d.recording_id) for d in summary.repaired})
     typer.echo(
-        f"backend {summary.backend} on {summary.device}: stored {sum(summary.stored.values())} new clips "
+        f"backend {summary.backend} on {summary.device}: stored {sum(summary.stored.values()) - repaired} new clips "
         f"({summary.clips_per_s:.2f} clips/s, {summary.x_realtime:.0f}x real time), "
-        f"skipped {sum(summary.skipped.values())} already stored, {len(summary.rejected)} rejected"
+        + (f"repaired {repaired} damaged clip{'s' if repaired != 1 else ''}, " if summary.checked is not None else "")
+        + f"skipped {sum(summary.skipped.values())} already stored, {len(summary.rejected)} rejected"
         + (f", {summary.resampled} resampled to 48 kHz" if summary.resampled else "")
     )
+    if summary.checked is not None:
+        _print_check(summary.checked, "--repair: ")
+        for damage in summary.repaired:
+            typer.echo(f"  repaired {damage} (decoded again from its audio)")
     _print_store(FeatureStore.open(store))
 
 
 @app.command()
-def info(store: Annotated[str, typer.Option("--store", help="Feature store to describe.")]) -> None:
-    """Describe a feature store: clips and hours per split, boxes, rejected inputs."""
+def info(
+    store: Annotated[str, typer.Option("--store", help="Feature store to describe.")],
+    check: Annotated[bool, typer.Option("--check", help="Also read every chunk of every clip (a progress bar) and "
+                                        "list the damaged clips (exit code 1 when any).")] = False,
+) -> None:
+    """Describe a feature store: clips and hours per split, boxes, rejected inputs, submission rows without a clip;
+    with --check, whether every stored chunk reads back as written."""
     from store import FeatureStore
 
     try:
@@ -161,6 +174,22 @@ def info(store: Annotated[str, typer.Option("--store", help="Feature store to de
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     _print_store(fs)
+    if check:
+        report = fs.verify()
+        _print_check(report)
+        if not report.ok:
+            n = len(report.damaged_clips)
+            _fail(f"{store}: {n} damaged clip{'s' if n != 1 else ''}; run `rfcx build-store --repair --data DIR "
+                  f"--store {store}` to decode {'them' if n != 1 else 'it'} again from the audio")
+
+
+def _print_check(report, prefix: str = "") -> None:  # noqa: ANN001 (store.integrity.VerifyReport)
+    unchecked = (f"; {report.without_checksum} clip(s) written before checksums: only decompression checked"
+                 if report.without_checksum else "")
+    found = (f"{len(report.damaged_clips)} damaged clip(s)" if report.damaged else "none damaged")
+    typer.echo(f"{prefix}checked {report.clips} clips ({report.chunks} chunks): {found}{unchecked}")
+    for damage in report.damaged:
+        typer.echo(f"  damaged {damage}")
 
 
 def _print_store(fs) -> None:  # noqa: ANN001 (store.FeatureStore)
@@ -184,6 +213,12 @@ def _print_store(fs) -> None:  # noqa: ANN001 (store.FeatureStore)
     listed = rejected_csv_path(fs.location) if rejections else None
     if listed is not None and listed.is_file():
         typer.echo(f"    every rejected input: {listed}")
+    order, missing = fs.submission_ids(), fs.missing_submission_ids()
+    if missing:
+        more = f"; and {len(missing) - 3} more" if len(missing) > 3 else ""
+        typer.echo(f"  sample submission: {len(missing)} of its {len(order)} recordings have no stored test clip "
+                   f"(e.g. {', '.join(missing[:3])}{more}): no audio file, or rejected above; `rfcx infer --batch` "
+                   f"refuses to write a submission without them")
 
 
 @app.command()
@@ -226,7 +261,18 @@ def train(
             train_rounds(store, runs, cfg, until_round=round_, folds=folds, device=device,
                          until_converged=until_converged, echo=typer.echo, group=group, oracle=oracle)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:  # OSError: FileNotFoundError, a failed upload
-        _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+        _fail(str(exc.args[0]) if isinstance(exc, KeyError) else _cause(str(exc)))
+
+
+def _cause(message: str) -> str:
+    """The error's own line where a worker process passed it on wrapped in its traceback (torch's DataLoader:
+    ``Caught DamagedStoreError in DataLoader worker process 0. Original Traceback ...``): the last line,
+    without the exception's class name."""
+    if "Original Traceback" not in message:
+        return message
+    last = next((ln for ln in reversed(message.strip().splitlines()) if ln.strip()), message)
+    name, sep, rest = last.partition(": ")
+    return rest if sep and " " not in name else last
 
 
 @app.command()

@@ -6,9 +6,10 @@ Public API::
 """
 
 from .builder import BuildSummary, build_store
-from .errors import BadInputError, Rejection
+from .errors import BadInputError, DamagedStoreError, Rejection, StoreError
 from .feature_store import CropRequest, FeatureStore
 from .lock import LockedError
 from .params import MelParams
 
-__all__ = ["BadInputError", "BuildSummary", "CropRequest", "FeatureStore", "LockedError", "MelParams", "Rejection", "build_store"]
+__all__ = ["BadInputError", "BuildSummary", "CropRequest", "DamagedStoreError", "FeatureStore", "LockedError", "MelParams",
+           "Rejection", "StoreError", "build_store"]

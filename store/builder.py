@@ -6,6 +6,9 @@ recorded in the store's ``rejected`` attribute; with ``strict`` the first one ra
 A ``test_labels.csv`` (clip-level 0/1 truth of the test clips, as ``rfcx synth`` writes it) is checked row by row
 and stored too (``tables/test_labels``), and so is a ``calls_truth.csv`` (every call of every clip, as
 ``rfcx synth`` writes it; ``tables/calls_truth``), which ``rfcx train --oracle`` learns from.
+
+A store keeps the features of one backend: resuming it with the other is refused. With ``repair`` a build first
+reads every stored chunk and decodes the damaged clips again (:mod:`store.integrity`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from . import layout
 from .audio import AUDIO_SUFFIXES, AudioInfo, decode, probe
 from .dali_pipeline import DaliLogMel, dali_available
 from .errors import BadInputError, Rejection
+from .integrity import Damage, VerifyReport, verify_clips
 from .rejections import MISSING_AUDIO, REJECTED_AUDIO, update_rejected_csv
 from .location import Location
 from .lock import NoLock, writer_lock
@@ -59,6 +63,8 @@ class BuildSummary:
     rejected: list[Rejection] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # what matters and is not a rejected input
     rejected_file: Path | None = None  # every rejection of the build as CSV, beside a local store (rejections.py)
+    checked: VerifyReport | None = None  # repair=True: what the check of every stored chunk found
+    repaired: list[Damage] = field(default_factory=list)  # repair=True: damage whose clip was decoded again
     audio_seconds: float = 0.0
     elapsed_s: float = 0.0
 
@@ -193,7 +199,30 @@ def open_or_create(store_path: str | Path | Location, params: MelParams, backend
     if stored != params:
         diff = {k: (v, params.to_dict()[k]) for k, v in stored.to_dict().items() if params.to_dict()[k] != v}
         raise ValueError(f"{store_path}: made with other mel parameters {diff} (stored, asked); use a new --store")
+    built_with = attrs.get("backend")
+    if built_with != backend:
+        if built_with is not None and _holds_clips(root):
+            raise ValueError(_backend_mix(store_path, built_with, backend))
+        root.attrs["backend"] = backend  # no clip is stored yet: the store takes this run's backend
     return root
+
+
+def _holds_clips(root: zarr.Group) -> bool:
+    """Whether any clip array is stored (complete or not)."""
+    for split in layout.SPLITS:
+        if split in root and "mel" in root[split] and next(iter(root[split]["mel"].array_keys()), None) is not None:
+            return True
+    return False
+
+
+def _backend_mix(store_path: str, built_with: str, backend: str) -> str:
+    """Why a store keeps one backend: the two decode and compute the log-mel each its own way."""
+    if built_with == "dali" and not dali_available():
+        how = "NVIDIA DALI is not installed here: resume it where DALI is, or use a new --store"
+    else:
+        how = f"resume it with --backend {built_with}, or use a new --store"
+    return (f"{store_path}: built with the {built_with} backend, and this run decodes with {backend}: one store keeps "
+            f"the features of one backend (the two differ by up to 0.1 dB); {how}")
 
 
 class _SplitWriter:
@@ -229,7 +258,7 @@ class _SplitWriter:
         n_mels, frames = logmel.shape
         arr = self.mel.create_array(
             recording_id, shape=(n_mels, frames), dtype=layout.MEL_DTYPE,
-            chunks=(n_mels, min(layout.CHUNK_FRAMES, frames)), compressors=[layout.mel_codec()],
+            chunks=(n_mels, min(layout.CHUNK_FRAMES, frames)), compressors=layout.mel_codecs(),
             attributes={"complete": False}, overwrite=True, dimension_names=("mel", "frame"),
         )
         arr[:] = logmel.astype(layout.MEL_DTYPE)
@@ -265,6 +294,7 @@ def build_store(
     shard: tuple[int, int] = (0, 1),
     gather: Callable[[Any], list[Any]] | None = None,
     threads: int | None = None,
+    repair: bool = False,
 ) -> BuildSummary:
     """Build (or extend) the feature store at ``store_path`` from the competition layout in ``data_dir``.
 
@@ -282,18 +312,23 @@ def build_store(
     **One writer**: a build (rank 0 of a sharded one) holds the store's writer lock (:mod:`store.lock`, a local
     store only) from start to end; a second build of the same store is refused at once with
     :class:`store.lock.LockedError` naming the holder (host, pid, start time).
+
+    **Repair**: with ``repair`` the build first reads every chunk of every stored clip (:mod:`store.integrity`;
+    a progress bar) and decodes the damaged clips again from their audio files, as new clips are; the others
+    are left as they are. ``summary.checked`` holds what the check found, ``summary.repaired`` the damage
+    repaired; a damaged clip without its audio file stays as it is (a warning says so).
     """
     lock = writer_lock(store_path, "feature store", storage_options, beside=True) if shard[0] == 0 else NoLock()
     with lock:
         return _build_store(data_dir, store_path, backend, device, strict, params, batch_size, progress, on_reject,
-                            storage_options, shard, gather, threads)
+                            storage_options, shard, gather, threads, repair)
 
 
 def _build_store(data_dir: str | Path, store_path: str | Path, backend: str, device: str, strict: bool,
                  params: MelParams | None, batch_size: int, progress: bool,
                  on_reject: Callable[[Rejection], None] | None, storage_options: Mapping[str, Any] | None,
                  shard: tuple[int, int], gather: Callable[[Any], list[Any]] | None,
-                 threads: int | None) -> BuildSummary:
+                 threads: int | None, repair: bool = False) -> BuildSummary:
     rank, world = shard
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
@@ -330,6 +365,12 @@ def _build_store(data_dir: str | Path, store_path: str | Path, backend: str, dev
     root = _open_root(store_path, params, backend, storage_options, splits, main, gather)
     logmel = _LogMel(backend, device, params, batch_size, threads)
     plans = [_plan_split(root, i, split, data_dir / split, params, reject, main) for i, split in enumerate(splits)]
+    if repair:  # rank 0 reads every stored chunk; every rank then decodes its share of the damaged clips again
+        checked = verify_clips(root, {p.split: sorted(p.writer.entries) for p in plans}, progress,
+                               desc="build-store --repair: check") if main else None
+        summary.checked = checked = gather(checked)[0]
+        for plan in plans:
+            _plan_repair(plan, checked.damaged, summary, data_dir / plan.split)
     if world > 1:
         gather(None)  # every rank has read what is stored before any rank writes
     rejected_audio: dict[str, set[str]] = {}
@@ -340,6 +381,10 @@ def _build_store(data_dir: str | Path, store_path: str | Path, backend: str, dev
                                                summary.audio_seconds)), rejections, summary)
     if not main:
         return gather(None)[0]  # rank 0's summary, once the store is whole
+    if repair:
+        gone = {(split, rid) for split, ids in rejected_audio.items() for rid in ids}
+        summary.repaired = [d for d in summary.checked.damaged if (d.split, d.recording_id) not in gone
+                            and any(p.split == d.split and d.recording_id in p.files for p in plans)]
     if world > 1:
         for plan in plans:  # the index of every clip written by any rank
             writer = _SplitWriter(root, plan.split, params)
@@ -608,6 +653,7 @@ class _SplitPlan:
     writer: _SplitWriter
     todo: list[Path]
     n_files: int  # distinct recording ids found
+    files: dict[str, Path] = field(default_factory=dict)  # recording id -> its audio file, in file order
 
 
 def _plan_split(root: zarr.Group, index: int, split: str, folder: Path, params: MelParams,
@@ -626,7 +672,18 @@ def _plan_split(root: zarr.Group, index: int, split: str, folder: Path, params: 
         seen[rid] = path
         if not writer.done(rid):
             todo.append(path)
-    return _SplitPlan(index, split, writer, todo, len(seen))
+    return _SplitPlan(index, split, writer, todo, len(seen), seen)
+
+
+def _plan_repair(plan: _SplitPlan, damaged: list[Damage], summary: BuildSummary, folder: Path) -> None:
+    """Add the split's damaged clips to its todo (in file order); warn about those without an audio file."""
+    redo = {d.recording_id: d for d in damaged if d.split == plan.split}
+    for rid, damage in redo.items():
+        if rid not in plan.files:
+            _warn(summary, f"{damage}; it has no audio file in {folder}, so it stays as it is (put its audio back "
+                           f"and run `rfcx build-store --repair` again, or build a new store)")
+    wanted = set(plan.todo) | {plan.files[rid] for rid in redo if rid in plan.files}
+    plan.todo = [path for path in plan.files.values() if path in wanted]
 
 
 def _build_split(plan: _SplitPlan, logmel: _LogMel, batch_size: int, summary: BuildSummary,

@@ -1,4 +1,5 @@
-"""The one exception the store raises for bad input: it names the file (and row) and the reason."""
+"""The store's errors, under one root (:class:`StoreError`): bad input (it names the file, row and reason) and a
+damaged store (it names the split, clip and chunk). The writer lock's :class:`store.lock.LockedError` is one too."""
 
 from __future__ import annotations
 
@@ -28,7 +29,11 @@ class Rejection:
         return cls(file=d["file"], reason=d["reason"], row=d.get("row"), split=d.get("split"), cause=d.get("cause"))
 
 
-class BadInputError(ValueError):
+class StoreError(Exception):
+    """The root of the errors the store raises about its input and its own files."""
+
+
+class BadInputError(StoreError, ValueError):
     """Raised for input that cannot be used; carries the :class:`Rejection`."""
 
     def __init__(self, rejection: Rejection) -> None:
@@ -38,3 +43,13 @@ class BadInputError(ValueError):
     @classmethod
     def of(cls, file: str | Path, reason: str, row: int | None = None, split: str | None = None) -> "BadInputError":
         return cls(Rejection(str(file), reason, row, split))
+
+
+class DamagedStoreError(StoreError, ValueError):
+    """A stored clip cannot be read back as written: a chunk whose checksum does not match, that does not
+    decompress, or that is missing. ``damage`` (a :class:`store.integrity.Damage`) names the split, clip and
+    chunk; the message says how to repair it."""
+
+    def __init__(self, message: str, damage: object = None) -> None:
+        super().__init__(message)
+        self.damage = damage

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from . import layout
+from . import integrity, layout
 from .clip_cache import ClipCache
 from .errors import Rejection
 from .location import Location
@@ -146,8 +146,19 @@ class FeatureStore:
     def _clip(self, recording_id: str) -> np.ndarray:
         """The whole stored float16 array (through the cache, when there is one)."""
         if self.cache is None:
-            return self.array(recording_id)[:]
-        return self.cache.get(recording_id, lambda: self.array(recording_id)[:])
+            return self._read(recording_id)
+        return self.cache.get(recording_id, lambda: self._read(recording_id))
+
+    def _read(self, recording_id: str, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Frames [lo, hi) of the stored clip (float16); a chunk that does not read back as written (checksum,
+        decompression) raises :class:`store.errors.DamagedStoreError` naming the split, clip and chunk."""
+        arr = self.array(recording_id)
+        try:
+            return arr[:, lo:hi]
+        except integrity.READ_ERRORS as exc:
+            hi = arr.shape[1] if hi is None else hi
+            damage = integrity.locate(arr, self.split_of(recording_id), recording_id, lo, hi, exc)
+            raise integrity.damaged_error(self.path, damage) from None
 
     def crop(self, recording_id: str, start_frame: int, n_frames: int) -> np.ndarray:
         """float32 (n_mels, n_frames); frames outside the clip hold the silence floor (``params.floor_db``)."""
@@ -161,8 +172,7 @@ class FeatureStore:
         a, b = lo - start_frame, hi - start_frame
         out[:, :a] = self.params.floor_db
         out[:, b:] = self.params.floor_db
-        source = self.array(recording_id) if self.cache is None else self._clip(recording_id)
-        out[:, a:b] = source[:, lo:hi]
+        out[:, a:b] = self._read(recording_id, lo, hi) if self.cache is None else self._clip(recording_id)[:, lo:hi]
         return out
 
     def crops(self, requests: Sequence[CropRequest | tuple[str, int, int]], workers: int | None = None) -> np.ndarray:
@@ -191,6 +201,12 @@ class FeatureStore:
             list(self._pool.map(read, range(len(reqs))))
         return out
 
+    def verify(self, progress: bool = True) -> integrity.VerifyReport:
+        """Read every chunk of every stored clip (a progress bar of clips): the damaged ones (a checksum that
+        does not match, a chunk that does not decompress or is missing) in ``report.damaged``. What ``rfcx info
+        --check`` runs; ``rfcx build-store --repair`` decodes the damaged clips again from their audio."""
+        return integrity.verify_clips(self.root, {split: self.ids(split) for split in self.splits}, progress)
+
     # -- tables -----------------------------------------------------------------------------------------
     def boxes(self, kind: str) -> pd.DataFrame:
         """The checked ``tp`` or ``fp`` boxes (columns of ``train_tp.csv``)."""
@@ -211,6 +227,14 @@ class FeatureStore:
         if key not in self.root:
             return None
         return self.root[key]["recording_id"][:].tolist()
+
+    def missing_submission_ids(self) -> list[str]:
+        """The ``sample_submission.csv`` recordings (in its order) that have no stored test clip: no audio file,
+        or audio rejected at build time. ``rfcx infer --batch`` refuses a submission that lacks rows, so ``rfcx
+        info`` shows them up front; empty when the store has no sample submission."""
+        order = self.submission_ids() or []
+        stored = set(self._index["test"].index) if "test" in self._index else set()
+        return [rid for rid in order if rid not in stored]
 
     def truth(self, split: str = "test") -> pd.DataFrame | None:
         """Clip-level 0/1 truth (uint8; index recording_id, columns s0..s23) from the ``test_labels.csv`` the

@@ -4,7 +4,8 @@ Layout (a Zarr v3 group, readable with plain zarr-python)::
 
     STORE/                      attrs: format, version, mel (MelParams), backend, rejected [...]
       train/ , test/            one group per split
-        mel/<recording_id>      float16 (n_mels, frames) dB; chunks (n_mels, 512); Blosc zstd-1 + shuffle
+        mel/<recording_id>      float16 (n_mels, frames) dB; chunks (n_mels, 512); Blosc zstd-1 + shuffle, then a
+                                CRC-32C checksum of each compressed chunk (clips written before it have none)
                                 attrs: complete, n_samples, source_sample_rate, source_channels
         ids, n_frames, n_samples, source_sample_rate      the split's index, one row per stored clip
       tables/tp/<column>, tables/fp/<column>              the checked TP/FP boxes, one 1-D array per column
@@ -17,7 +18,7 @@ A clip is whole only once its ``complete`` attribute is true: the writer sets it
 
 from __future__ import annotations
 
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 FORMAT = "rfcx-feature-store"
 VERSION = 1
@@ -31,6 +32,13 @@ TABLE_KINDS = ("tp", "fp")
 def mel_codec() -> BloscCodec:
     """Chosen by ``benchmarks/store_layout.py`` (see README): ~35 % smaller than raw float16, fast to read."""
     return BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
+
+
+def mel_codecs() -> list:
+    """What a mel chunk goes through after its bytes: the compressor, then Zarr v3's ``crc32c`` checksum of the
+    compressed chunk (4 bytes a chunk; zarr computes it with ``google-crc32c``, one of its own dependencies), so
+    that a read of a chunk whose bytes changed fails (:mod:`store.integrity`) instead of returning other values."""
+    return [mel_codec(), Crc32cCodec()]
 
 
 def mel_key(split: str, recording_id: str) -> str:

@@ -26,6 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .errors import StoreError
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".rfcx.lock"
@@ -52,7 +54,7 @@ def _ending(holder: dict[str, Any] | None) -> bool:
         return False
 
 
-class LockedError(RuntimeError):
+class LockedError(StoreError, RuntimeError):
     """Another process holds the writer lock of a folder; the message names it (host, pid, start time)."""
 
     def __init__(self, folder: str | Path, what: str, holder: dict[str, Any] | None) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from store import MelParams, layout
+from store import BadInputError, MelParams, Rejection, layout
 from store.audio import AUDIO_SUFFIXES, decode, probe
 from store.torch_mel import TorchLogMel
 
@@ -35,16 +35,25 @@ class AudioClips:
     """``mel(recording_id)`` for audio files; the recording id is the file's stem (must be unique).
 
     Every file's header is checked up front (:func:`store.audio.probe`): an unreadable file raises
-    :class:`store.BadInputError` naming it before any work is done.
+    :class:`store.BadInputError` naming it before any work is done, or with ``skip_bad`` is left out and
+    recorded in :attr:`rejected` (a file whose header reads but whose audio does not decode raises from
+    :meth:`mel`: the engine's ``on_bad`` skips it). Two files with one recording id are an error either way.
     """
 
-    def __init__(self, files: Sequence[str | os.PathLike], params: MelParams) -> None:
+    def __init__(self, files: Sequence[str | os.PathLike], params: MelParams, skip_bad: bool = False) -> None:
         self.params = params
         self.files: dict[str, Path] = {}
+        self.rejected: list[Rejection] = []
         for f in map(Path, files):
-            probe(f)
             if f.stem in self.files:
                 raise ValueError(f"two files share the recording id {f.stem!r}: {self.files[f.stem]} and {f}")
+            try:
+                probe(f)
+            except BadInputError as exc:
+                if not skip_bad:
+                    raise
+                self.rejected.append(exc.rejection)
+                continue
             self.files[f.stem] = f
         self._local = threading.local()
 

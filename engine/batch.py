@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from store import FeatureStore, MelParams
+from store import BadInputError, FeatureStore, MelParams
 
 from .export import LoadedModel, load_model
 from .windows import window_starts
@@ -267,13 +267,15 @@ def _read_ahead(read: Callable[[str], np.ndarray], chunks: list[list[str]], pref
 def infer_clips(models: Sequence[LoadedModel], clips: Clips, ids: Sequence[str], params: MelParams,
                 mode: str = "exact", batch_size: int = 64, progress: bool = True,
                 checkpoint_dir: str | os.PathLike | None = None, chunk_clips: int = CHUNK_CLIPS, prefetch: int = 2,
-                read_workers: int = 2, source: str = "",
-                restart_other: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+                read_workers: int = 2, source: str = "", restart_other: bool = False,
+                on_bad: Callable[[str, BadInputError], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score ``ids`` of ``clips`` (see :func:`infer_split`, which this runs for a store's split).
 
     ``source`` names the clips in messages and in the checkpoint's fingerprint. A ``checkpoint_dir`` holding
     partial results of another run (other models, mode or source) is an error, or with ``restart_other``
-    is emptied and started afresh.
+    is emptied and started afresh. A clip whose read raises :class:`store.BadInputError` (an audio file that
+    does not decode) stops the run, or with ``on_bad`` is reported to it (``on_bad(recording_id, error)``) and
+    left out of the results (``attrs["skipped_clips"]`` lists them).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -298,24 +300,42 @@ def infer_clips(models: Sequence[LoadedModel], clips: Clips, ids: Sequence[str],
     todo = [rid for rid in ids if rid not in finished]
     next_part = _next_part(directory) if directory is not None else 0
     chunks = [todo[i:i + chunk_clips] for i in range(0, len(todo), chunk_clips)]
+    skipped: list[str] = []
+
+    def read(recording_id: str) -> np.ndarray | BadInputError:
+        try:
+            return clips.mel(recording_id)
+        except BadInputError as exc:
+            if on_bad is None:
+                raise
+            return exc
+
     started = time.perf_counter()
     bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc=f"infer ({mode})", unit="clip",
                disable=not progress, dynamic_ncols=True)
     try:
-        for chunk_ids, mels in _read_ahead(clips.mel, chunks, prefetch, read_workers):
-            result = engine.run(chunk_ids, mels)
-            if directory is not None:
-                result.save(directory / f"part-{next_part:05d}.npz")
-                next_part += 1
-            done.append(result)
+        for chunk_ids, mels in _read_ahead(read, chunks, prefetch, read_workers):
+            good = [(rid, m) for rid, m in zip(chunk_ids, mels) if not isinstance(m, BadInputError)]
+            for rid, m in zip(chunk_ids, mels):
+                if isinstance(m, BadInputError):
+                    skipped.append(rid)
+                    on_bad(rid, m)
+            if good:
+                result = engine.run([rid for rid, _ in good], [m for _, m in good])
+                if directory is not None:
+                    result.save(directory / f"part-{next_part:05d}.npz")
+                    next_part += 1
+                done.append(result)
             bar.update(len(chunk_ids))
             elapsed = time.perf_counter() - started
             bar.set_postfix(windows_s=f"{engine.windows_done / elapsed:.0f}")
     finally:
         bar.close()
-    clip_scores, window_scores = _assemble(done, ids, engine)
-    clip_scores.attrs.update({"resumed_clips": len(ids) - len(todo), "computed_clips": len(todo),
-                              "seconds": time.perf_counter() - started, "windows_scored": engine.windows_done})
+    left_out = set(skipped)
+    clip_scores, window_scores = _assemble(done, [rid for rid in ids if rid not in left_out], engine)
+    clip_scores.attrs.update({"resumed_clips": len(ids) - len(todo), "computed_clips": len(todo) - len(skipped),
+                              "seconds": time.perf_counter() - started, "windows_scored": engine.windows_done,
+                              "skipped_clips": skipped})
     return clip_scores, window_scores
 
 

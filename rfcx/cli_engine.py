@@ -34,7 +34,7 @@ def export_cmd(
     force: Annotated[bool, typer.Option("--force", help="Export again files newer than their checkpoint.")] = False,
 ) -> None:
     """Export every member of a round as frozen TorchScript and/or torch.export programs (round{K}/models/)."""
-    from rfcx.exporting import export_round
+    from rfcx.exporting import export_round_files
     from rfcx.runs import open_run
 
     formats = _formats(fmt)
@@ -42,11 +42,13 @@ def export_cmd(
         run = open_run(runs, pull="none" if round_ is not None else "meta")
         if round_ is None:
             round_ = _default_round(run, runs)
-        written = export_round(run, round_, formats, force=force)
+        exported = export_round_files(run, round_, formats, force=force)
     except (OSError, ValueError) as exc:  # OSError: FileNotFoundError, a failed upload to a URL
         _fail(str(exc))
-    for path in written:
+    for path in exported.written:
         typer.echo(f"wrote {run.describe(path)}")
+    for path in exported.up_to_date:
+        typer.echo(f"up to date {run.describe(path)} (newer than its checkpoint; --force writes it again)")
 
 
 def _default_round(run, runs: str, say=typer.echo) -> int:  # noqa: ANN001 (rfcx.runs.RunDir, print)
@@ -176,6 +178,9 @@ def infer_cmd(
     chunk_clips: Annotated[int, typer.Option(
         "--chunk-clips", help="Clips read and scored together; under torchrun, ranks take turns by chunk.")] = 16,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Audio files: stop at the first one that cannot be read (exit code 2) instead of naming it, "
+                         "scoring the others and summing up at the end.")] = False,
 ) -> None:
     """Score clips with the exported ensemble of a round: a feature store's split (--batch) or audio files."""
     from store import BadInputError, FeatureStore
@@ -252,9 +257,15 @@ def infer_cmd(
 
         params = MelParams.from_dict(models[0].meta["mel"])
         try:
-            clips = AudioClips(find_audio(inputs or []), params)
-        except (FileNotFoundError, ValueError) as exc:  # BadInputError is a ValueError
+            clips = AudioClips(find_audio(inputs or []), params, skip_bad=not strict)
+        except BadInputError as exc:
+            _fail(f"{exc} (--strict: stopped at the first file that cannot be read)", code=2)
+        except (FileNotFoundError, ValueError) as exc:
             _fail(str(exc))
+        for r in clips.rejected:
+            typer.echo(f"skipped {r}")
+        if not clips.ids:
+            _fail(f"no file to score: the {len(clips.rejected)} file(s) given cannot be read (each named above)")
         ids, order, source = clips.ids, None, clips.fingerprint
     n_classes = int(models[0].meta["n_classes"])
     prior = _prior(prior_file, fs, n_classes) if postprocess == "prior" else None
@@ -273,6 +284,14 @@ def infer_cmd(
             ctx.with_resource(writer_lock(work, f"inference output ({out})"))
         except LockedError as exc:
             _fail(str(exc))
+    bad_files = list(clips.rejected) if not batch else []
+
+    def skip(recording_id: str, exc: BadInputError) -> None:  # a file that does not decode: named, left out
+        from tqdm.auto import tqdm
+
+        bad_files.append(exc.rejection)
+        tqdm.write(f"skipped {exc.rejection}")
+
     mine, mine_work = ids, work
     if group.distributed:  # each rank scores its chunks into a part folder of its own; rank 0 writes the results
         mine = shard_ids(ids, group.rank, group.world, chunk_clips)
@@ -281,9 +300,11 @@ def infer_cmd(
         clip_scores, window_scores = infer_clips(models, clips, mine, params, mode=mode, batch_size=batch_size,
                                                  progress=progress and group.is_main, checkpoint_dir=mine_work,
                                                  source=source, restart_other=checkpoint_dir is None,
-                                                 chunk_clips=chunk_clips)
+                                                 chunk_clips=chunk_clips, on_bad=None if batch or strict else skip)
     except BadInputError as exc:
-        _fail(f"{exc} (finished clips are kept in {mine_work}; fix or remove the file and run again)")
+        _fail(f"{exc} (" + ("--strict: stopped at the first file that cannot be read; " if strict else "")
+              + f"finished clips are kept in {mine_work}; fix or remove the file and run again)",
+              code=2 if strict and not batch else 1)
     except (ValueError, KeyError) as exc:
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
     if group.distributed:
@@ -296,6 +317,8 @@ def infer_cmd(
             return
         clip_scores, window_scores = merge_shards(parts, ids)
     stats = clip_scores.attrs
+    if not batch and not len(clip_scores):
+        _fail(f"no file to score: the {len(bad_files)} file(s) given cannot be read (each named above)")
     scores = apply_postprocess(clip_scores, postprocess, prior, prior_strength)
     try:
         path = write_submission(scores, out, order)
@@ -306,10 +329,21 @@ def infer_cmd(
     if checkpoint_dir is None:
         shutil.rmtree(work, ignore_errors=True)
     rate = stats["computed_clips"] / stats["seconds"] if stats.get("seconds") else 0.0
+    listed = set(order) if order is not None else None
+    left_out = [rid for rid in scores["recording_id"] if listed is not None and rid not in listed]
+    n_rows = len(order) if order is not None else len(scores)  # the rows written
     typer.echo(f"round {k}: {len(models)} {fmt} model(s), mode {mode} on {dev}: scored {stats['computed_clips']} "
                f"clips ({rate:.2f} clips/s)" + (f", resumed {stats['resumed_clips']}" if stats["resumed_clips"] else "")
-               + f"; wrote {path} ({len(scores)} rows" + (f", postprocess {postprocess})" if postprocess != "none" else ")")
+               + f"; wrote {path} ({n_rows} rows" + (f", postprocess {postprocess})" if postprocess != "none" else ")")
                + (f" and {detections}" if detections is not None else ""))
+    if left_out:
+        more = f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""
+        typer.echo(f"note: {len(left_out)} scored clip(s) of split {split!r} are not in the sample submission, so not "
+                   f"in {path.name}: {', '.join(left_out[:3])}{more}"
+                   + (f" (their windows are in {detections})" if detections is not None else ""))
+    if bad_files:
+        typer.echo(f"skipped {len(bad_files)} of {len(bad_files) + len(scores)} file(s) that cannot be read (each "
+                   f"named above; --strict stops at the first)")
 
 
 def evaluate_cmd(

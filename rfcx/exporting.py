@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,26 @@ def export_checkpoint(path: Path, out_dir: Path, k: int, formats: Sequence[str])
     return written
 
 
+@dataclass
+class ExportedFiles:
+    """The model files of a round after an export: those written now, and those left as they were (newer than
+    their checkpoint)."""
+
+    written: list[Path] = field(default_factory=list)
+    up_to_date: list[Path] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)  # both, member by member (each member's formats in order)
+
+
 def export_round(runs_dir: str | os.PathLike | RunDir, k: int, formats: Sequence[str] = FORMATS,
                  force: bool = False) -> list[Path]:
-    """Export every member checkpoint of round ``k``; returns the files written (or kept).
+    """Export every member checkpoint of round ``k``; returns the files written or kept (see
+    :func:`export_round_files`, which tells them apart)."""
+    return export_round_files(runs_dir, k, formats, force).files
+
+
+def export_round_files(runs_dir: str | os.PathLike | RunDir, k: int, formats: Sequence[str] = FORMATS,
+                       force: bool = False) -> ExportedFiles:
+    """Export every member checkpoint of round ``k``: the files written, and those kept as they were.
 
     Each file is written to a temp file and renamed, so a reader never sees half a model. Files newer than
     their checkpoint are kept as they are (a resumed round does not export twice) unless ``force``.
@@ -84,12 +102,12 @@ def export_round(runs_dir: str | os.PathLike | RunDir, k: int, formats: Sequence
     run = runs_dir if isinstance(runs_dir, RunDir) else open_run(runs_dir, pull="none")
     for part in ("members", "models"):
         run.fetch(run.round_dir(k) / part)
-    written = _export_round(run, k, formats, force)
+    exported = _export_round(run, k, formats, force)
     run.sync(strict=True)
-    return written
+    return exported
 
 
-def _export_round(run: RunDir, k: int, formats: Sequence[str], force: bool) -> list[Path]:
+def _export_round(run: RunDir, k: int, formats: Sequence[str], force: bool) -> ExportedFiles:
     if not run.round_dir(k).is_dir():
         known = ", ".join(map(str, run.rounds())) or "none"
         raise ValueError(f"{run.describe(run.round_dir(k))}: no such round (rounds in {run.location}: {known})")
@@ -97,16 +115,19 @@ def _export_round(run: RunDir, k: int, formats: Sequence[str], force: bool) -> l
     if not checkpoints:
         raise ValueError(f"{run.describe(run.round_dir(k))}: no member checkpoints (members/*/checkpoint.pt) to export")
     out_dir = run.models_dir(k)
-    written: list[Path] = []
+    exported = ExportedFiles()
     for path in checkpoints:
         todo = list(formats)
         if not force:
             fresh = [f for f in formats if _is_fresh(out_dir, path, f)]
-            written += [_target(out_dir, path, f) for f in fresh]
+            exported.up_to_date += [_target(out_dir, path, f) for f in fresh]
+            exported.files += [_target(out_dir, path, f) for f in fresh]
             todo = [f for f in formats if f not in fresh]
         if todo:
-            written += export_checkpoint(path, out_dir, k, todo)
-    return written
+            written = export_checkpoint(path, out_dir, k, todo)
+            exported.written += written
+            exported.files += written
+    return exported
 
 
 def _target(out_dir: Path, checkpoint: Path, fmt: str) -> Path:

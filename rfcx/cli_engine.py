@@ -76,8 +76,25 @@ def _default_round(run, runs: str, say=typer.echo) -> int:  # noqa: ANN001 (rfcx
     return latest
 
 
-def _round_models(runs: str, round_: int | None, fmt: str, say=typer.echo) -> tuple[int, list[Path]]:  # noqa: ANN001
-    """The exported model files of the requested (or default: :func:`_default_round`) round; clear errors otherwise.
+def parse_round(value: str | None) -> int | str | None:
+    """``--round`` of ``rfcx infer``: a round number, ``best`` (the run's best round, best_round.json) or ``all``
+    (every complete round's models together); None: ``all``."""
+    if value is None or value in ("all", "best"):
+        return value
+    try:
+        k = int(value)
+    except ValueError:
+        k = -1
+    if k < 0:
+        _fail(f"--round {value!r}: give a round number (0, 1, ...), 'best' or 'all'")
+    return k
+
+
+def _round_models(runs: str, round_: int | str | None, fmt: str,
+                  say=typer.echo) -> tuple[str, list[Path]]:  # noqa: ANN001
+    """The exported model files of the requested round(s): a round number; ``best`` (:func:`_default_round`); or
+    ``all``/None, every complete round's models together (the rounds' ensemble). Returns a label ("round 1",
+    "rounds 0-2") and the files; clear errors otherwise.
 
     A run at a URL is mirrored: its JSON files first, then the models of the round (in the local cache)."""
     from engine.export import SUFFIXES
@@ -89,21 +106,36 @@ def _round_models(runs: str, round_: int | None, fmt: str, say=typer.echo) -> tu
         _fail(str(exc))
     if not run.root.is_dir():
         _fail(f"{runs}: no such run directory (train with `rfcx train`, or give --runs)")
-    if round_ is None:
-        round_ = _default_round(run, runs, say)
+    if round_ in (None, "all"):
+        rounds = [k for k in run.rounds() if run.is_complete(k)]
+        if not rounds:
+            _default_round(run, runs, say)  # fails, naming the rounds present
+        if len(rounds) > 1:
+            best = run.best_round()
+            named = f"; {run.best_round_file.name} names round {best['round']}" if best else ""
+            say(f"rounds {', '.join(map(str, rounds))}: every complete round's models together (the rounds' "
+                f"ensemble{named}); --round K or --round best uses one round")
+    elif round_ == "best":
+        rounds = [_default_round(run, runs, say)]
     elif not run.is_complete(round_):
         _fail(f"{run.describe(run.round_dir(round_))}: round {round_} is not complete "
               f"(no {run.complete_marker(round_).name})")
-    try:
-        run.fetch(run.models_dir(round_), suffix=SUFFIXES[fmt])
-    except OSError as exc:
-        _fail(f"{run.location}: could not download the models of round {round_} ({exc})")
-    files = sorted(run.models_dir(round_).glob(f"*{SUFFIXES[fmt]}"))
-    if not files:
-        flag = "torchscript" if fmt == "torchscript" else "export"
-        _fail(f"{run.describe(run.models_dir(round_))}: no exported {fmt} models (*{SUFFIXES[fmt]}); "
-              f"run `rfcx export --round {round_} --runs {runs} --format {flag}`")
-    return round_, files
+    else:
+        rounds = [round_]
+    files: list[Path] = []
+    for k in rounds:
+        try:
+            run.fetch(run.models_dir(k), suffix=SUFFIXES[fmt])
+        except OSError as exc:
+            _fail(f"{run.location}: could not download the models of round {k} ({exc})")
+        found = sorted(run.models_dir(k).glob(f"*{SUFFIXES[fmt]}"))
+        if not found:
+            flag = "torchscript" if fmt == "torchscript" else "export"
+            _fail(f"{run.describe(run.models_dir(k))}: no exported {fmt} models (*{SUFFIXES[fmt]}); "
+                  f"run `rfcx export --round {k} --runs {runs} --format {flag}`")
+        files += found
+    label = f"round {rounds[0]}" if len(rounds) == 1 else f"rounds {rounds[0]}-{rounds[-1]}"
+    return label, files
 
 
 FCN_MIN_POSITIONS = 6  # feature positions per window from which fcn was measured within 0.01 LWLRAP of exact
@@ -149,9 +181,9 @@ def infer_cmd(
     store: Annotated[str, typer.Option("--store", help="Feature store (with --batch).")] = DEFAULT_STORE,
     runs: Annotated[str, typer.Option("--runs", help="Run directory of `rfcx train` (a folder or an fsspec URL).")] = (
         DEFAULT_RUNS),
-    round_: Annotated[int | None, typer.Option(
-        "--round", help="Round to use (default: the run's best round, best_round.json; else the latest complete one).",
-        show_default=False)] = None,
+    round_: Annotated[str | None, typer.Option(
+        "--round", help="Round to use: K, 'best' (the run's best round, best_round.json) or 'all' (default: every "
+                        "complete round's models together).", show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="Split of the store to score (with --batch).")] = "test",
     out: Annotated[Path, typer.Option("--out", help="Submission CSV to write (recording_id,s0..s23).")] = Path(
         "submission.csv"),
@@ -243,7 +275,7 @@ def infer_cmd(
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
 
-    k, files = _round_models(runs, round_, fmt, typer.echo if group.is_main else (lambda *_: None))
+    k, files = _round_models(runs, parse_round(round_), fmt, typer.echo if group.is_main else (lambda *_: None))
     try:
         models = [load_model(f, dev) for f in files]
     except (FileNotFoundError, ModelFileError) as exc:
@@ -332,7 +364,7 @@ def infer_cmd(
     listed = set(order) if order is not None else None
     left_out = [rid for rid in scores["recording_id"] if listed is not None and rid not in listed]
     n_rows = len(order) if order is not None else len(scores)  # the rows written
-    typer.echo(f"round {k}: {len(models)} {fmt} model(s), mode {mode} on {dev}: scored {stats['computed_clips']} "
+    typer.echo(f"{k}: {len(models)} {fmt} model(s), mode {mode} on {dev}: scored {stats['computed_clips']} "
                f"clips ({rate:.2f} clips/s)" + (f", resumed {stats['resumed_clips']}" if stats["resumed_clips"] else "")
                + f"; wrote {path} ({n_rows} rows" + (f", postprocess {postprocess})" if postprocess != "none" else ")")
                + (f" and {detections}" if detections is not None else ""))

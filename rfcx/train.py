@@ -370,9 +370,14 @@ def predict_member(ctx: Context, k: int, spec: ModelSpec, fold: int, ckpt: dict)
                   device=ctx.device, mode=ctx.cfg.score_mode)
         oof_ids, oof_off, oof = stack(predict_windows(model, ctx.fs, held_out, **kw))
         test_ids, test_off, tst = stack(predict_windows(model, ctx.fs, test, **kw))
+        extra = {}
+        if ctx.cfg.pseudo_teacher == "ensemble":  # the clips it trained on too: the next round's teacher
+            trained_on = sorted(rid for rid, f in ctx.folds.items() if f != fold)
+            ids, off, scores = stack(predict_windows(model, ctx.fs, trained_on, **kw))
+            extra = dict(infold_ids=np.array(ids), infold_offsets=off, infold_scores=scores)
         tmp = path.with_name(f".tmp.{path.name}")
         np.savez(tmp, oof_ids=np.array(oof_ids), oof_offsets=oof_off, oof_scores=oof, test_ids=np.array(test_ids),
-                 test_offsets=test_off, test_scores=tst)
+                 test_offsets=test_off, test_scores=tst, **extra)
         os.replace(tmp, path)
         ckpt["complete"] = True
         _save(ckpt, ctx.runs.checkpoint(k, spec, fold))
@@ -380,9 +385,18 @@ def predict_member(ctx: Context, k: int, spec: ModelSpec, fold: int, ckpt: dict)
 
 
 def load_predictions(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A member's (out-of-fold, test) window scores."""
     with np.load(path) as z:
         return (unstack(z["oof_ids"].tolist(), z["oof_offsets"], z["oof_scores"]),
                 unstack(z["test_ids"].tolist(), z["test_offsets"], z["test_scores"]))
+
+
+def load_infold(path: Path) -> dict[str, np.ndarray]:
+    """A member's window scores of the clips it trained on (``pseudo_teacher = "ensemble"``; {} otherwise)."""
+    with np.load(path) as z:
+        if "infold_ids" not in z.files:
+            return {}
+        return unstack(z["infold_ids"].tolist(), z["infold_offsets"], z["infold_scores"])
 
 
 # -- the round ------------------------------------------------------------------------------------------------
@@ -480,6 +494,8 @@ def finish_round(ctx: Context, k: int, started: float, export_formats: tuple[str
     cfg, runs = ctx.cfg, ctx.runs
     oof_sum: dict[str, np.ndarray] = {}
     oof_n: dict[str, int] = {}
+    teach_sum: dict[str, np.ndarray] = {}  # pseudo_teacher "ensemble": the members that trained on the clip
+    teach_n: dict[str, int] = {}
     test_clip: dict[str, list[np.ndarray]] = {}
     members: dict[str, list[dict]] = {}
     for spec in cfg.backbones:
@@ -488,12 +504,17 @@ def finish_round(ctx: Context, k: int, started: float, export_formats: tuple[str
             for rid, s in oof.items():
                 oof_sum[rid] = oof_sum.get(rid, 0) + s
                 oof_n[rid] = oof_n.get(rid, 0) + 1
+            if cfg.pseudo_teacher == "ensemble":
+                for rid, s in load_infold(runs.predictions(k, spec, fold)).items():
+                    teach_sum[rid] = teach_sum.get(rid, 0) + s
+                    teach_n[rid] = teach_n.get(rid, 0) + 1
             for rid, s in test.items():
                 test_clip.setdefault(rid, []).append(s.max(axis=0))
             ckpt = torch.load(runs.checkpoint(k, spec, fold), map_location="cpu", weights_only=False)
             members[f"{member_name(spec)}_fold{fold}"] = ckpt["history"]
     oof = {rid: oof_sum[rid] / oof_n[rid] for rid in oof_sum}
-    write_pseudo_labels(runs.pseudo_labels(k), oof, ctx.grid_window_s, cfg.pseudo_hop_seconds)
+    teacher = {rid: (oof_sum[rid] + teach_sum.get(rid, 0)) / (oof_n[rid] + teach_n.get(rid, 0)) for rid in oof_sum}
+    write_pseudo_labels(runs.pseudo_labels(k), teacher, ctx.grid_window_s, cfg.pseudo_hop_seconds)
 
     metrics: dict = {"round": k, "config": cfg.name, **box_metrics(ctx, oof)}
     prior = oof_prior(ctx, oof)

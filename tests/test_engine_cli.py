@@ -233,7 +233,7 @@ def test_infer_and_export_default_to_the_best_round(tiny_run, tmp_path: Path) ->
     write_json_atomic(run.metrics(0), {"round": 0, "oof_lwlrap": 0.40})
     write_json_atomic(run.metrics(1), {"round": 1, "oof_lwlrap": 0.33})
 
-    code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "old.csv")  # no best_round.json: the latest
+    code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "old.csv", "--round", "best")  # no best_round.json
     assert code == 0, text
     assert "round 1: the latest complete round (the run has no best_round.json" in text
     assert "round 1: 2 torchscript model(s)" in text
@@ -241,7 +241,7 @@ def test_infer_and_export_default_to_the_best_round(tiny_run, tmp_path: Path) ->
     best = record_best_round(run)
     assert best == {"round": 0, "signal": "oof_lwlrap", "value": 0.40, "rounds": {"0": 0.40, "1": 0.33}}
     assert json.loads(run.best_round_file.read_text()) == best
-    code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "best.csv")
+    code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "best.csv", "--round", "best")
     assert code == 0, text
     assert "round 0: the run's best round (held-out oof_lwlrap 0.4000; round 1: 0.3300, best_round.json)" in text
     assert "round 0: 2 torchscript model(s)" in text
@@ -249,11 +249,24 @@ def test_infer_and_export_default_to_the_best_round(tiny_run, tmp_path: Path) ->
     assert code == 0 and "best round" not in text
     assert (tmp_path / "best.csv").read_text() == (tmp_path / "r0.csv").read_text()
 
+    # the default: every complete round's models together (the rounds' ensemble), clip scores the mean of the
+    # rounds' own (each round has as many members)
+    code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "all.csv")
+    assert code == 0, text
+    assert "rounds 0, 1: every complete round's models together (the rounds' ensemble; best_round.json names " \
+           "round 0)" in text and "rounds 0-1: 4 torchscript model(s)" in text
+    code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "r1.csv", "--round", "1")
+    assert code == 0, text
+    frames = [pd.read_csv(tmp_path / f"{n}.csv").set_index("recording_id") for n in ("all", "r0", "r1")]
+    np.testing.assert_allclose(frames[0].to_numpy(), (frames[1].to_numpy() + frames[2].to_numpy()) / 2, atol=1e-5)
+    code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "bad.csv", "--round", "last")
+    assert code != 0 and "--round 'last': give a round number (0, 1, ...), 'best' or 'all'" in text
+
     code, text = _run("export", "--runs", runs, "--format", "torchscript", "--force")
     assert code == 0, text
     assert "round 0: the run's best round" in text and f"wrote {run.models_dir(0)}" in text
     assert "round1" not in text
 
     run.complete_marker(0).unlink()  # a best round that is not complete (half-synced): the latest complete one
-    code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "half.csv")
+    code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "half.csv", "--round", "best")
     assert code == 0 and "round 1: the latest complete round (best_round.json names round 0, which is not" in text

@@ -253,7 +253,7 @@ def test_train_then_infer_with_runs_at_a_memory_url(synth_store, cache, tmp_path
     for name, runs in (("url", url), ("local", str(local))):
         outs[name] = tmp_path / f"{name}.csv"
         result = runner.invoke(app, ["infer", "--batch", "--store", synth_store, "--runs", runs, "--out",
-                                     str(outs[name]), "--no-progress", "--threads", "1"])
+                                     str(outs[name]), "--no-progress", "--threads", "1", "--round", "best"])
         assert result.exit_code == 0, result.output
         assert "round 0: the run's best round (held-out oof_clip_lwlrap" in result.output  # best_round.json pulled
     assert outs["url"].read_text() == outs["local"].read_text()

@@ -174,3 +174,28 @@ def test_until_converged_records_the_better_round(tiny_store, tmp_path) -> None:
     assert run.best_round() == {"round": 1, "signal": "oof_lwlrap", "value": 0.45,
                                 "rounds": {"0": 0.30, "1": 0.45, "2": 0.41}}
     assert "stopping (--until-converged); best round: 1 (oof_lwlrap 0.4500)" in echoed[-1]
+
+
+def test_ensemble_teacher_labels_every_clip_with_every_member(tiny_store, tmp_path) -> None:
+    """pseudo_teacher = "ensemble": each member also scores the clips it trained on, and a clip's soft labels are
+    the mean over all members (out-of-fold metrics still come from the held-out member only)."""
+    from rfcx.train import load_infold, load_predictions
+
+    cfg = _cfg(pseudo_teacher="ensemble")
+    runs = tmp_path / "runs"
+    train_rounds(tiny_store, runs, cfg, until_round=0, progress=False, echo=lambda *_: None, export_formats=())
+    run = RunDir(runs)
+    spec = cfg.backbones[0]
+    folds = json.loads((runs / "folds.json").read_text())
+    per_member = []
+    for fold in range(cfg.folds):
+        oof, _ = load_predictions(run.predictions(0, spec, fold))
+        infold = load_infold(run.predictions(0, spec, fold))
+        assert set(oof) == {r for r, f in folds.items() if f == fold}
+        assert set(infold) == {r for r, f in folds.items() if f != fold}
+        per_member.append({**oof, **infold})
+    pseudo = read_pseudo_labels(run.pseudo_labels(0))
+    for rid in pseudo.ids:
+        np.testing.assert_allclose(pseudo.clip(rid), np.mean([m[rid] for m in per_member], axis=0), atol=1e-6)
+    with pytest.raises(ValueError, match="pseudo_teacher"):
+        _cfg(pseudo_teacher="teacher")

@@ -369,7 +369,7 @@ def infer_cmd(
         more = f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""
         typer.echo(f"note: {len(left_out)} scored clip(s) of split {split!r} are not in the sample submission, so not "
                    f"in {path.name}: {', '.join(left_out[:3])}{more}"
-                   + (f" (their windows are in {detections})" if detections is not None else ""))
+                   + (f" (their detections are in {detections})" if detections is not None else ""))
     if bad_files:
         typer.echo(f"skipped {len(bad_files)} of {len(bad_files) + len(scores)} file(s) that cannot be read (each "
                    f"named above; --strict stops at the first)")

@@ -1,13 +1,18 @@
-"""What the engine writes: the submission (clip scores) and the per-window detections table, atomically."""
+"""What the engine writes: the submission (clip scores) and the detections (events or windows, in the formats of
+:mod:`engine.detection_formats`), atomically."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .detection_formats import FORMATS, default_format, is_folder_target, write_audacity, write_frame, write_raven
+from .events import EVENT_COLUMNS, merge_events, score_columns_of, threshold_vector
 
 DETECTION_COLUMNS = ["recording_id", "start_s", "end_s", "species_id", "score"]
 
@@ -63,17 +68,19 @@ def write_submission(clip_scores: pd.DataFrame, path: str | os.PathLike, order: 
     return _write_atomic(submission_frame(clip_scores, order), Path(path))
 
 
-def detections(window_scores: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Long table of the windows scoring above ``threshold``: recording_id, start_s, end_s, species_id, score.
+def detections(window_scores: pd.DataFrame, threshold: float | np.ndarray) -> pd.DataFrame:
+    """Long table of the windows scoring above ``threshold`` (one number, or one per class): recording_id,
+    start_s, end_s, species_id, score.
 
     ``start_s``/``end_s`` are the window's first frame and its end in seconds (a 0.5 s hop starts windows on
     whole frames: 0, 0.50133, 1.0, ...); ``score`` is the mean over the models of that window length.
     """
-    cols = [c for c in window_scores.columns if c.startswith("s") and c[1:].isdigit()]
+    cols = score_columns_of(window_scores)
     if window_scores.empty:
         return pd.DataFrame(columns=DETECTION_COLUMNS)
     scores = window_scores[cols].to_numpy()
-    rows, classes = np.nonzero(scores > threshold)
+    limit = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(cols),))
+    rows, classes = np.nonzero(scores > limit[None, :])
     out = pd.DataFrame({
         "recording_id": window_scores["recording_id"].to_numpy()[rows],
         "start_s": window_scores["start_s"].to_numpy()[rows],
@@ -84,12 +91,89 @@ def detections(window_scores: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return out.sort_values(["recording_id", "start_s", "species_id"], kind="stable").reset_index(drop=True)
 
 
-def write_detections(window_scores: pd.DataFrame, path: str | os.PathLike, threshold: float) -> Path:
-    """Write the detections table (CSV; parquet where the path ends in .parquet and pyarrow exists)."""
-    path = Path(path)
-    if path.suffix == ".parquet":
+def _window_events(windows: pd.DataFrame, bands: pd.DataFrame | None) -> pd.DataFrame:
+    """Per-window detections as events of one window each (for the Raven and Audacity tables)."""
+    frame = pd.DataFrame({"recording_id": windows["recording_id"], "species_id": windows["species_id"],
+                          "start_s": windows["start_s"].astype(np.float64),
+                          "end_s": windows["end_s"].astype(np.float64),
+                          "peak_score": windows["score"].astype(np.float64),
+                          "mean_score": windows["score"].astype(np.float64), "n_windows": 1})
+    if bands is not None:
+        frame["low_hz"] = bands["low_hz"].reindex(frame["species_id"]).to_numpy()
+        frame["high_hz"] = bands["high_hz"].reindex(frame["species_id"]).to_numpy()
+    else:
+        frame["low_hz"] = frame["high_hz"] = np.nan
+    return frame[EVENT_COLUMNS]
+
+
+LEVELS = ("events", "windows")
+
+
+@dataclass(frozen=True)
+class WrittenDetections:
+    """What :func:`write_detections` wrote: ``rows`` events (or windows) in ``paths``."""
+
+    level: str
+    fmt: str
+    rows: int
+    paths: tuple[Path, ...]
+
+    def describe(self, target: str | os.PathLike) -> str:
+        unit = "event(s)" if self.level == "events" else "window(s)"
+        where = f"{len(self.paths)} {self.fmt} file(s) in {target}" if len(self.paths) != 1 else str(self.paths[0])
+        return f"{self.rows} {unit} in {where}"
+
+
+def check_detections_target(path: str | os.PathLike, fmt: str | None, level: str, n_recordings: int) -> str:
+    """Fail early (before any inference) where the detections cannot be written as asked; returns the format
+    (``fmt``, or :func:`engine.detection_formats.default_format` of the path)."""
+    fmt = fmt or default_format(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"--detections-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if level not in LEVELS:
+        raise ValueError(f"--detections-level must be one of {', '.join(LEVELS)}, got {level!r}")
+    if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise ValueError(f"{path}: writing parquet needs pyarrow, which is not installed; use a .csv path") from None
-    return _write_atomic(detections(window_scores, threshold), path)
+            raise ValueError(f"{path}: writing parquet needs pyarrow, which is not installed; use csv") from None
+    if is_folder_target(path, fmt):
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path}: is a file, and {fmt} writes a folder of per-recording tables here")
+        check_writable(path / "probe")
+    else:
+        if fmt == "audacity" and n_recordings > 1:
+            raise ValueError(f"{path}: an Audacity label track holds one recording's labels, and {n_recordings} are "
+                             "to be scored; give a folder (a path without a suffix) for one label file per recording")
+        check_writable(path)
+    return fmt
+
+
+def write_detections(window_scores: pd.DataFrame, path: str | os.PathLike, threshold: float, *,
+                     level: str = "events", fmt: str | None = None, thresholds: Mapping[int, float] | None = None,
+                     bands: pd.DataFrame | None = None, files: Mapping[str, str] | None = None) -> WrittenDetections:
+    """Write the detections of ``window_scores`` above ``threshold`` (``thresholds``: per species, overriding it).
+
+    ``level`` ``events`` merges overlapping or touching windows of a species (:func:`engine.events.merge_events`,
+    ``bands`` giving each species' low/high frequency); ``windows`` writes one row per window (the table
+    :func:`detections` makes: ``recording_id, start_s, end_s, species_id, score``). ``fmt`` (default from the
+    suffix: parquet for .parquet, else csv) is one of :data:`engine.detection_formats.FORMATS`; raven and
+    audacity write a folder of per-recording files where ``path`` has no suffix (``files`` names each recording's
+    audio file in a combined Raven table)."""
+    path = Path(path)
+    recordings = list(dict.fromkeys(window_scores["recording_id"]))
+    fmt = check_detections_target(path, fmt, level, len(recordings))
+    limits = threshold_vector(len(score_columns_of(window_scores)), threshold, thresholds)
+    if level == "windows":
+        table = detections(window_scores, limits)
+        events = _window_events(table, bands) if fmt in ("raven", "audacity") else None
+    else:
+        table = events = merge_events(window_scores, limits, bands)
+    if fmt == "raven":
+        paths = write_raven(events, path, recordings, files)
+    elif fmt == "audacity":
+        paths = write_audacity(events, path, recordings)
+    else:
+        paths = [write_frame(table, path, fmt)]
+    return WrittenDetections(level, fmt, len(table), tuple(paths))

@@ -198,8 +198,24 @@ def infer_cmd(
     fmt: Annotated[str, typer.Option("--format", help="Exported models to run: torchscript (.ts) or export (.pt2).")] = (
         "torchscript"),
     detections: Annotated[Path | None, typer.Option(
-        "--detections", help="Also write per-window detections above --threshold (CSV).", show_default=False)] = None,
-    threshold: Annotated[float, typer.Option("--threshold", help="Score threshold of --detections.")] = 0.5,
+        "--detections", help="Also write the detections above the threshold here: a file, or (raven, audacity) a "
+                             "folder of one table per recording when the path has no suffix.",
+        show_default=False)] = None,
+    detections_level: Annotated[str, typer.Option(
+        "--detections-level", help="events (overlapping or touching windows of a species merged, with its "
+                                   "frequency band) or windows (one row per window, the former table).")] = "events",
+    detections_format: Annotated[str | None, typer.Option(
+        "--detections-format", help="csv, parquet, raven (Raven Pro selection tables) or audacity (label tracks); "
+                                    "default: parquet for a .parquet path, else csv.", show_default=False)] = None,
+    threshold: Annotated[float, typer.Option("--threshold", help="Score threshold of --detections (every species "
+                                                                 "that no per-species threshold names).")] = 0.5,
+    species_thresholds: Annotated[Path | None, typer.Option(
+        "--species-thresholds", help="CSV species_id,threshold: per-species thresholds of --detections.",
+        show_default=False)] = None,
+    target_precision: Annotated[float | None, typer.Option(
+        "--target-precision", help="Choose each species' threshold on the round's out-of-fold scores of the "
+                                   "store's TP/FP boxes for this precision (README); written beside --detections.",
+        show_default=False)] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(
         "--checkpoint-dir", help="Where finished clips are kept so that a killed run resumes "
                                  "(default: .OUT.parts beside --out, removed once OUT is written).",
@@ -220,7 +236,7 @@ def infer_cmd(
     from engine.audio_clips import AudioClips, find_audio
     from engine.batch import MODES, infer_clips, merge_shards, resolve_device, shard_ids
     from engine.export import ModelFileError, load_model
-    from engine.outputs import check_writable, write_detections, write_submission
+    from engine.outputs import check_detections_target, check_writable, write_detections, write_submission
     from engine.postprocess import POSTPROCESS, postprocess as apply_postprocess
 
     if batch == bool(inputs):
@@ -304,9 +320,15 @@ def infer_cmd(
     try:
         check_writable(out)
         if detections is not None:
-            check_writable(detections)
+            detections_format = check_detections_target(detections, detections_format, detections_level, len(ids))
     except ValueError as exc:
         _fail(str(exc))
+    if detections is None and (species_thresholds is not None or target_precision is not None):
+        _fail("--species-thresholds and --target-precision set the thresholds of --detections; give --detections")
+    settings = None
+    if detections is not None and group.is_main:
+        settings = _detection_settings(fs if batch else _band_store(store), runs, k, n_classes, params, threshold,
+                                       species_thresholds, target_precision, detections, detections_format)
 
     work = checkpoint_dir if checkpoint_dir is not None else out.with_name(f".{out.name}.parts")
     if group.is_main:  # one writer per output: the lock of its checkpoint folder, held to the end of the command
@@ -355,7 +377,11 @@ def infer_cmd(
     try:
         path = write_submission(scores, out, order)
         if detections is not None:
-            write_detections(window_scores, detections, threshold)
+            files = {rid: f.name for rid, f in clips.files.items()} if not batch else {
+                rid: f"{rid}.flac" for rid in ids}
+            written = write_detections(window_scores, detections, threshold, level=detections_level,
+                                       fmt=detections_format, thresholds=settings.thresholds, bands=settings.bands,
+                                       files=files)
     except (OSError, ValueError) as exc:
         _fail(f"{exc} (finished clips are kept in {work})")
     if checkpoint_dir is None:
@@ -367,15 +393,92 @@ def infer_cmd(
     typer.echo(f"{k}: {len(models)} {fmt} model(s), mode {mode} on {dev}: scored {stats['computed_clips']} "
                f"clips ({rate:.2f} clips/s)" + (f", resumed {stats['resumed_clips']}" if stats["resumed_clips"] else "")
                + f"; wrote {path} ({n_rows} rows" + (f", postprocess {postprocess})" if postprocess != "none" else ")")
-               + (f" and {detections}" if detections is not None else ""))
+               + (f" and {written.describe(detections)}" if detections is not None else ""))
+    if settings is not None:
+        for line in settings.notes:
+            typer.echo(line)
     if left_out:
         more = f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""
         typer.echo(f"note: {len(left_out)} scored clip(s) of split {split!r} are not in the sample submission, so not "
                    f"in {path.name}: {', '.join(left_out[:3])}{more}"
-                   + (f" (their windows are in {detections})" if detections is not None else ""))
+                   + (f" (their detections are in {detections})" if detections is not None else ""))
     if bad_files:
         typer.echo(f"skipped {len(bad_files)} of {len(bad_files) + len(scores)} file(s) that cannot be read (each "
                    f"named above; --strict stops at the first)")
+
+
+def _band_store(store: str):  # noqa: ANN202 (store.FeatureStore | None)
+    """Audio files: the store whose TP boxes give the species' frequency bands, where ``--store`` opens."""
+    from store import FeatureStore
+
+    try:
+        return FeatureStore.open(store)
+    except Exception:  # noqa: BLE001 (no store there, or not one: the full band, and a note)
+        return None
+
+
+class _DetectionSettings:
+    """Thresholds and frequency bands of ``rfcx infer --detections``, with the lines that say where they came from."""
+
+    def __init__(self, thresholds: dict[int, float], bands, notes: list[str]) -> None:  # noqa: ANN001 (DataFrame)
+        self.thresholds, self.bands, self.notes = thresholds, bands, notes
+
+
+def _detection_settings(fs, runs: str, k: int, n_classes: int, params, threshold: float,  # noqa: ANN001, PLR0913
+                        file: Path | None, target: float | None, detections: Path, fmt: str) -> _DetectionSettings:
+    """Per-species thresholds (a file, or chosen on round ``k``'s out-of-fold scores for ``target`` precision)
+    and the species' bands (the store's TP boxes); fails early, before any inference."""
+    import numpy as np
+
+    from engine.detection_formats import is_folder_target
+    from engine.events import species_bands
+    from engine.thresholds import read_thresholds, write_thresholds
+
+    if not 0.0 <= threshold <= 1.0:
+        _fail(f"--threshold must be in 0..1, got {threshold}")
+    if file is not None and target is not None:
+        _fail("give --species-thresholds FILE or --target-precision P, not both")
+    notes = []
+    tp = fp = None
+    if fs is not None:
+        try:
+            tp = fs.boxes("tp")
+            fp = fs.boxes("fp")
+        except KeyError:
+            pass
+    bands = species_bands(tp, n_classes, params.sample_rate / 2)
+    if tp is None or tp.empty:
+        notes.append(f"note: no TP boxes (no store at --store, or none in it): every species' band is the full "
+                     f"0-{params.sample_rate / 2:g} Hz")
+    thresholds: dict[int, float] = {}
+    if file is not None:
+        try:
+            thresholds = read_thresholds(file, n_classes)
+        except (FileNotFoundError, ValueError) as exc:
+            _fail(str(exc))
+        notes.append(f"thresholds: {len(thresholds)} species from {file}, the others --threshold {threshold:g}")
+    elif target is not None:
+        from rfcx.oof_thresholds import oof_thresholds
+        from rfcx.runs import open_run
+
+        if tp is None or fp is None:
+            _fail("--target-precision needs the store's TP and FP boxes (the labelled windows); give --store")
+        try:
+            run = open_run(runs, pull="meta")
+            run.fetch(run.round_dir(k) / "members", suffix="predictions.npz")
+            thresholds, labelled = oof_thresholds(run, k, tp, fp, target)
+        except (OSError, ValueError) as exc:
+            _fail(str(exc))
+        saved = (detections / "thresholds.csv" if is_folder_target(detections, fmt)
+                 else detections.with_name(f"{detections.stem}.thresholds.csv"))
+        write_thresholds(thresholds, saved)
+        kept = sorted(set(range(n_classes)) - set(thresholds))
+        median = f" (median {np.median(list(thresholds.values())):.3f})" if thresholds else ""
+        notes.append(f"thresholds: {len(thresholds)} species at precision >= {target:g} on round {k}'s out-of-fold "
+                     f"scores of {int(labelled.is_tp.sum())} TP / {int((~labelled.is_tp).sum())} FP boxes{median}, "
+                     f"written to {saved}; {len(kept)} keep --threshold {threshold:g} (too few TP boxes, or the "
+                     "precision is not reached)")
+    return _DetectionSettings(thresholds, bands, notes)
 
 
 def evaluate_cmd(

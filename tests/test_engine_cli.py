@@ -35,7 +35,7 @@ def _infer(run: dict, out: Path, *extra: str) -> tuple[int, str]:
 def test_infer_batch_writes_the_submission(tiny_run, tmp_path: Path) -> None:
     out = tmp_path / "sub" / "submission.csv"
     det = tmp_path / "detections.csv"
-    code, text = _infer(tiny_run, out, "--detections", det, "--threshold", "0.9")
+    code, text = _infer(tiny_run, out, "--detections", det, "--detections-level", "windows", "--threshold", "0.9")
     assert code == 0, text
     assert "round 0: 2 torchscript model(s), mode exact on cpu: scored 3 clips" in text
     sample = pd.read_csv(tiny_run["data"] / "sample_submission.csv")

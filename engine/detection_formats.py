@@ -1,0 +1,204 @@
+"""Detection tables in the formats reviewers open: CSV, parquet, Raven Pro selection tables, Audacity label tracks.
+
+Each writer takes an event table (:data:`engine.events.EVENT_COLUMNS`; per-window detections are events of one
+window) and each has a reader, so that a table written and read back can be compared (the tests do).
+
+**Raven Pro selection table** (Raven Pro 1.4 User's Manual, "Selection tables"; the columns BirdNET-Analyzer and
+OpenSoundscape write): tab-separated text, one header line, one selection per line: ``Selection`` (1, 2, ...),
+``View`` (``Spectrogram 1``), ``Channel`` (1), ``Begin Time (s)``, ``End Time (s)``, ``Low Freq (Hz)``, ``High Freq
+(Hz)``, then annotation columns ``Species`` (the species id), ``Score`` (the event's peak score), ``Mean Score``,
+``Windows``. Written either as a folder with one table per recording (``RID.Table.1.selections.txt``, the name
+Raven gives a table it saves for sound file ``RID``; recordings without a detection get a table with the header
+only, so that every scored recording has one), which Raven opens over that recording; or as one combined table with
+a ``Begin File`` column (the recording's file name) after ``High Freq (Hz)``. In the combined table the times are
+within each recording (as in the per-recording tables), not Raven's running time over a file sequence: filter
+it by ``Begin File``, or use the folder, to open a recording's selections in Raven.
+
+**Audacity label track** (Audacity manual, "Importing and Exporting Labels", the extended format with frequency
+ranges): tab-separated ``start end label`` per label (seconds, 6 decimals), each followed by the frequency line
+``\\ low high`` (a backslash, then the low and high frequency in Hz), as Audacity writes a label made with a spectral
+selection. The label is ``species {id} {peak score:.3f}``. A label track belongs to one recording: a folder gets one
+``RID.txt`` per scored recording; a file is written only for a single recording.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .events import EVENT_COLUMNS
+
+FORMATS = ("csv", "parquet", "raven", "audacity")
+RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)"]
+RAVEN_EXTRA = ["Species", "Score", "Mean Score", "Windows"]
+RAVEN_VIEW = "Spectrogram 1"
+RAVEN_SUFFIX = ".Table.1.selections.txt"
+AUDACITY_SUFFIX = ".txt"
+
+
+def is_folder_target(path: str | os.PathLike, fmt: str) -> bool:
+    """Whether ``fmt`` is written as a folder of per-recording files at ``path``: for raven and audacity, a path
+    that is a folder already, or has no suffix (``detections/``, ``review``); csv and parquet are one file."""
+    path = Path(path)
+    return fmt in ("raven", "audacity") and (path.is_dir() or path.suffix == "" or str(path).endswith(os.sep))
+
+
+def default_format(path: str | os.PathLike) -> str:
+    """The format a path asks for when none is given: parquet for ``.parquet``, else csv."""
+    return "parquet" if Path(path).suffix == ".parquet" else "csv"
+
+
+def _atomic_text(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8", newline="\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_frame(frame: pd.DataFrame, path: str | os.PathLike, fmt: str) -> Path:
+    """CSV or parquet, atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        if fmt == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False, float_format="%.6g")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_frame(path: str | os.PathLike, fmt: str) -> pd.DataFrame:
+    return pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path)
+
+
+# -- Raven ---------------------------------------------------------------------------------------------------------
+
+def raven_table(events: pd.DataFrame, files: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The selection table of ``events``; with ``files`` (recording id -> file name) a combined table with
+    ``Begin File``."""
+    n = len(events)
+    table = pd.DataFrame({
+        "Selection": np.arange(1, n + 1),
+        "View": [RAVEN_VIEW] * n,
+        "Channel": np.ones(n, dtype=np.int64),
+        "Begin Time (s)": events["start_s"].to_numpy(np.float64),
+        "End Time (s)": events["end_s"].to_numpy(np.float64),
+        "Low Freq (Hz)": events["low_hz"].to_numpy(np.float64),
+        "High Freq (Hz)": events["high_hz"].to_numpy(np.float64),
+    })
+    if files is not None:
+        table["Begin File"] = [files.get(rid, rid) for rid in events["recording_id"]]
+    table["Species"] = events["species_id"].to_numpy(np.int64)
+    table["Score"] = events["peak_score"].to_numpy(np.float64)
+    table["Mean Score"] = events["mean_score"].to_numpy(np.float64)
+    table["Windows"] = events["n_windows"].to_numpy(np.int64)
+    return table
+
+
+def _raven_text(table: pd.DataFrame) -> str:
+    return table.to_csv(sep="\t", index=False, float_format="%.6f", lineterminator="\n")
+
+
+def write_raven(events: pd.DataFrame, path: str | os.PathLike, recordings: Sequence[str],
+                files: Mapping[str, str] | None = None) -> list[Path]:
+    """Raven selection tables of ``events``: a folder of one table per recording of ``recordings`` where
+    :func:`is_folder_target`, else one combined table with ``Begin File`` (``files``: recording id -> file name,
+    default the id). Returns the files written."""
+    path = Path(path)
+    if is_folder_target(path, "raven"):
+        written = []
+        for rid in recordings:
+            mine = events[events["recording_id"] == rid]
+            written.append(path / f"{rid}{RAVEN_SUFFIX}")
+            _atomic_text(_raven_text(raven_table(mine)), written[-1])
+        return written
+    _atomic_text(_raven_text(raven_table(events, dict(files or {}))), path)
+    return [path]
+
+
+def read_raven(path: str | os.PathLike) -> pd.DataFrame:
+    """Events back from a selection table (``Begin File`` gives the recording id, its suffix dropped) or a folder
+    of them (the recording id from the file name)."""
+    path = Path(path)
+    if path.is_dir():
+        parts = []
+        for f in sorted(path.glob(f"*{RAVEN_SUFFIX}")):
+            table = pd.read_csv(f, sep="\t")
+            table["Begin File"] = f.name[: -len(RAVEN_SUFFIX)]
+            parts.append(table)
+        table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RAVEN_COLUMNS + RAVEN_EXTRA
+                                                                              + ["Begin File"])
+    else:
+        table = pd.read_csv(path, sep="\t")
+    rid = table["Begin File"].astype(str).map(lambda name: Path(name).stem if "." in name else name)
+    frame = pd.DataFrame({
+        "recording_id": rid, "species_id": table["Species"].astype(np.int64),
+        "start_s": table["Begin Time (s)"].astype(np.float64), "end_s": table["End Time (s)"].astype(np.float64),
+        "low_hz": table["Low Freq (Hz)"].astype(np.float64), "high_hz": table["High Freq (Hz)"].astype(np.float64),
+        "peak_score": table["Score"].astype(np.float64), "mean_score": table["Mean Score"].astype(np.float64),
+        "n_windows": table["Windows"].astype(np.int64)})
+    return frame[EVENT_COLUMNS]
+
+
+# -- Audacity ------------------------------------------------------------------------------------------------------
+
+def audacity_text(events: pd.DataFrame) -> str:
+    """One recording's label track, each label followed by its frequency line."""
+    lines = []
+    for e in events.itertuples(index=False):
+        lines.append(f"{e.start_s:.6f}\t{e.end_s:.6f}\tspecies {int(e.species_id)} {e.peak_score:.3f}\n")
+        lines.append(f"\\\t{e.low_hz:.6f}\t{e.high_hz:.6f}\n")
+    return "".join(lines)
+
+
+def write_audacity(events: pd.DataFrame, path: str | os.PathLike, recordings: Sequence[str]) -> list[Path]:
+    """Audacity label tracks: a folder of ``RID.txt`` per recording of ``recordings`` where
+    :func:`is_folder_target`, else one file (only for a single recording: a label track has no file column)."""
+    path = Path(path)
+    if is_folder_target(path, "audacity"):
+        written = []
+        for rid in recordings:
+            written.append(path / f"{rid}{AUDACITY_SUFFIX}")
+            _atomic_text(audacity_text(events[events["recording_id"] == rid]), written[-1])
+        return written
+    if len(set(recordings)) > 1:
+        raise ValueError(f"{path}: an Audacity label track holds one recording's labels, and {len(set(recordings))} "
+                         "were scored; give a folder (a path without a suffix) for one label file per recording")
+    _atomic_text(audacity_text(events), path)
+    return [path]
+
+
+def read_audacity(path: str | os.PathLike, recording_id: str | None = None) -> pd.DataFrame:
+    """Events back from a label track (``recording_id``: default the file name's stem) or a folder of them;
+    ``mean_score`` and ``n_windows``, which a label does not hold, come back as NaN and 0."""
+    path = Path(path)
+    if path.is_dir():
+        parts = [read_audacity(f) for f in sorted(path.glob(f"*{AUDACITY_SUFFIX}"))]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=EVENT_COLUMNS)
+    rid = recording_id if recording_id is not None else path.stem
+    rows: list[dict] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        fields = line.split("\t")
+        if fields[0] == "\\":
+            if not rows or len(fields) != 3:
+                raise ValueError(f"{path}: line {n}: a frequency line must follow a label and hold low and high")
+            rows[-1]["low_hz"], rows[-1]["high_hz"] = float(fields[1]), float(fields[2])
+            continue
+        if len(fields) != 3:
+            raise ValueError(f"{path}: line {n}: expected start, end and label separated by tabs")
+        word, sid, score = fields[2].split(" ")
+        rows.append({"recording_id": rid, "species_id": int(sid), "start_s": float(fields[0]),
+                     "end_s": float(fields[1]), "low_hz": np.nan, "high_hz": np.nan, "peak_score": float(score),
+                     "mean_score": np.nan, "n_windows": 0})
+    return pd.DataFrame(rows, columns=EVENT_COLUMNS)

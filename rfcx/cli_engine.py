@@ -91,10 +91,10 @@ def parse_round(value: str | None) -> int | str | None:
 
 
 def _round_models(runs: str, round_: int | str | None, fmt: str,
-                  say=typer.echo) -> tuple[str, list[Path]]:  # noqa: ANN001
+                  say=typer.echo) -> tuple[str, list[Path], list[int]]:  # noqa: ANN001
     """The exported model files of the requested round(s): a round number; ``best`` (:func:`_default_round`); or
     ``all``/None, every complete round's models together (the rounds' ensemble). Returns a label ("round 1",
-    "rounds 0-2") and the files; clear errors otherwise.
+    "rounds 0-2"), the files and the rounds; clear errors otherwise.
 
     A run at a URL is mirrored: its JSON files first, then the models of the round (in the local cache)."""
     from engine.export import SUFFIXES
@@ -135,7 +135,7 @@ def _round_models(runs: str, round_: int | str | None, fmt: str,
                   f"run `rfcx export --round {k} --runs {runs} --format {flag}`")
         files += found
     label = f"round {rounds[0]}" if len(rounds) == 1 else f"rounds {rounds[0]}-{rounds[-1]}"
-    return label, files
+    return label, files, rounds
 
 
 FCN_MIN_POSITIONS = 6  # feature positions per window from which fcn was measured within 0.01 LWLRAP of exact
@@ -291,7 +291,7 @@ def infer_cmd(
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
 
-    k, files = _round_models(runs, parse_round(round_), fmt, typer.echo if group.is_main else (lambda *_: None))
+    k, files, rounds = _round_models(runs, parse_round(round_), fmt, typer.echo if group.is_main else (lambda *_: None))
     try:
         models = [load_model(f, dev) for f in files]
     except (FileNotFoundError, ModelFileError) as exc:
@@ -327,7 +327,7 @@ def infer_cmd(
         _fail("--species-thresholds and --target-precision set the thresholds of --detections; give --detections")
     settings = None
     if detections is not None and group.is_main:
-        settings = _detection_settings(fs if batch else _band_store(store), runs, k, n_classes, params, threshold,
+        settings = _detection_settings(fs if batch else _band_store(store), runs, rounds, n_classes, params, threshold,
                                        species_thresholds, target_precision, detections, detections_format)
 
     work = checkpoint_dir if checkpoint_dir is not None else out.with_name(f".{out.name}.parts")
@@ -424,7 +424,7 @@ class _DetectionSettings:
         self.thresholds, self.bands, self.notes = thresholds, bands, notes
 
 
-def _detection_settings(fs, runs: str, k: int, n_classes: int, params, threshold: float,  # noqa: ANN001, PLR0913
+def _detection_settings(fs, runs: str, rounds: list[int], n_classes: int, params, threshold: float,  # noqa: ANN001, PLR0913
                         file: Path | None, target: float | None, detections: Path, fmt: str) -> _DetectionSettings:
     """Per-species thresholds (a file, or chosen on round ``k``'s out-of-fold scores for ``target`` precision)
     and the species' bands (the store's TP boxes); fails early, before any inference."""
@@ -465,8 +465,9 @@ def _detection_settings(fs, runs: str, k: int, n_classes: int, params, threshold
             _fail("--target-precision needs the store's TP and FP boxes (the labelled windows); give --store")
         try:
             run = open_run(runs, pull="meta")
-            run.fetch(run.round_dir(k) / "members", suffix="predictions.npz")
-            thresholds, labelled = oof_thresholds(run, k, tp, fp, target)
+            for k in rounds:
+                run.fetch(run.round_dir(k) / "members", suffix="predictions.npz")
+            thresholds, labelled = oof_thresholds(run, rounds, tp, fp, target)
         except (OSError, ValueError) as exc:
             _fail(str(exc))
         saved = (detections / "thresholds.csv" if is_folder_target(detections, fmt)
@@ -474,7 +475,8 @@ def _detection_settings(fs, runs: str, k: int, n_classes: int, params, threshold
         write_thresholds(thresholds, saved)
         kept = sorted(set(range(n_classes)) - set(thresholds))
         median = f" (median {np.median(list(thresholds.values())):.3f})" if thresholds else ""
-        notes.append(f"thresholds: {len(thresholds)} species at precision >= {target:g} on round {k}'s out-of-fold "
+        which = f"round {rounds[0]}" if len(rounds) == 1 else f"rounds {', '.join(map(str, rounds))}"
+        notes.append(f"thresholds: {len(thresholds)} species at precision >= {target:g} on {which}'s out-of-fold "
                      f"scores of {int(labelled.is_tp.sum())} TP / {int((~labelled.is_tp).sum())} FP boxes{median}, "
                      f"written to {saved}; {len(kept)} keep --threshold {threshold:g} (too few TP boxes, or the "
                      "precision is not reached)")

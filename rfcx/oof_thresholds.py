@@ -10,6 +10,8 @@ precision on them (see there for what that precision means and when a species ke
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import json
 
 import numpy as np
@@ -21,12 +23,16 @@ from rfcx.runs import RunDir
 from rfcx.train import load_predictions
 
 
-def oof_window_scores(run: RunDir, k: int) -> tuple[dict[str, np.ndarray], float, float]:
-    """``({train recording id: (windows, classes) mean OOF scores}, window_s, hop_s)`` of round ``k``."""
-    files = sorted((run.round_dir(k) / "members").glob("*/predictions.npz"))
-    if not files:
-        raise FileNotFoundError(f"{run.describe(run.round_dir(k) / 'members')}: no predictions.npz of round {k} "
-                                "(the out-of-fold scores --target-precision chooses thresholds on)")
+def oof_window_scores(run: RunDir, k: int | Sequence[int]) -> tuple[dict[str, np.ndarray], float, float]:
+    """``({train recording id: (windows, classes) mean OOF scores}, window_s, hop_s)`` of round ``k`` (or of
+    several rounds together: the mean over all their members, as ``rfcx infer --round all`` scores)."""
+    files = []
+    for r in ([k] if isinstance(k, int) else list(k)):
+        found = sorted((run.round_dir(r) / "members").glob("*/predictions.npz"))
+        if not found:
+            raise FileNotFoundError(f"{run.describe(run.round_dir(r) / 'members')}: no predictions.npz of round {r} "
+                                    "(the out-of-fold scores --target-precision chooses thresholds on)")
+        files += found
     cfg = TrainConfig.from_dict(json.loads(run.config_file.read_text()))
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
@@ -55,7 +61,7 @@ def labelled_scores(oof: dict[str, np.ndarray], boxes: pd.DataFrame, window_s: f
         {"species_id": np.int64, "score": np.float64, "is_tp": bool})
 
 
-def oof_thresholds(run: RunDir, k: int, tp: pd.DataFrame, fp: pd.DataFrame, target: float,
+def oof_thresholds(run: RunDir, k: int | Sequence[int], tp: pd.DataFrame, fp: pd.DataFrame, target: float,
                    min_positives: int = MIN_POSITIVES) -> tuple[dict[int, float], pd.DataFrame]:
     """``({species_id: threshold}, labelled)`` for the species of round ``k``'s OOF scores that reach ``target``
     precision on the labelled windows of the ``tp``/``fp`` boxes."""

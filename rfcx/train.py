@@ -534,6 +534,12 @@ def finish_round(ctx: Context, k: int, started: float, export_formats: tuple[str
         if k > 0 and runs.metrics(0).is_file():
             bootstrap = json.loads(runs.metrics(0).read_text()).get("test_lwlrap")
             metrics["gap_closed"] = yardsticks.gap_closed(metrics["test_lwlrap"], bootstrap, oracle_score)
+            together = rounds_test_clips(ctx, k, test_clip)  # what `rfcx infer` (default --round all) scores
+            if together is not None:
+                metrics["test_lwlrap_rounds"] = float(lwlrap(truth.loc[ids].to_numpy(),
+                                                             np.stack([together[rid] for rid in ids])))
+                metrics["gap_closed_rounds"] = yardsticks.gap_closed(metrics["test_lwlrap_rounds"], bootstrap,
+                                                                     oracle_score)
     metrics["freq_channel_check"] = freq_channel_check(ctx, k, cfg.backbones[0])
     metrics["members"] = members
     metrics["train_seconds"] = time.perf_counter() - started
@@ -639,6 +645,22 @@ def _train_rounds(store: str, runs: str | Path, cfg: TrainConfig, until_round: i
     return results
 
 
+def rounds_test_clips(ctx: Context, k: int, test_clip: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray] | None:
+    """Test clip scores of rounds 0..k together (the mean over every member of every round: what ``rfcx infer``
+    scores by default), from the members' stored predictions; None where an earlier round's are missing."""
+    clips = {rid: list(v) for rid, v in test_clip.items()}
+    for j in range(k):
+        for spec in ctx.cfg.backbones:
+            for fold in range(ctx.cfg.folds):
+                path = ctx.runs.predictions(j, spec, fold)
+                if not path.is_file():
+                    return None
+                for rid, s in load_predictions(path)[1].items():
+                    if rid in clips:
+                        clips[rid].append(s.max(axis=0))
+    return {rid: np.mean(v, axis=0) for rid, v in clips.items()}
+
+
 def record_best_round(runs: RunDir) -> dict | None:
     """Write ``best_round.json``: the complete round whose held-out signal (:func:`_signal`) is highest (a tie
     keeps the earlier round, as ``--until-converged`` does), with the signal of every complete round. Written
@@ -696,4 +718,7 @@ def _summary(m: dict) -> str:
                      f"oracle {f(y.get('oracle'))}]")
     if m.get("gap_closed") is not None:
         parts.append(f"gap closed {100 * m['gap_closed']:.0f} %")
+    if m.get("test_lwlrap_rounds") is not None:
+        parts.append(f"rounds 0-{m['round']} together {f(m['test_lwlrap_rounds'])}"
+                     + (f" ({100 * m['gap_closed_rounds']:.0f} %)" if m.get("gap_closed_rounds") is not None else ""))
     return ", ".join(parts)

@@ -44,6 +44,21 @@ def test_round_0_to_1_end_to_end(tiny_store, tmp_path) -> None:
         assert set(m["freq_channel_check"]) == {"loss", "loss_zeroed_freq_channel"}
         assert set(m["members"]) == {"test_efficientnet-2s_fold0", "test_efficientnet-2s_fold1"}
     assert (runs / "lwlrap.png").is_file()
+    # rounds 0-1 together (rfcx infer's default): the mean of every member's clip scores over both rounds
+    from rfcx.metrics import lwlrap
+    from rfcx.train import load_predictions
+    from store import FeatureStore
+
+    truth = FeatureStore.open(tiny_store).truth("test")
+    clips = {}
+    for k in (0, 1):
+        for fold in range(2):
+            for rid, s in load_predictions(run.predictions(k, _cfg().backbones[0], fold))[1].items():
+                clips.setdefault(rid, []).append(s.max(axis=0))
+    ids = list(truth.index)
+    expected = lwlrap(truth.loc[ids].to_numpy(), np.stack([np.mean(clips[r], axis=0) for r in ids]))
+    assert json.loads(run.metrics(1).read_text())["test_lwlrap_rounds"] == pytest.approx(expected)
+    assert "test_lwlrap_rounds" not in json.loads(run.metrics(0).read_text())
     assert sorted(p.name for p in run.models_dir(1).iterdir()) == [
         "test_efficientnet-2s_fold0.pt2", "test_efficientnet-2s_fold0.ts",
         "test_efficientnet-2s_fold1.pt2", "test_efficientnet-2s_fold1.ts"]

@@ -34,11 +34,16 @@ demo: setup
 	    --out $(DEMO)/submission_round$$k.csv --detections $(DEMO)/detections_round$$k.csv || exit 1; \
 	done
 	@echo "== test-set LWLRAP of each round's ensemble (rfcx infer --batch + rfcx evaluate) =="
+	@$(BIN)/rfcx infer --batch --store $(DEMO)/features.zarr --runs $(DEMO)/runs --round all \
+	  --out $(DEMO)/submission_rounds.csv > /dev/null
 	@for k in $$(seq 0 $(ROUNDS)); do \
 	  printf 'round %s: ' $$k; \
 	  $(BIN)/rfcx evaluate --pred $(DEMO)/submission_round$$k.csv --truth $(DEMO)/data/test_labels.csv \
 	    --train-tp $(DEMO)/data/train_tp.csv | head -1; \
 	done
+	@printf 'rounds 0-%s together (rfcx infer default): ' $(ROUNDS); \
+	  $(BIN)/rfcx evaluate --pred $(DEMO)/submission_rounds.csv --truth $(DEMO)/data/test_labels.csv \
+	    --train-tp $(DEMO)/data/train_tp.csv | head -1
 	@echo "== rounds beside the yardsticks (rfcx report) =="
 	@$(BIN)/rfcx report --runs $(DEMO)/runs
 

@@ -33,18 +33,8 @@ def check_writable(path: str | os.PathLike) -> Path:
 
 
 def _write_atomic(frame: pd.DataFrame, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        if path.suffix == ".parquet":
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False, float_format="%.6g")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """CSV, or parquet for a ``.parquet`` path, atomically."""
+    return write_frame(frame, path, "parquet" if Path(path).suffix == ".parquet" else "csv")
 
 
 def submission_frame(clip_scores: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFrame:

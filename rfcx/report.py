@@ -71,12 +71,16 @@ def format_round_table(rows: list[dict], best: int | None = None) -> str:
     lines = [f"yardsticks: random {f(sticks.get('random'))}, prior-only {f(sticks.get('prior_only'))}, "
              f"oracle {f(sticks.get('oracle'))}" + ("" if sticks.get("oracle") is not None else
                                                     " (rfcx train --oracle trains it, where calls_truth.csv exists)"),
-             "round  test LWLRAP  vs prior-only  gap closed  OOF clip LWLRAP (picks the round)"]
+             "round  test LWLRAP  vs prior-only  gap closed  OOF clip LWLRAP (best_round.json)  rounds 0..k together"]
     for r in rows:
         margin = None if r["test_lwlrap"] is None or sticks.get("prior_only") is None else \
             r["test_lwlrap"] - sticks["prior_only"]
         gap = "         -" if r["gap_closed"] is None else f"{100 * r['gap_closed']:9.0f}%"
-        lines.append(f"{r['round']:>5}  {f(r['test_lwlrap']):>11}  {('+' if (margin or 0) >= 0 else '') + f(margin) if margin is not None else '   n/a':>12}  {gap:>10}  {f(r.get('oof_clip_lwlrap')):>10}")
-    if best is not None:
-        lines.append(f"rfcx infer uses round {best} by default (the best held-out signal: RUNS/best_round.json)")
+        lines.append(f"{r['round']:>5}  {f(r['test_lwlrap']):>11}  {('+' if (margin or 0) >= 0 else '') + f(margin) if margin is not None else '   n/a':>12}  {gap:>10}  {f(r.get('oof_clip_lwlrap')):>32}  {f(r.get('test_lwlrap_rounds')) if r['round'] else '':>20}")
+    if len(rows) > 1:
+        lines.append(f"rfcx infer uses rounds {rows[0]['round']}-{rows[-1]['round']} together by default (--round all)"
+                     + (f"; --round best uses round {best} (the best held-out signal: RUNS/best_round.json)"
+                        if best is not None else ""))
+    elif best is not None:
+        lines.append(f"rfcx infer uses round {best} by default")
     return "\n".join(lines)

@@ -80,7 +80,7 @@ def round_table(runs_root: Path) -> list[dict]:
         m = json.loads(path.read_text())
         rows.append({"round": m["round"], "test_lwlrap": m.get("test_lwlrap"), "oof_lwlrap": m.get("oof_lwlrap"),
                      "oof_clip_lwlrap": m.get("oof_clip_lwlrap"), "test_lwlrap_prior": m.get("test_lwlrap_prior"),
-                     "yardsticks": m.get("yardsticks") or {}})
+                     "test_lwlrap_rounds": m.get("test_lwlrap_rounds"), "yardsticks": m.get("yardsticks") or {}})
     oracle = oracle_metrics(root)
     oracle_score = oracle.get("test_lwlrap") if oracle else None
     bootstrap = rows[0]["test_lwlrap"] if rows and rows[0]["round"] == 0 else None

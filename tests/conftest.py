@@ -13,6 +13,18 @@ REAL_CLIP = SHARED / "f97ababc1.flac"
 BOX_HEADER = "recording_id,species_id,songtype_id,t_min,f_min,t_max,f_max\n"
 
 
+def make_synth_store(root: Path, n_train: int, n_test: int, seconds: float) -> Path:
+    """``rfcx synth`` data (seed 1, a TP box in every train clip) under ``root/data`` and its torch-built store
+    ``root/s.zarr``: the small store the training, distributed and integrity tests share the shape of."""
+    from rfcx.synth import synthesize
+    from store import build_store
+
+    synthesize(root / "data", n_train=n_train, n_test=n_test, seconds=seconds, seed=1, tp_fraction=1.0,
+               progress=False)
+    build_store(root / "data", root / "s.zarr", backend="torch", device="cpu", progress=False)
+    return root / "s.zarr"
+
+
 @pytest.fixture
 def real_clip() -> Path:
     if not REAL_CLIP.is_file():

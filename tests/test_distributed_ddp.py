@@ -18,7 +18,7 @@ import torch
 from rfcx.config import get_config
 from rfcx.process_group import ProcessGroup
 from rfcx.train import check_ddp_batch, train_rounds, weights_digest
-from store import build_store
+from tests.conftest import make_synth_store
 from tests.test_distributed import ROOT, _env, _metrics, assert_same_store, free_port, rfcx
 
 MEMBERS = [f"test_efficientnet-2s_fold{f}" for f in (0, 1)]
@@ -26,12 +26,7 @@ MEMBERS = [f"test_efficientnet-2s_fold{f}" for f in (0, 1)]
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    from rfcx.synth import synthesize
-
-    root = tmp_path_factory.mktemp("ddp")
-    synthesize(root / "data", n_train=8, n_test=3, seconds=10.0, seed=1, tp_fraction=1.0, progress=False)
-    build_store(root / "data", root / "s.zarr", backend="torch", device="cpu", progress=False)
-    return root / "s.zarr"
+    return make_synth_store(tmp_path_factory.mktemp("ddp"), n_train=8, n_test=3, seconds=10.0)
 
 
 def _train_cmd(store: Path, runs: Path, *sets: str, round_: int = 0) -> list[str]:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from rfcx.cli import app
 from store import FeatureStore, build_store, layout
 from store.errors import DamagedStoreError, StoreError
-from tests.conftest import make_dataset
+from tests.conftest import make_dataset, make_synth_store
 
 HEALTHY: dict[str, Path] = {}
 
@@ -137,12 +137,7 @@ def test_a_store_written_before_checksums_still_reads_and_is_checked(tmp_path, m
 
 @pytest.fixture(scope="module")
 def synth_store(tmp_path_factory) -> Path:
-    from rfcx.synth import synthesize
-
-    root = tmp_path_factory.mktemp("train_damage")
-    synthesize(root / "data", n_train=6, n_test=2, seconds=6.0, seed=1, tp_fraction=1.0, progress=False)
-    build_store(root / "data", root / "s.zarr", backend="torch", device="cpu", progress=False)
-    return root / "s.zarr"
+    return make_synth_store(tmp_path_factory.mktemp("train_damage"), n_train=6, n_test=2, seconds=6.0)
 
 
 @pytest.mark.parametrize("workers", [0, 1])

@@ -15,17 +15,14 @@ from rfcx.cli import app
 from rfcx.config import get_config
 from rfcx.pseudo import read_pseudo_labels
 from rfcx.runs import RunDir
-from rfcx.synth import synthesize
 from rfcx.train import train_rounds
 from store import build_store
+from tests.conftest import make_synth_store
 
 
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("tiny")
-    synthesize(root / "data", n_train=8, n_test=3, seconds=10.0, seed=1, tp_fraction=1.0, progress=False)
-    build_store(root / "data", root / "s.zarr", backend="torch", device="cpu", progress=False)
-    return str(root / "s.zarr")
+    return str(make_synth_store(tmp_path_factory.mktemp("tiny"), n_train=8, n_test=3, seconds=10.0))
 
 
 def _cfg(**changes):

@@ -33,6 +33,7 @@ import pandas as pd
 from .events import EVENT_COLUMNS
 
 FORMATS = ("csv", "parquet", "raven", "audacity")
+WINDOW_COLUMNS = ["recording_id", "start_s", "end_s", "species_id", "score"]  # ``--detections-level windows``
 RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)"]
 RAVEN_EXTRA = ["Species", "Score", "Mean Score", "Windows"]
 RAVEN_VIEW = "Spectrogram 1"
@@ -202,3 +203,49 @@ def read_audacity(path: str | os.PathLike, recording_id: str | None = None) -> p
                      "end_s": float(fields[1]), "low_hz": np.nan, "high_hz": np.nan, "peak_score": float(score),
                      "mean_score": np.nan, "n_windows": 0})
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
+
+
+# -- any of them -----------------------------------------------------------------------------------------------
+
+def guess_format(path: str | os.PathLike) -> str:
+    """The format of a detections file or folder that exists: a folder of Raven tables (or of Audacity label
+    tracks), a Raven table (its header starts ``Selection``), a ``.txt`` label track, parquet, else csv."""
+    path = Path(path)
+    if path.is_dir():
+        return "raven" if any(path.glob(f"*{RAVEN_SUFFIX}")) else "audacity"
+    if path.suffix == ".parquet":
+        return "parquet"
+    with path.open(encoding="utf-8", errors="replace") as f:
+        first = f.readline()
+    if first.startswith("Selection\t"):
+        return "raven"
+    return "audacity" if path.suffix == AUDACITY_SUFFIX else "csv"
+
+
+def read_detections(path: str | os.PathLike, fmt: str | None = None) -> pd.DataFrame:
+    """Events (:data:`EVENT_COLUMNS`) back from any detections ``rfcx infer --detections`` writes: csv or parquet
+    of either level (a window is an event of one window: its score is the peak and the mean, its band unknown,
+    NaN), a Raven table or folder of them, an Audacity label track or folder of them. ``fmt``: default
+    :func:`guess_format`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: detections not found")
+    fmt = fmt or guess_format(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"detections format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "raven":
+        return read_raven(path)
+    if fmt == "audacity":
+        return read_audacity(path)
+    frame = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path, dtype={"recording_id": str})
+    if set(EVENT_COLUMNS) <= set(frame.columns):
+        return frame[EVENT_COLUMNS].reset_index(drop=True)
+    if set(WINDOW_COLUMNS) <= set(frame.columns):
+        score = frame["score"].astype(np.float64)
+        return pd.DataFrame({"recording_id": frame["recording_id"].astype(str),
+                             "species_id": frame["species_id"].astype(np.int64),
+                             "start_s": frame["start_s"].astype(np.float64), "end_s": frame["end_s"].astype(np.float64),
+                             "low_hz": np.nan, "high_hz": np.nan, "peak_score": score, "mean_score": score,
+                             "n_windows": 1})[EVENT_COLUMNS]
+    raise ValueError(f"{path}: not a detections table (expected the columns {','.join(EVENT_COLUMNS)} of events or "
+                     f"{','.join(WINDOW_COLUMNS)} of windows, got {','.join(map(str, frame.columns))})")

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .detection_formats import FORMATS, default_format, is_folder_target, write_audacity, write_frame, write_raven
+from .detection_formats import (FORMATS, WINDOW_COLUMNS, default_format, is_folder_target, write_audacity,
+                                write_frame, write_raven)
 from .events import EVENT_COLUMNS, merge_events, score_columns_of, threshold_vector
 
-DETECTION_COLUMNS = ["recording_id", "start_s", "end_s", "species_id", "score"]
+DETECTION_COLUMNS = WINDOW_COLUMNS  # the windows level's table
 
 
 def check_writable(path: str | os.PathLike) -> Path:

@@ -80,3 +80,30 @@ def lwlrap(truth: np.ndarray, scores: np.ndarray, mask: np.ndarray | None = None
     if n_pos == 0:
         return float("nan")
     return float(precision.sum() / n_pos)
+
+
+def average_precision(truth: np.ndarray, scores: np.ndarray) -> float:
+    """Average precision of ranking ``scores`` (n,) against binary ``truth`` (n,): the mean, over the positives,
+    of the precision at each positive's score, ties counted against it (every score ``>=`` its own ranks at or
+    above it, as in LWLRAP above). ``nan`` without a positive."""
+    truth = np.asarray(truth) > 0
+    scores = np.asarray(scores, dtype=np.float64)
+    if truth.shape != scores.shape or truth.ndim != 1:
+        raise ValueError(f"truth and scores must be 1-D arrays of equal shape, got {truth.shape} and {scores.shape}")
+    if not truth.any():
+        return float("nan")
+    ordered = np.sort(scores)
+    positives = np.sort(scores[truth])
+    pos = scores[truth]
+    at_or_above = len(ordered) - np.searchsorted(ordered, pos, side="left")
+    hits = len(positives) - np.searchsorted(positives, pos, side="left")
+    return float(np.mean(hits / at_or_above))
+
+
+def per_class_average_precision(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """:func:`average_precision` of every column (class) of ``truth`` and ``scores`` (N, C); ``nan`` for a class
+    without a positive."""
+    truth, scores = np.asarray(truth), np.asarray(scores)
+    if truth.shape != scores.shape or truth.ndim != 2:
+        raise ValueError(f"truth and scores must be 2-D arrays of equal shape, got {truth.shape} and {scores.shape}")
+    return np.array([average_precision(truth[:, c], scores[:, c]) for c in range(truth.shape[1])])

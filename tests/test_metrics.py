@@ -85,3 +85,15 @@ def test_shape_errors() -> None:
         lwlrap(np.zeros((2, 3)), np.zeros((3, 2)))
     with pytest.raises(ValueError):
         lwlrap(np.zeros((2, 3)), np.zeros((2, 3)), mask=np.zeros((2, 2)))
+
+
+def test_average_precision_against_the_definition() -> None:
+    from rfcx.metrics import average_precision, per_class_average_precision
+
+    # ranked 0.9 (+), 0.8 (-), 0.7 (+), 0.1 (-): precision 1 at the first positive, 2/3 at the second
+    assert average_precision(np.array([1, 0, 1, 0]), np.array([0.9, 0.8, 0.7, 0.1])) == pytest.approx((1 + 2 / 3) / 2)
+    assert average_precision(np.array([1, 0]), np.array([0.5, 0.5])) == pytest.approx(0.5)  # a tie counts against
+    assert math.isnan(average_precision(np.array([0, 0]), np.array([0.1, 0.2])))
+    truth = np.array([[1, 0], [0, 0], [1, 0]])
+    got = per_class_average_precision(truth, np.array([[0.9, 0.1], [0.5, 0.2], [0.2, 0.3]]))
+    assert got[0] == pytest.approx((1 + 2 / 3) / 2) and math.isnan(got[1])

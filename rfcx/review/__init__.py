@@ -1,0 +1,311 @@
+"""``rfcx review``: a static HTML page of a run, written into a folder that opens offline.
+
+    OUT/index.html          the page (inline CSS, no script, relative links only)
+    OUT/img/*.png           the rounds' plots, the events' spectrograms, the train clips with boxes and pseudo labels
+    OUT/audio/*.flac        a short snippet of each event, cut from the data folder's recording
+
+The page shows, per round, the scores beside the yardsticks (what ``rfcx report`` prints), the loss curves and
+the per-class average precision; per species, the top events (of a detections file, or of the round's ensemble
+on the store's test clips) each with its spectrogram, snippet and score, and train clips with their TP/FP boxes
+above the pseudo labels each round made of them. What a run lacks (test labels, pseudo labels, audio, a later
+round) becomes a note on the page, never an error.
+
+Modules: :mod:`.content` gathers what is shown, :mod:`.figures` draws, :mod:`.snippets` cuts audio,
+:mod:`.page` writes the HTML.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rfcx.runs import RunDir
+
+from .content import (N_CLASSES, RoundScores, complete_rounds, per_class_table, round_scores, run_grid,
+                      select_rounds, top_events, train_examples, window_table)
+from .page import GENERATOR, EventCard, Page, RoundSection, SpeciesView, TrainCard, render
+
+SNIPPET_MARGIN_S = 0.5  # audio before and after an event
+SNIPPET_MAX_S = 10.0
+
+
+@dataclass(frozen=True)
+class ReviewSummary:
+    """What :func:`write_review` wrote: ``index`` (OUT/index.html) with ``images`` PNGs and ``snippets`` audio
+    files, for ``rounds``, ``events`` events shown; ``notes``: what the page says is missing."""
+
+    index: Path
+    rounds: list[int]
+    images: int
+    snippets: int
+    events: int
+    notes: list[str]
+    seconds: float
+
+
+def check_out(out: Path) -> None:
+    """Fail early where ``out`` cannot take the page: a file, or a folder holding something else than a page
+    this command wrote (which is replaced)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"{out}: is a file; --out takes a folder")
+    index = out / "index.html"
+    ours = index.is_file() and f'content="{GENERATOR}"' in index.read_text(errors="replace")[:4000]
+    if not ours and any(out.iterdir()):
+        raise ValueError(f"{out}: a folder holding other files than a review page; give a new or empty folder "
+                         "(a page written before is replaced)")
+
+
+def write_review(runs: str | os.PathLike, store: str | os.PathLike, out: str | os.PathLike,
+                 round_: int | str | None = "all", detections: str | os.PathLike | None = None,
+                 detections_format: str | None = None, data: str | os.PathLike | None = None, top: int = 5,
+                 train_clips: int = 2, threshold: float = 0.5, progress: bool = True) -> ReviewSummary:
+    """Write the review page of the run at ``runs`` (a local folder) trained on ``store`` into ``out``.
+
+    ``round_``: ``all`` (every complete round) or a round K (the table shows rounds 0..K). The events are those of
+    ``detections`` (a file or folder ``rfcx infer --detections`` wrote, any format and level) or else those of the
+    last round's ensemble on the store's test clips above ``threshold``; the ``top`` best of each species are
+    shown. ``data``: the data folder (``train/``, ``test/``) the snippets are cut from. ``train_clips``: the train
+    clips shown per species with their boxes and pseudo labels."""
+    from engine.detection_formats import read_detections
+    from engine.events import merge_events, species_bands
+    from store import FeatureStore
+
+    started = time.perf_counter()
+    runs, out = Path(runs), Path(out)
+    if not runs.is_dir():
+        raise FileNotFoundError(f"{runs}: run directory not found (train with `rfcx train`, or give --runs)")
+    if top < 0 or train_clips < 0:
+        raise ValueError(f"--top and --train-clips must be >= 0, got {top} and {train_clips}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"--threshold must be in 0..1, got {threshold}")
+    data = Path(data) if data is not None else None
+    if data is not None and not data.is_dir():
+        raise FileNotFoundError(f"{data}: data folder not found (--data: the folder with train/ and test/)")
+    check_out(out)
+    run = RunDir(runs)
+    shown = select_rounds(run, round_)
+    last = shown[-1]
+    fs = FeatureStore.open(store)
+    notes: list[str] = []
+    boxes = _boxes(fs, notes)
+    truth = fs.truth("test")
+    if truth is None:
+        notes.append("the store has no test labels (test_labels.csv): no test AP, and no test LWLRAP unless training "
+                     "recorded one")
+    try:
+        grid = run_grid(run)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise ValueError(f"{run.config_file}: cannot read the run's config ({exc})") from None
+    nyquist = fs.params.sample_rate / 2
+    bands = species_bands(boxes[boxes.is_tp], N_CLASSES, nyquist)
+    if data is None:
+        notes.append("no --data folder: the events have no audio players")
+
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "img").mkdir(parents=True)
+    (tmp / "audio").mkdir()
+    images = snippets = 0
+
+    # -- the rounds -------------------------------------------------------------------------------------------
+    from rfcx.yardsticks import round_table
+
+    from .figures import copy_png, train_clip_png
+
+    table = [r for r in round_table(runs) if r["round"] <= last]
+    for row in table:
+        row["oof_box_auc"] = _metrics(run, row["round"]).get("oof_box_auc")
+    lwlrap_png = None
+    if copy_png(runs / "lwlrap.png", tmp / "img" / "lwlrap.png"):
+        lwlrap_png, images = "img/lwlrap.png", images + 1
+    scores: dict[int, RoundScores] = {}
+    sections = []
+    for k in shown:
+        scores[k] = round_scores(run, k)
+        section_notes = []
+        if not scores[k].members:
+            section_notes.append(f"round {k} has no members' predictions.npz: no per-class AP")
+        loss = f"img/round{k}_loss.png"
+        if copy_png(run.round_dir(k) / "loss.png", tmp / loss):
+            images += 1
+        else:
+            loss = None
+        sections.append(RoundSection(k, _metrics(run, k), loss, per_class_table(scores[k], boxes, truth, grid),
+                                     section_notes))
+
+    # -- the events -------------------------------------------------------------------------------------------
+    if detections is not None:
+        events = read_detections(detections, detections_format)
+        unknown = sorted({rid for rid in events.recording_id if rid not in fs})
+        if unknown:
+            notes.append(f"{len(unknown)} recording(s) of {Path(detections).name} are not in the store, their events "
+                         f"left out (e.g. {', '.join(unknown[:3])})")
+            events = events[~events.recording_id.isin(unknown)]
+        events = _with_bands(events, bands)
+        events_source = f"{Path(detections).name}, by peak score"
+    else:
+        windows = window_table(scores[last].test, grid)
+        events = merge_events(windows, threshold, bands)
+        events_source = (f"round {last}'s ensemble on the store's test clips: {grid.window_s:g} s windows every "
+                         f"{grid.hop_s:g} s above {threshold:g}, merged; by peak score")
+        if windows.empty:
+            notes.append(f"round {last} scored no test clip (the store has no test split?): no events to show; "
+                         "give --detections FILE of `rfcx infer`")
+    best = top_events(events, top)
+
+    # -- the pseudo labels ------------------------------------------------------------------------------------
+    from rfcx.pseudo import read_pseudo_labels
+
+    labels = {}
+    for k in [r for r in complete_rounds(run) if r <= last]:
+        if run.pseudo_labels(k).is_dir():
+            labels[k] = read_pseudo_labels(run.pseudo_labels(k))
+    if not labels:
+        notes.append(f"no pseudo labels ({run.pseudo_labels(last).relative_to(runs)}) in rounds 0..{last}: the train "
+                     "clips show their boxes only")
+    pseudo_source = ("beneath each clip: the species' pseudo labels of "
+                     + (", ".join(f"round {k}" for k in labels) if labels else "no round")
+                     + " (RUNS/round{k}/pseudo.zarr: round k's scores, what round k+1 learns from), by window centre")
+
+    # -- the figures and snippets (the long part) -------------------------------------------------------------
+    views = []
+    jobs: list[Callable[[], None]] = []
+    for sid in range(N_CLASSES):
+        mine = boxes[boxes.species_id == sid]
+        view = SpeciesView(sid, float(bands.low_hz[sid]), float(bands.high_hz[sid]), int(mine.is_tp.sum()),
+                           int((~mine.is_tp).sum()))
+        views.append(view)
+        ev = best.get(sid)
+        if ev is None or ev.empty:
+            view.events_note = "no event of this species" + ("" if detections is not None else f" above {threshold:g}")
+        else:
+            for i, e in enumerate(ev.itertuples(index=False)):
+                card = EventCard(str(e.recording_id), fs.split_of(e.recording_id), float(e.start_s), float(e.end_s),
+                                 float(e.peak_score), float(e.mean_score), int(e.n_windows), f"img/event_s{sid}_{i}.png")
+                view.events.append(card)
+                jobs.append(_event_job(fs, e, card, tmp, data, f"audio/event_s{sid}_{i}.flac"))
+        picks = train_examples(boxes, sid, train_clips)
+        if not picks:
+            view.train_note = "no TP or FP box of this species in the train set"
+        for i, (rid, kind) in enumerate(picks):
+            clip_boxes = boxes[boxes.recording_id == rid]
+            mine_here = clip_boxes[clip_boxes.species_id == sid]
+            curves = [(f"round {k}", lab.window_seconds / 2 + lab.hop_seconds * np.arange(len(lab.clip(rid))),
+                       lab.clip(rid)[:, sid]) for k, lab in labels.items() if rid in lab]
+            missing = [k for k, lab in labels.items() if rid not in lab]
+            caption = (f"{rid}: {int(mine_here.is_tp.sum())} TP / {int((~mine_here.is_tp).sum())} FP box(es) of "
+                       f"species {sid} (thick; other species' boxes thin); beneath, its pseudo labels"
+                       + (f" (none in round {', '.join(map(str, missing))})" if missing else ""))
+            card = TrainCard(rid, kind, f"img/train_s{sid}_{i}.png", caption)
+            view.train.append(card)
+            jobs.append(lambda rid=rid, sid=sid, cb=clip_boxes, curves=curves, card=card:
+                        train_clip_png(fs, rid, sid, cb, curves, tmp / card.img))
+
+    from tqdm.auto import tqdm
+
+    for job in tqdm(jobs, desc="review", unit="figure", disable=not progress or not jobs, dynamic_ncols=True):
+        job()
+    images += sum(len(v.events) + len(v.train) for v in views)
+    snippets = sum(1 for v in views for c in v.events if c.audio)
+    without = sum(1 for v in views for c in v.events if not c.audio)
+    if data is not None and without:
+        notes.append(f"{without} event(s) without audio: their recording is not in {data} (or does not read); each "
+                     "says why")
+
+    page = Page(
+        title=f"rfcx review: {runs.resolve().name}" + (f" round {last}" if round_ not in (None, "all") else ""),
+        facts=[("run", str(runs)), ("store", str(store)), ("config", _config_name(run)),
+               ("rounds", ", ".join(map(str, shown))), ("members", str(scores[last].members)),
+               ("data", str(data) if data is not None else "none"), ("written", time.strftime("%Y-%m-%d %H:%M"))],
+        notes=notes, table=table, best_round=(run.best_round() or {}).get("round"), lwlrap_png=lwlrap_png,
+        rounds=sections, species=views, events_source=events_source, pseudo_source=pseudo_source)
+    (tmp / "index.html").write_text(render(page), encoding="utf-8")
+    _replace(tmp, out)
+    return ReviewSummary(out / "index.html", shown, images, snippets, int(sum(len(v.events) for v in views)), notes,
+                         time.perf_counter() - started)
+
+
+def _boxes(fs, notes: list[str]) -> pd.DataFrame:  # noqa: ANN001 (store.FeatureStore)
+    """The store's TP and FP boxes with ``is_tp`` (empty where it has none: a note)."""
+    from store.tables import empty_boxes
+
+    parts = []
+    for kind in ("tp", "fp"):
+        try:
+            parts.append(fs.boxes(kind).assign(is_tp=kind == "tp"))
+        except KeyError:
+            notes.append(f"the store has no {kind.upper()} table (train_{kind}.csv)")
+    boxes = pd.concat(parts, ignore_index=True) if parts else empty_boxes().assign(is_tp=False)
+    boxes["is_tp"] = boxes["is_tp"].astype(bool)
+    return boxes[boxes.recording_id.isin([rid for rid in boxes.recording_id.unique() if rid in fs])]
+
+
+def _with_bands(events: pd.DataFrame, bands: pd.DataFrame) -> pd.DataFrame:
+    """Events with an unknown band (windows-level tables) take their species' band from the TP boxes."""
+    events = events.copy()
+    sid = events.species_id.clip(0, N_CLASSES - 1)
+    for col in ("low_hz", "high_hz"):
+        events[col] = events[col].astype(np.float64).fillna(pd.Series(bands[col].reindex(sid).to_numpy(),
+                                                                      index=events.index))
+    return events
+
+
+def _metrics(run: RunDir, k: int) -> dict:
+    try:
+        return json.loads(run.metrics(k).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _config_name(run: RunDir) -> str:
+    try:
+        return str(json.loads(run.config_file.read_text()).get("name", "?"))
+    except (FileNotFoundError, ValueError):
+        return "?"
+
+
+def _event_job(fs, event, card: EventCard, tmp: Path, data: Path | None,  # noqa: ANN001
+               audio: str) -> Callable[[], None]:
+    from .figures import event_png
+    from .snippets import find_recording, write_snippet
+
+    def job() -> None:
+        event_png(fs, event, tmp / card.img)
+        if data is None:
+            card.audio_note = "no audio: no --data folder"
+            return
+        src = find_recording(data, card.split, card.recording_id)
+        if src is None:
+            card.audio_note = f"no audio: {card.recording_id} is not in {data / card.split}"
+            return
+        start = max(0.0, card.start_s - SNIPPET_MARGIN_S)
+        why = write_snippet(src, start, min(card.end_s + SNIPPET_MARGIN_S, start + SNIPPET_MAX_S), tmp / audio)
+        if why is None:
+            card.audio = audio
+        else:
+            card.audio_note = f"no audio: {why}"
+
+    return job
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """``tmp`` becomes ``out`` (a page written there before is removed)."""
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ["ReviewSummary", "check_out", "write_review"]

@@ -6,7 +6,7 @@ DEMO ?= demo
 ROUNDS ?= 1
 REAL_BACKGROUNDS := ../shared/rfcx/backgrounds
 
-.PHONY: setup demo test clean gpu-wheels
+.PHONY: setup browser demo test clean gpu-wheels
 
 # torch and torchvision are pinned here, not in pyproject.toml (which takes any torch >= 2.4): the tested pair
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
@@ -46,8 +46,26 @@ demo: setup
 	    --train-tp $(DEMO)/data/train_tp.csv | head -1
 	@echo "== rounds beside the yardsticks (rfcx report) =="
 	@$(BIN)/rfcx report --runs $(DEMO)/runs
+	@echo "== the review page of round $(ROUNDS) (rfcx review; open $(DEMO)/review/index.html) =="
+	@$(BIN)/rfcx review --runs $(DEMO)/runs --store $(DEMO)/features.zarr --data $(DEMO)/data --round $(ROUNDS) \
+	  --detections $(DEMO)/detections_round$(ROUNDS).csv --out $(DEMO)/review --no-progress
 
-test: setup
+# Debian's chromium, for the review page's test in a real browser (tests/test_review.py skips without it): installed
+# where it is missing and apt-get can run (as root, or with sudo that needs no password); never fails the build.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get) for the review page's browser test"; \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -q >/dev/null 2>&1 && \
+	      $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; \
+	  fi; \
+	  command -v chromium >/dev/null 2>&1 || \
+	    echo "note: no chromium (apt-get install chromium): the review page's browser test will be skipped"; \
+	  true; }
+
+test: setup browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean:

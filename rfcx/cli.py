@@ -322,6 +322,8 @@ def review(
     screenshot_sections: Annotated[str | None, typer.Option(
         "--screenshot-sections", help="Sections the screenshot shows, comma-separated ids: rounds, round-K, "
                                       "species-S (default: the page from its top).", show_default=False)] = None,
+    screenshot_height: Annotated[int, typer.Option("--screenshot-height", help="Height of the screenshot in pixels "
+                                                   "(1280 wide).")] = 2000,
 ) -> None:
     """A static HTML page of a run (one folder that opens offline): each round beside the yardsticks, its loss
     curves and per-class AP; per species the top events (spectrogram, audio snippet, score) and train clips with
@@ -349,7 +351,8 @@ def review(
 
         sections = [s.strip() for s in (screenshot_sections or "").split(",") if s.strip()]
         try:
-            typer.echo(f"wrote {take_screenshot(summary.index, screenshot, sections or None)}")
+            shot = take_screenshot(summary.index, screenshot, sections or None, height=screenshot_height)
+            typer.echo(f"wrote {shot}")
         except (OSError, RuntimeError) as exc:  # OSError: no Chromium, or it did not run
             _fail(f"--screenshot: {exc} (the page itself is written)")
 

@@ -164,6 +164,13 @@ def test_review_shows_a_detections_file(tiny, tmp_path) -> None:
                            data=tiny["data"], top=1, train_clips=0, progress=False)
     _check_self_contained(summary.index)
     assert summary.events > 0 and "raven, by peak score" in summary.index.read_text()
+    # a windows-level table: its overlapping windows are merged into events before the best are picked
+    write_detections(_window_scores(tiny["runs"]), tmp_path / "w.csv", 0.0, level="windows")
+    summary = write_review(tiny["runs"], tiny["store"], tmp_path / "out2", detections=tmp_path / "w.csv",
+                           top=1, train_clips=0, progress=False)
+    html = summary.index.read_text()
+    assert "its overlapping windows merged" in html
+    assert re.search(r"\(mean [0-9.]+, (?:[2-9]|[1-9][0-9]+) windows\)", html)
 
 
 def test_cli_review_and_its_errors(tiny, tmp_path) -> None:

@@ -29,8 +29,8 @@ import pandas as pd
 
 from rfcx.runs import RunDir
 
-from .content import (N_CLASSES, RoundScores, complete_rounds, per_class_table, round_scores, run_grid,
-                      select_rounds, top_events, train_examples, window_table)
+from .content import (N_CLASSES, RoundScores, complete_rounds, merge_window_rows, per_class_table, round_scores,
+                      run_grid, select_rounds, top_events, train_examples, window_table)
 from .page import GENERATOR, EventCard, Page, RoundSection, SpeciesView, TrainCard, render
 
 SNIPPET_MARGIN_S = 0.5  # audio before and after an event
@@ -151,8 +151,12 @@ def write_review(runs: str | os.PathLike, store: str | os.PathLike, out: str | o
             notes.append(f"{len(unknown)} recording(s) of {Path(detections).name} are not in the store, their events "
                          f"left out (e.g. {', '.join(unknown[:3])})")
             events = events[~events.recording_id.isin(unknown)]
-        events = _with_bands(events, bands)
-        events_source = f"{Path(detections).name}, by peak score"
+        if len(events) and (events.n_windows == 1).all():  # windows: merged into events, as infer's default
+            events = merge_window_rows(events, bands)
+            events_source = f"{Path(detections).name}, its overlapping windows merged; by peak score"
+        else:
+            events = _with_bands(events, bands)
+            events_source = f"{Path(detections).name}, by peak score"
     else:
         windows = window_table(scores[last].test, grid)
         events = merge_events(windows, threshold, bands)
@@ -191,7 +195,8 @@ def write_review(runs: str | os.PathLike, store: str | os.PathLike, out: str | o
         else:
             for i, e in enumerate(ev.itertuples(index=False)):
                 card = EventCard(str(e.recording_id), fs.split_of(e.recording_id), float(e.start_s), float(e.end_s),
-                                 float(e.peak_score), float(e.mean_score), int(e.n_windows), f"img/event_s{sid}_{i}.png")
+                                 float(e.peak_score), float(e.mean_score), int(e.n_windows),
+                                 f"img/event_s{sid}_{i}.png")
                 view.events.append(card)
                 jobs.append(_event_job(fs, e, card, tmp, data, f"audio/event_s{sid}_{i}.flac"))
         picks = train_examples(boxes, sid, train_clips)

@@ -166,6 +166,20 @@ def window_table(scores: dict[str, np.ndarray], grid: Grid) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def merge_window_rows(events: pd.DataFrame, bands: pd.DataFrame) -> pd.DataFrame:
+    """A detections table of single windows (``--detections-level windows``) as events: the overlapping or
+    touching windows of a species merged (:func:`engine.events.merge_events`, the species' ``bands``), so that one
+    call is one event on the page, as ``--detections-level events`` would have written it."""
+    from engine.events import merge_events
+
+    if events.empty:
+        return events
+    wide = events.pivot_table(index=["recording_id", "start_s", "end_s"], columns="species_id", values="peak_score",
+                              aggfunc="max", fill_value=0.0)
+    wide.columns = [f"s{int(c)}" for c in wide.columns]
+    return merge_events(wide.reset_index(), 0.0, bands)
+
+
 def top_events(events: pd.DataFrame, n: int) -> dict[int, pd.DataFrame]:
     """Per species, its ``n`` events of highest peak score (ties: earlier recording, then time)."""
     if events.empty:

@@ -106,7 +106,8 @@ def train_clip_png(fs: FeatureStore, recording_id: str, species: int, boxes: pd.
         colour = TP_COLOUR if box.is_tp else FP_COLOUR
         _box(top, box.t_min, box.t_max, box.f_min, box.f_max, params, colour, 2.0 if mine else 0.7,
              "-" if box.is_tp else "--")
-        top.annotate(f"{'TP' if box.is_tp else 'FP'} {int(box.species_id)}", (box.t_min, float(mel_bin(box.f_max, params))),
+        top.annotate(f"{'TP' if box.is_tp else 'FP'} {int(box.species_id)}",
+                     (box.t_min, float(mel_bin(box.f_max, params))),
                      xytext=(1, 2), textcoords="offset points", fontsize=6 if mine else 5, color=colour,
                      fontweight="bold" if mine else "normal")
         if mine:

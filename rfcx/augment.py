@@ -1,11 +1,24 @@
 """Batch augmentations for log-mel crops and the "FreqConv" frequency channel.
 
 All functions take a batch ``x`` shaped (B, C, n_mels, T) in dB (C is 1 before
-:func:`add_freq_channel`, which should be applied *after* augmenting) and return a new
-tensor of the same shape. Randomness is drawn only from the given ``torch.Generator``
-(a CPU generator; draws are moved to ``x.device``), so the same generator state gives
-the same result. ``p`` is the per-sample probability of applying an augmentation;
-samples not selected are returned unchanged.
+:func:`add_freq_channel`, which should be applied *after* augmenting) and return a tensor of
+the same shape: a new one, or ``x`` itself where no sample changed; ``x`` is never modified.
+Randomness is drawn only from the given ``torch.Generator`` (a CPU generator; draws are moved
+to ``x.device``), so the same generator state gives the same result. ``p`` is the per-sample
+probability of applying an augmentation; samples not selected are returned unchanged.
+
+They run where ``x`` is (training moves the batch to its device first). On the CPU only the
+selected samples are computed, one sample at a time (in place in a copy of the batch; not
+SpecAugment, whose whole-batch form measured as fast), with the same draws and the same values as the whole-batch formulation they replaced (kept in
+tests/augment_reference.py; tests/test_augment.py checks the two agree); on a GPU the ops
+stay whole-batch. The one exception to "draws from the CPU generator" is the noise of
+:func:`gaussian_noise`: its normals are drawn where ``x`` is, for the selected samples only,
+from a generator seeded by one draw of the CPU generator (before, one CPU ``randn`` over the
+whole batch, selected or not: 1.5 million normals per batch of 16 4-s crops, more time than
+reading the batch, and copied to the GPU there). So a seed now gives other noise values than
+before, and, since the stream takes other draws, other draws for every augmentation after
+the first noise step. The CPU generator takes the same draws on the CPU and on a GPU (the
+noise values differ between the two: each device has its own generator).
 """
 
 from __future__ import annotations
@@ -39,6 +52,10 @@ def _fill_value(x: torch.Tensor, fill: float | None) -> torch.Tensor:
     if fill is not None:
         return torch.full((x.shape[0], 1, 1, 1), fill, dtype=x.dtype, device=x.device)
     return x.amin(dim=(1, 2, 3), keepdim=True)
+
+
+def _on_cpu(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu"
 
 
 def _check(x: torch.Tensor) -> None:
@@ -77,6 +94,13 @@ def time_warp(
     ).clamp(0, t - 1)
     i0 = src.floor().long().clamp(max=t - 1)
     i1 = (i0 + 1).clamp(max=t - 1)
+    if _on_cpu(x):  # sample by sample: no gathered copy of the selected samples, no index_put back
+        frac = (src - i0).to(x.dtype)
+        out = x.clone()
+        for k, r in enumerate(rows.tolist()):
+            xr, f = x[r], frac[k]
+            out[r] = xr.index_select(-1, i0[k]) * (1 - f) + xr.index_select(-1, i1[k]) * f
+        return out
     frac = (src - i0).to(x.dtype).to(x.device)[:, None, None, :]
     xs = x[rows.to(x.device)]
     index_shape = (len(rows), 1, 1, t)
@@ -120,7 +144,15 @@ def freq_mask_outside_box(
     below = (bins >= (lo - extent_lo)[:, None]) & (bins < lo[:, None])
     above = (bins > hi[:, None]) & (bins <= (hi + extent_hi)[:, None])
     masked_bins = (below | above) & has_box[:, None]
-    out = torch.where(masked_bins.to(x.device)[:, None, :, None], _fill_value(x, fill), x)
+    rows = masked_bins.any(dim=1).nonzero().flatten().tolist()
+    if not rows:
+        out = x
+    elif _on_cpu(x):
+        out = x.clone()
+        for r in rows:
+            out[r].index_fill_(1, masked_bins[r].nonzero().flatten(), x[r].amin() if fill is None else fill)
+    else:
+        out = torch.where(masked_bins.to(x.device)[:, None, :, None], _fill_value(x, fill), x)
     return (out, masked_bins) if return_masked else out
 
 
@@ -162,16 +194,24 @@ def drop_masked_labels(
 def gaussian_noise(
     x: torch.Tensor, max_std_db: float = 2.0, p: float = 1.0, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Add Gaussian noise whose std (dB) is uniform in ``[0, max_std_db]`` per sample."""
+    """Add Gaussian noise whose std (dB) is uniform in ``[0, max_std_db]`` per sample.
+
+    The normals of the selected samples are drawn on ``x.device`` from a generator seeded by one draw of
+    ``generator`` (see the module's docstring), so ``generator`` takes the same draws on every device and
+    for every batch shape."""
     _check(x)
     b = x.shape[0]
     sel = _select(b, p, generator)
     std = (_rand(b, generator) * max_std_db * sel).to(x.dtype)
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)  # drawn for all: keeps the stream fixed
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     rows = sel.nonzero().flatten()
-    out = x.clone()
-    out[rows.to(x.device)] += (noise[rows] * std[rows].view(-1, 1, 1, 1)).to(x.device)
-    return out
+    if not len(rows):
+        return x
+    noise_generator = torch.Generator(device=x.device).manual_seed(seed)
+    noise = torch.randn((len(rows),) + tuple(x.shape[1:]), generator=noise_generator, dtype=x.dtype,
+                        device=x.device)
+    noise *= std[rows].to(x.device).view(-1, 1, 1, 1)
+    return x.clone().index_add_(0, rows.to(x.device), noise)
 
 
 def volume_gain(
@@ -182,6 +222,8 @@ def volume_gain(
     b = x.shape[0]
     sel = _select(b, p, generator)
     gain = ((2 * _rand(b, generator) - 1) * max_db * sel).to(x.dtype)
+    if not sel.any():
+        return x
     return x + gain.to(x.device).view(-1, 1, 1, 1)
 
 
@@ -214,6 +256,8 @@ def spec_augment(
     t_mask = _band_masks(b, t, time_masks, max_time, generator)
     f_mask = _band_masks(b, f, freq_masks, max_freq, generator)
     masked = (t_mask[:, None, :] | f_mask[:, :, None]) & sel[:, None, None]
+    if not masked.any():
+        return x
     return torch.where(masked.to(x.device)[:, None], _fill_value(x, fill), x)
 
 
@@ -246,12 +290,18 @@ def mixup(
     sel = _select(b, p, generator)
     perm = torch.randperm(b, generator=generator)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    if not sel.any():
+        return x, target, mask
     lam = torch.from_numpy(np.random.default_rng(seed).beta(alpha, alpha, size=b))
     lam = torch.where(sel, lam, torch.ones_like(lam)).to(x.dtype).to(x.device).view(-1, 1, 1, 1)
     perm_d = perm.to(x.device)
     rows = sel.nonzero().flatten().to(x.device)  # unselected samples keep their input as it is
     x_mix = x.clone()
-    x_mix[rows] = lam[rows] * x[rows] + (1 - lam[rows]) * x[perm_d[rows]]
+    if _on_cpu(x):
+        for r in rows.tolist():
+            x_mix[r] = lam[r] * x[r] + (1 - lam[r]) * x[int(perm[r])]
+    else:
+        x_mix[rows] = lam[rows] * x[rows] + (1 - lam[rows]) * x[perm_d[rows]]
     t_mix = (target + target[perm_d]).clamp(0, 1)
     m_mix = torch.maximum(mask, mask[perm_d]) if mode == "hard" else torch.ones_like(mask)
     return x_mix, _where(sel, t_mix, target), _where(sel, m_mix, mask)

@@ -315,9 +315,11 @@ def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: Pseud
                                                               cfg.num_workers):
             wait += time.perf_counter() - t_wait
             k_aug = 1 if cfg.oracle else k  # the oracle's labels are whole (soft mixup, SpecAugment), as rounds >= 1
+            # the augmentations run on the training device, after the copy (the box bins stay on the CPU)
+            x = x.to(ctx.device, non_blocking=True)
+            target, mask = target.to(ctx.device, non_blocking=True), mask.to(ctx.device, non_blocking=True)
             x, target, mask = augment(x, target, mask, k_aug, bins if k_aug == 0 else None,
                                       label_boxes if k_aug == 0 else None)
-            x, target, mask = x.to(ctx.device), target.to(ctx.device), mask.to(ctx.device)
             with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(x)
             loss = masked_bce(logits.float(), target, mask)

@@ -250,3 +250,85 @@ def test_a_tp_label_whose_band_was_masked_becomes_unknown() -> None:
     assert torch.equal(ta, target) and torch.equal(ma, mask)
     with pytest.raises(ValueError, match="label_boxes must be shaped"):
         drop_masked_labels(target, mask, torch.zeros(1, 2), torch.zeros(1, f, dtype=torch.bool))
+
+
+# -- the faster ops against the whole-batch formulation they replaced (tests/augment_reference.py) -------------
+
+import rfcx.augment as fast  # noqa: E402
+from tests import augment_reference as ref  # noqa: E402
+
+
+def _labels(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    t, m = labels()
+    return t[:n], m[:n]
+
+SAME_DRAWS = {
+    "time_warp": lambda m, x, g, p: m.time_warp(x, 0.2, p, g),
+    "freq_mask": lambda m, x, g, p: m.freq_mask_outside_box(x, BOXES[: x.shape[0]].clamp(max=x.shape[2] - 1), p,
+                                                            generator=g, return_masked=True),
+    "freq_mask_fill": lambda m, x, g, p: m.freq_mask_outside_box(x, BOXES[: x.shape[0]].clamp(max=x.shape[2] - 1), p,
+                                                                 fill=-99.0, generator=g),
+    "gain": lambda m, x, g, p: m.volume_gain(x, 6.0, p, g),
+    "spec_augment": lambda m, x, g, p: m.spec_augment(x, p=p, generator=g),
+    "spec_augment_fill": lambda m, x, g, p: m.spec_augment(x, p=p, fill=-99.0, generator=g),
+    "mixup_hard": lambda m, x, g, p: m.mixup(x, *_labels(x.shape[0]), 0.5, "hard", p, g),
+    "mixup_soft": lambda m, x, g, p: m.mixup(x, *_labels(x.shape[0]), 0.5, "soft", p, g),
+}
+
+
+def _as_tuple(out):
+    return out if isinstance(out, tuple) else (out,)
+
+
+@pytest.mark.parametrize("shape", [(B, 1, F, T), (B, 2, F, T), (5, 1, 7, 9)])  # 7 x 9: no 16-normal blocks
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("name", SAME_DRAWS)
+def test_same_draws_and_values_as_the_reference(name: str, p: float, shape: tuple) -> None:
+    x = -80 + 60 * torch.rand(shape, generator=gen(7))
+    before = x.clone()
+    for seed in range(4):
+        g_new, g_ref = gen(seed), gen(seed)
+        new = _as_tuple(SAME_DRAWS[name](fast, x, g_new, p))
+        old = _as_tuple(SAME_DRAWS[name](ref, x, g_ref, p))
+        assert len(new) == len(old)
+        for a, b in zip(new, old):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            assert torch.equal(a, b), f"{name} p={p} seed={seed}"
+        assert torch.equal(g_new.get_state(), g_ref.get_state())  # the same draws: the stream goes on alike
+        assert torch.equal(x, before)  # the input is never modified
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_noise_draws_three_numbers_per_sample_and_noises_only_the_selected(p: float) -> None:
+    """What changed on purpose: the normals come from a generator seeded by one draw, for the selected samples
+    only; the CPU generator takes the selection, the stds and that seed (the same on every device)."""
+    x = batch()
+    g, expected = gen(5), gen(5)
+    y = gaussian_noise(x, 3.0, p, g)
+    sel = torch.rand(B, generator=expected) < p
+    std = torch.rand(B, generator=expected) * 3.0 * sel
+    seed = int(torch.randint(0, 2**62, (1,), generator=expected))
+    assert torch.equal(g.get_state(), expected.get_state())
+    rows = sel.nonzero().flatten()
+    noise = torch.randn((len(rows), 1, F, T), generator=torch.Generator().manual_seed(seed))
+    want = x.clone()
+    want[rows] = x[rows] + noise * std[rows].view(-1, 1, 1, 1)
+    assert torch.equal(y, want)
+    assert torch.equal(y[~sel], x[~sel])
+
+
+@pytest.mark.parametrize("round_idx", [0, 1])
+def test_augmenter_same_as_reference_over_batches(round_idx: int, monkeypatch) -> None:
+    """The whole chain, batch after batch on one generator, equals the reference chain whose noise step is the
+    new one (the one step whose draws changed)."""
+    monkeypatch.setattr(ref, "gaussian_noise", fast.gaussian_noise)
+    cfg = AugmentConfig()
+    new, old = Augmenter(cfg, 0.4, gen(3)), ref.Augmenter(cfg, 0.4, gen(3))
+    boxes = BOXES.clone()
+    label_boxes = torch.tensor([[[2, 10, 15]], [[5, 0, 3]], [[-1, -1, -1]], [[1, 2, 4]], [[7, 5, 5]], [[9, 0, 31]]])
+    for i in range(6):
+        x = batch(i)
+        t, m = labels()
+        args = (round_idx, boxes, label_boxes) if round_idx == 0 else (round_idx,)
+        for a, b in zip(new(x, t, m, *args), old(x, t, m, *args)):
+            assert torch.equal(a, b), f"batch {i}"

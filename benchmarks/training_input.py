@@ -4,7 +4,8 @@ Delivery: ``rfcx.loader.crop_loader`` iterated alone (round-0 ``CropSampler`` ar
 ``FeatureStore.crops`` per batch of 16) with ``num_workers`` 0 and 1 (a fresh loader per repeat: worker start-up
 counts, as it does every epoch in training), reading the chunks for every crop or, as training does, through a
 store handle with a clip cache (``FeatureStore.open(..., cache_mb=...)``: warm after the first pass), and the
-cached loader followed by the round-0 ``Augmenter`` (which training runs in the main process). Consumption: forward + backward + AdamW step of the ``cpu`` config's model on
+cached loader followed by the round-0 ``Augmenter`` (which training runs on its device after the copy: here
+the CPU, in the main process). Consumption: forward + backward + AdamW step of the ``cpu`` config's model on
 pre-made tensors, batch 16 (the baseline). Goal: delivery >= 10x consumption, i.e. the model never waits.
 The store is small and synthetic (``rfcx.synth.synthesize`` + ``build_store(backend="torch")``).
 """

@@ -105,7 +105,9 @@ def build_store_cmd(
     data: Annotated[Path, typer.Option("--data", help="Data folder: train/, test/, train_tp.csv, train_fp.csv.")],
     store: Annotated[str, typer.Option("--store", help="Feature store to create or extend (a .zarr folder or an "
                                        "fsspec URL: s3://bucket/features.zarr).")],
-    backend: Annotated[str, typer.Option("--backend", help="dali (default) or torch.")] = "dali",
+    backend: Annotated[str, typer.Option("--backend", help="auto (default: DALI on a GPU, torch on the CPU, where "
+                                         "each measured fastest; an existing store keeps its own), dali or torch.")
+                       ] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu or gpu.")] = "auto",
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad input (exit code 2).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Clips decoded per pipeline run.")] = 8,
@@ -123,8 +125,8 @@ def build_store_cmd(
 
     from .process_group import launched
 
-    if backend not in ("dali", "torch"):
-        _fail(f"--backend must be dali or torch, got {backend!r}")
+    if backend not in ("auto", "dali", "torch"):
+        _fail(f"--backend must be auto, dali or torch, got {backend!r}")
     try:
         use_cuda = resolve_device(device) == "gpu"
         with launched(use_cuda) as group:

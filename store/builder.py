@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,35 @@ def resolve_device(device: str) -> str:
     return "gpu" if has_cuda else "cpu"
 
 
+BACKENDS = ("auto", "dali", "torch")
+
+
+def choose_backend(backend: str, device: str, store_path: str | Path | Location | None = None,
+                   storage_options: Mapping[str, Any] | None = None) -> str:
+    """``auto`` -> the backend that measured fastest where the build runs: on a GPU DALI (where it is installed),
+    on the CPU torch (banded mel product, clips on all cores: ``benchmarks/store_build.py``); a store that
+    already holds clips keeps the backend it was built with. ``device`` is ``cpu`` or ``gpu`` (resolved)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    if store_path is not None:
+        built_with = _stored_backend(store_path, storage_options)
+        if built_with is not None:
+            return built_with
+    return "dali" if device == "gpu" and dali_available() else "torch"
+
+
+def _stored_backend(store_path: str | Path | Location, storage_options: Mapping[str, Any] | None) -> str | None:
+    """The backend of an existing store that holds clips, else None."""
+    try:
+        root = zarr.open_group(Location.parse(store_path, storage_options).zarr_store(), mode="r")
+        built_with = root.attrs.get("backend")
+        return built_with if built_with in BACKENDS and _holds_clips(root) else None
+    except Exception:  # no store yet, or not one: open_or_create says what is wrong
+        return None
+
+
 class _LogMel:
     """One backend behind one call: files in, (logmel, decoded samples) or a rejection out, per file."""
 
@@ -101,7 +131,7 @@ class _LogMel:
                  threads: int | None = None) -> None:
         self.params = params
         self.backend = backend
-        threads = max(1, threads or os.cpu_count() or 1)
+        self.threads = threads = max(1, threads or os.cpu_count() or 1)
         if backend == "dali":
             self.dali = DaliLogMel(params, batch_size=batch_size, num_threads=threads,
                                    device_id=_cuda_device() if device == "gpu" else None)
@@ -109,9 +139,28 @@ class _LogMel:
             from .torch_mel import TorchLogMel
 
             self.torch = TorchLogMel(params, "cuda" if device == "gpu" else "cpu")
-            self.pool = ThreadPoolExecutor(threads)  # decoding (libsndfile releases the GIL): all the cores given
+            self.on_cpu = device != "gpu"
+            # decoding (libsndfile releases the GIL), and on the CPU the log-mel too (torch releases it): one clip
+            # per thread, all the cores given
+            self.pool = ThreadPoolExecutor(threads)
         else:
             raise ValueError(f"backend must be dali or torch, got {backend!r}")
+
+    @contextmanager
+    def threads_for_clips(self) -> Iterator[None]:
+        """While clips are computed on the CPU by the torch backend, one clip per thread of the pool, torch's own
+        intra-op threads are set to 1 (more would only contend for the same cores); restored after."""
+        if self.backend != "torch" or not self.on_cpu or self.threads == 1:
+            yield
+            return
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def __call__(self, infos: Sequence[AudioInfo]) -> list[tuple[np.ndarray, int] | Rejection]:
         if self.backend == "dali":
@@ -139,12 +188,15 @@ class _LogMel:
         return result
 
     def _torch(self, infos: Sequence[AudioInfo]) -> list[tuple[np.ndarray, int] | Rejection]:
-        def load(info: AudioInfo) -> np.ndarray | Rejection:
+        def load(info: AudioInfo) -> np.ndarray | tuple[np.ndarray, int] | Rejection:
             try:
-                return decode(info.path, self.params.sample_rate)[0]
+                signal = decode(info.path, self.params.sample_rate)[0]
             except BadInputError as exc:
                 return exc.rejection
+            return (self.torch.logmel_cpu(signal), len(signal)) if self.on_cpu else signal
 
+        if self.on_cpu:
+            return list(self.pool.map(load, infos))
         decoded = list(self.pool.map(load, infos))
         signals = [d for d in decoded if isinstance(d, np.ndarray)]
         mels = iter(self.torch(signals))
@@ -283,7 +335,7 @@ class _SplitWriter:
 def build_store(
     data_dir: str | Path,
     store_path: str | Path,
-    backend: str = "dali",
+    backend: str = "auto",
     device: str = "auto",
     strict: bool = False,
     params: MelParams | None = None,
@@ -307,7 +359,11 @@ def build_store(
     split's new clips (whole per-clip arrays: no two ranks touch one chunk), and once every shard is written
     rank 0 writes the split indexes, tables and ``rejected`` list (the rejections of all ranks, in the order a
     one-process build finds them), so the store equals a one-process build. Every rank returns rank 0's
-    summary of the whole build. ``threads`` caps the decoding threads of this process (default: all cores).
+    summary of the whole build. ``threads`` caps the threads of this process that decode clips (default: all
+    cores) and, with the torch backend on the CPU, compute their log-mel (one clip per thread).
+
+    **Backend**: ``dali``, ``torch`` or ``auto`` (:func:`choose_backend`: DALI on a GPU, torch on the CPU, where
+    each measured fastest; an existing store keeps its own).
 
     **One writer**: a build (rank 0 of a sharded one) holds the store's writer lock (:mod:`store.lock`, a local
     store only) from start to end; a second build of the same store is refused at once with
@@ -343,10 +399,11 @@ def _build_store(data_dir: str | Path, store_path: str | Path, backend: str, dev
     splits = [s for s in layout.SPLITS if (data_dir / s).is_dir()]
     if not splits:
         raise FileNotFoundError(f"{data_dir}: has neither a train/ nor a test/ folder")
+    device = resolve_device(device)
+    backend = choose_backend(backend, device, store_path, storage_options)
     if backend == "dali" and not dali_available():
         log.warning("NVIDIA DALI is not installed: falling back to the torch backend")
         backend = "torch"
-    device = resolve_device(device)
     started = time.perf_counter()
     summary = BuildSummary(store=str(store_path), backend=backend, device=device)
     rejections = _Rejections(strict, on_reject)
@@ -374,8 +431,10 @@ def _build_store(data_dir: str | Path, store_path: str | Path, backend: str, dev
     if world > 1:
         gather(None)  # every rank has read what is stored before any rank writes
     rejected_audio: dict[str, set[str]] = {}
-    for plan in plans:
-        rejected_audio[plan.split] = _build_split(plan, logmel, batch_size, summary, reject, progress, rank, world)
+    with logmel.threads_for_clips():
+        for plan in plans:
+            rejected_audio[plan.split] = _build_split(plan, logmel, batch_size, summary, reject, progress, rank,
+                                                      world)
     if world > 1:
         rejected_audio = _merge_shards(gather((rejections.found, rejected_audio, summary.stored, summary.resampled,
                                                summary.audio_seconds)), rejections, summary)

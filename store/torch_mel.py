@@ -1,4 +1,12 @@
-"""The torch backend: torch.stft log-mel on the CPU or a GPU, numerically the same features as the DALI pipeline."""
+"""The torch backend: torch.stft log-mel on the CPU or a GPU, numerically the same features as the DALI pipeline.
+
+On a GPU a batch of equally long signals goes through ``torch.stft`` and the dense mel product at once. On the
+CPU each signal goes block by block of frames (:meth:`TorchLogMel.logmel_cpu`): float32 real FFT into reused
+buffers, the power in place, and the mel product as the filter bank's dense blocks
+(:func:`store.melbank.mel_band_groups`), not the 256 x 2049 dense product (mostly zeros) that dominated the
+time; callers run several signals at once on threads (the work releases the GIL). The two paths agree to
+float32 rounding (a few 1e-6 dB).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +15,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .melbank import mel_filter_bank
+from .melbank import mel_band_groups, mel_filter_bank
 from .params import MelParams
+
+CPU_BLOCK_FRAMES = 64  # frames per block on the CPU: its buffers stay in the cache (64 measured fastest of 16-256)
+BAND_GROUP = 16  # filters per dense block of the CPU mel product
 
 
 class TorchLogMel:
@@ -20,10 +31,14 @@ class TorchLogMel:
         bank = mel_filter_bank(params.sample_rate, params.n_fft, params.n_mels, params.f_min, params.f_max)
         self.bank = torch.from_numpy(bank).to(self.device)
         self.window = torch.hann_window(params.n_fft, periodic=True, device=self.device)
+        self.bands = [(r0, r1, c0, c1, torch.from_numpy(np.ascontiguousarray(bank[r0:r1, c0:c1].T)))
+                      for r0, r1, c0, c1 in mel_band_groups(bank, BAND_GROUP) if c1 > c0]
 
     @torch.inference_mode()
     def __call__(self, signals: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """One float32 (n_mels, frames) array in dB per signal; equal lengths are batched together."""
+        """One float32 (n_mels, frames) array in dB per signal; equal lengths are batched together (GPU)."""
+        if self.device.type == "cpu":
+            return [self.logmel_cpu(s) for s in signals]
         out: list[np.ndarray | None] = [None] * len(signals)
         by_length: dict[int, list[int]] = {}
         for i, s in enumerate(signals):
@@ -47,3 +62,31 @@ class TorchLogMel:
             power = power.pow(p.power / 2.0)
         mel = torch.matmul(self.bank, power)
         return 10.0 * torch.log10(torch.clamp(mel, min=p.amin))
+
+    @torch.inference_mode()
+    def logmel_cpu(self, signal: np.ndarray) -> np.ndarray:
+        """One mono signal -> float32 (n_mels, frames) dB on the CPU, as :meth:`logmel` computes it (centred
+        frames, zero padding), block by block of :data:`CPU_BLOCK_FRAMES` frames. Thread-safe: the buffers are
+        the call's own."""
+        p = self.params
+        half = p.n_fft // 2
+        y = torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32))
+        frames = torch.nn.functional.pad(y, (half, half)).unfold(0, p.n_fft, p.hop)  # (frames, n_fft), a view
+        n = frames.shape[0]
+        mel = torch.empty(n, p.n_mels)
+        block = min(CPU_BLOCK_FRAMES, n)
+        windowed = torch.empty(block, p.n_fft)
+        spec = torch.empty(block, half + 1, dtype=torch.complex64)
+        power = torch.empty(block, half + 1)
+        for s in range(0, n, block):
+            m = min(block, n - s)
+            torch.mul(frames[s:s + m], self.window, out=windowed[:m])
+            parts = torch.view_as_real(torch.fft.rfft(windowed[:m], dim=1, out=spec[:m]))
+            parts.square_()
+            pw = torch.add(parts[..., 0], parts[..., 1], out=power[:m])
+            if p.power != 2.0:
+                pw.pow_(p.power / 2.0)
+            for r0, r1, c0, c1, weights in self.bands:
+                torch.matmul(pw[:, c0:c1], weights, out=mel[s:s + m, r0:r1])
+        db = mel.T.contiguous().clamp_(min=p.amin).log10_().mul_(10.0)
+        return db.numpy()

@@ -69,6 +69,36 @@ def test_backends_agree(dataset, tmp_path) -> None:
         assert np.abs(fa.mel(rid) - fb.mel(rid)).max() < 0.1
 
 
+def test_torch_cpu_threads_give_the_same_store(dataset, tmp_path) -> None:
+    """One clip per thread (threads=2) stores what one thread stores, and leaves torch's own threads as they were."""
+    import torch
+
+    before = torch.get_num_threads()
+    build_store(dataset, tmp_path / "one.zarr", backend="torch", device="cpu", progress=False, threads=1)
+    build_store(dataset, tmp_path / "two.zarr", backend="torch", device="cpu", progress=False, threads=2,
+                batch_size=3)
+    assert torch.get_num_threads() == before
+    one, two = FeatureStore.open(tmp_path / "one.zarr"), FeatureStore.open(tmp_path / "two.zarr")
+    assert one.ids("train") == two.ids("train") and one.ids("test") == two.ids("test")
+    for rid in one.ids("train") + one.ids("test"):
+        np.testing.assert_array_equal(one.mel(rid), two.mel(rid))
+
+
+def test_auto_backend(dataset, tmp_path) -> None:
+    from store.builder import choose_backend
+
+    assert build_store(dataset, tmp_path / "a.zarr", device="cpu", progress=False).backend == "torch"
+    assert choose_backend("auto", "gpu") == ("dali" if dali_available() else "torch")
+    assert choose_backend("dali", "cpu") == "dali"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        choose_backend("numpy", "cpu")
+    if dali_available():  # a store keeps the backend it was built with
+        build_store(dataset, tmp_path / "d.zarr", backend="dali", device="cpu", progress=False)
+        assert choose_backend("auto", "cpu", tmp_path / "d.zarr") == "dali"
+        again = build_store(dataset, tmp_path / "d.zarr", device="cpu", progress=False)
+        assert again.backend == "dali"
+
+
 def test_store_is_plain_zarr(dataset, tmp_path) -> None:
     build_store(dataset, tmp_path / "s.zarr", backend="torch", device="cpu", progress=False)
     root = zarr.open_group(tmp_path / "s.zarr", mode="r")

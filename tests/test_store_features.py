@@ -57,7 +57,34 @@ def test_torch_backend_matches_librosa_on_real_clip(reference) -> None:
     ours = TorchLogMel(P)([y])[0]
     assert ours.shape == ref.shape == (256, 5626)
     assert _corr(ours, ref) >= 0.99
+    assert _corr(ours, ref) > 0.9999  # the CPU path's banded mel product (issue 12's bar)
     assert np.abs(ours - ref).max() < 0.1  # dB
+
+
+@pytest.mark.parametrize("n_samples", [100, 4096, 48_000 * 3 + 77])
+@pytest.mark.parametrize("power", [2.0, 1.0])
+def test_cpu_banded_path_equals_the_dense_stft(n_samples: int, power: float) -> None:
+    """The CPU path (frame blocks, float32 rfft, banded mel product) against torch.stft + the dense product."""
+    import torch
+
+    params = MelParams(power=power)
+    y = np.random.default_rng(0).standard_normal(n_samples).astype(np.float32) * 0.1
+    mel = TorchLogMel(params)
+    banded = mel.logmel_cpu(y)
+    dense = mel.logmel(torch.from_numpy(y)[None])[0].numpy()
+    assert banded.shape == dense.shape == (params.n_mels, params.n_frames(n_samples)) and banded.dtype == np.float32
+    assert np.abs(banded - dense).max() < 1e-3  # dB
+
+
+def test_mel_band_groups_hold_every_weight() -> None:
+    from store.melbank import mel_band_groups
+
+    bank = mel_filter_bank(P.sample_rate, P.n_fft, P.n_mels, P.f_min, P.f_max)
+    covered = np.zeros_like(bank, dtype=bool)
+    for r0, r1, c0, c1 in mel_band_groups(bank, 16):
+        covered[r0:r1, c0:c1] = True
+    assert covered[bank != 0].all()
+    assert covered.mean() < 0.1  # the blocks are a small part of the dense product
 
 
 @pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI not installed")

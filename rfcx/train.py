@@ -259,7 +259,8 @@ def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: Pseud
     if cfg.channels_last:
         net.backbone.to(memory_format=torch.channels_last)
     opt = make_optimizer(cfg, net.parameters())
-    total = cfg.epochs * cfg.batches_per_epoch
+    epochs = cfg.epochs_of(k)
+    total = epochs * cfg.batches_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
     ckpt = {"epoch": 0, "history": [], "complete": False}
     resumed = path.is_file()
@@ -270,7 +271,7 @@ def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: Pseud
         if len(set(seen)) > 1:
             raise DistributedError(f"{group.label}: the ranks see different checkpoints of {path} (epoch, complete "
                                    f"by rank: {seen}): every rank must see the run directory at the same path")
-    if ckpt.get("complete") or ckpt["epoch"] >= cfg.epochs:
+    if ckpt.get("complete") or ckpt["epoch"] >= epochs:
         return ckpt
     if resumed:
         net.load_state_dict(ckpt["state_dict"])
@@ -297,7 +298,7 @@ def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: Pseud
     name = f"round {k} {member_name(spec)} fold {fold}"
     bar = tqdm(total=total, initial=ckpt["epoch"] * cfg.batches_per_epoch, desc=name, unit="batch",
                disable=not ctx.progress, dynamic_ncols=True, leave=False)
-    for epoch in range(ckpt["epoch"], cfg.epochs):
+    for epoch in range(ckpt["epoch"], epochs):
         epoch_seed = seed + 7919 * (epoch + 1)
         augment.generator.manual_seed(_rank_seed(epoch_seed, rank))  # every epoch is seeded: a resumed fold
         torch.manual_seed(_rank_seed(epoch_seed, rank))  # repeats it exactly
@@ -330,7 +331,7 @@ def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: Pseud
             losses.append(loss.item())
             bar.update(1)
             elapsed = time.perf_counter() - t_epoch
-            bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{np.mean(losses[-20:]):.4f}",
+            bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{np.mean(losses[-20:]):.4f}",
                             crops_s=f"{len(losses) * cfg.batch_size / elapsed:.0f}")
             t_wait = time.perf_counter()
         loss = float(np.mean(losses))

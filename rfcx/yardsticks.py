@@ -71,7 +71,8 @@ def yardsticks(truth: np.ndarray, prior: np.ndarray, oracle: float | None = None
 
 def round_table(runs_root: Path) -> list[dict]:
     """One row per complete round of a run (``round``, ``test_lwlrap``, ``best``), plus the yardsticks and the
-    gap closed, read from the rounds' metrics.json and the oracle run: what ``rfcx report`` prints."""
+    gap closed (of the round, and of rounds 0..k together), read from the rounds' metrics.json and the oracle run as
+    it is now (an oracle trained again after the rounds counts): what ``rfcx report`` prints."""
     root = Path(runs_root)
     rows = []
     for path in sorted(root.glob("round*/metrics.json"), key=lambda p: int(p.parent.name[5:])):
@@ -87,6 +88,8 @@ def round_table(runs_root: Path) -> list[dict]:
     for row in rows:
         row["yardsticks"] = {**row["yardsticks"], "oracle": oracle_score}
         row["gap_closed"] = gap_closed(row["test_lwlrap"], bootstrap, oracle_score) if row["round"] else None
+        row["gap_closed_rounds"] = (gap_closed(row["test_lwlrap_rounds"], bootstrap, oracle_score)
+                                    if row["round"] else None)
     return rows
 
 

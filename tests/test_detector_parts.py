@@ -54,12 +54,15 @@ def test_round_table_reads_rounds_and_oracle(tmp_path: Path) -> None:
     for name, k, score in (("", 0, 0.5), ("", 1, 0.7), ("oracle/", 0, 0.9)):
         d = tmp_path / f"{name}round{k}"
         d.mkdir(parents=True)
-        (d / "metrics.json").write_text(json.dumps({"round": k, "test_lwlrap": score,
+        together = {"test_lwlrap_rounds": 0.75, "gap_closed_rounds": 0.1} if k and not name else {}  # 0.1: stale
+        (d / "metrics.json").write_text(json.dumps({"round": k, "test_lwlrap": score, **together,
                                                     "yardsticks": {"random": 0.2, "prior_only": 0.3}}))
         (d / "complete.json").write_text("{}")
     rows = round_table(tmp_path)
     assert [r["round"] for r in rows] == [0, 1]
     assert rows[1]["gap_closed"] == pytest.approx(0.5) and rows[1]["yardsticks"]["oracle"] == 0.9
+    # against the oracle run as it is now (one trained again after the round wrote its metrics counts)
+    assert rows[1]["gap_closed_rounds"] == pytest.approx(0.625) and rows[0]["gap_closed_rounds"] is None
 
 
 # -- calibration -----------------------------------------------------------------------------------------------

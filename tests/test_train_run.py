@@ -31,7 +31,8 @@ def _cfg(**changes):
 
 def test_round_0_to_1_end_to_end(tiny_store, tmp_path) -> None:
     runs = tmp_path / "runs"
-    results = train_rounds(tiny_store, runs, _cfg(), until_round=1, progress=False, echo=lambda *_: None)
+    cfg = _cfg(pseudo_epochs=2)  # round 1 trains 2 epochs, round 0 the config's 1
+    results = train_rounds(tiny_store, runs, cfg, until_round=1, progress=False, echo=lambda *_: None)
     assert [m["round"] for m in results] == [0, 1]
     run = RunDir(runs)
     for k in (0, 1):
@@ -40,6 +41,7 @@ def test_round_0_to_1_end_to_end(tiny_store, tmp_path) -> None:
         assert 0 <= m["oof_lwlrap"] <= 1 and 0 <= m["test_lwlrap"] <= 1 and 0 <= m["oof_box_auc"] <= 1
         assert set(m["freq_channel_check"]) == {"loss", "loss_zeroed_freq_channel"}
         assert set(m["members"]) == {"test_efficientnet-2s_fold0", "test_efficientnet-2s_fold1"}
+        assert all(len(history) == (1 if k == 0 else 2) for history in m["members"].values())
     assert (runs / "lwlrap.png").is_file()
     # rounds 0-1 together (rfcx infer's default): the mean of every member's clip scores over both rounds
     from rfcx.metrics import lwlrap
@@ -66,7 +68,7 @@ def test_round_0_to_1_end_to_end(tiny_store, tmp_path) -> None:
 
     ckpt = run.checkpoint(1, _cfg().backbones[0], 0)
     before = ckpt.stat().st_mtime_ns
-    again = train_rounds(tiny_store, runs, _cfg(), until_round=1, progress=False, echo=lambda *_: None, export_formats=())
+    again = train_rounds(tiny_store, runs, cfg, until_round=1, progress=False, echo=lambda *_: None, export_formats=())
     assert ckpt.stat().st_mtime_ns == before and again[1]["test_lwlrap"] == results[1]["test_lwlrap"]
 
 

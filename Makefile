@@ -21,7 +21,7 @@ setup: $(BIN)/rfcx
 # The main job on bundled default (synthetic) data: synthesise 80 train + 30 test clips of 60 s (a skewed species
 # mix, about one labelled call per labelled recording, real rainforest backgrounds where ../shared has them), build
 # the feature store, train the oracle (the ceiling: the same config on every call's truth) and rounds 0..$(ROUNDS)
-# with the `cpu` config on 2 folds (about 16 minutes on 2 cores), then infer the test set with each round's ensemble
+# with the `cpu` config on 2 folds (about 22 minutes on 2 cores), then infer the test set with each round's ensemble
 # and print its LWLRAP beside random, prior-only and the oracle. Re-running skips what is done.
 demo: setup
 	$(BIN)/rfcx synth $(DEMO)/data --train 80 --test 30 --seed 0 --tp-per-clip 1.0 --fp-per-clip 2.0 --tp-balance 0 \

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from rfcx.cli_engine import DEFAULT_RUNS, DEFAULT_STORE
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -295,9 +297,9 @@ def report(
 
 @app.command()
 def review(
-    runs: Annotated[Path, typer.Option("--runs", help="Run directory (local).")] = Path("demo/runs"),
+    runs: Annotated[Path, typer.Option("--runs", help="Run directory (local).")] = Path(DEFAULT_RUNS),
     store: Annotated[str, typer.Option("--store", help="The feature store the run was trained on (the spectrograms "
-                                       "are cut from it).")] = "demo/features.zarr",
+                                       "are cut from it).")] = DEFAULT_STORE,
     out: Annotated[Path, typer.Option("--out", help="Folder to write the page into: index.html, img/, audio/ (a "
                                       "page written there before is replaced).")] = Path("demo/review"),
     round_: Annotated[str, typer.Option("--round", help="'all' (every complete round) or a round K (the table "

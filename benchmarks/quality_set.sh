@@ -13,7 +13,9 @@
 # two torch processes slow each other 10-100x).
 # Environment: RFCX (the command, default `python -m rfcx`), BACKGROUNDS (folder of real recordings, default
 # ../shared/rfcx/backgrounds), CONFIG (default cpu), DEVICE (train --device, default the config's), TRAIN/TEST
-# (clip counts), SYNTH_WORKERS.
+# (clip counts), SYNTH_ARGS (more `rfcx synth` options: the held-back shape of issue 10, about one labelled call
+# per clip with TP boxes that follow presence, is SYNTH_ARGS="--tp-per-clip 1.0 --fp-per-clip 2.0 --tp-balance 0"
+# TRAIN=300 TEST=80), SYNTH_WORKERS.
 set -euo pipefail
 WORK=${1:?usage: quality_set.sh WORK [ROUNDS] [NAME=SETTINGS ...]}
 ROUNDS=${2:-1}
@@ -29,7 +31,7 @@ bg=()
 [ -d "$BACKGROUNDS" ] && bg=(--background "$BACKGROUNDS")
 if [ ! -f "$WORK/data/test_labels.csv" ]; then
   $RFCX synth "$WORK/data" --train "${TRAIN:-600}" --test "${TEST:-150}" --seed 1 \
-    --workers "${SYNTH_WORKERS:-$(nproc)}" "${bg[@]}"
+    --workers "${SYNTH_WORKERS:-$(nproc)}" "${bg[@]}" ${SYNTH_ARGS:-}
 fi
 $RFCX build-store --data "$WORK/data" --store "$WORK/features.zarr"
 STORE=$WORK/features.zarr

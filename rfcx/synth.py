@@ -376,7 +376,7 @@ def _boxes(rng: np.random.Generator, w: _World, placed: list[tuple[int, int, Cal
            tp_calls: int = 1, fp_noise: int = 0, present: tuple[int, ...] = ()) -> tuple[list[tuple], list[tuple]]:
     """TP boxes tight around ``tp_calls`` distinct calls of each TP species (fewer when it
     calls fewer times); FP boxes of A's template size (A's median duration and band)
-    centred on a call of the confused species B."""
+    centred on a call of the confused species B (each box once)."""
     used: set[int] = set()
 
     def pick(species: int) -> tuple[float, float, Call]:
@@ -405,7 +405,7 @@ def _boxes(rng: np.random.Generator, w: _World, placed: list[tuple[int, int, Cal
         dur = min(float(w.table.duration[a]), seconds)
         start = float(rng.uniform(0.0, seconds - dur))
         fp.append((a, int(songtype[a]), start, float(w.table.f_min[a]), start + dur, float(w.table.f_max[a])))
-    return tp, fp
+    return tp, list(dict.fromkeys(fp))  # a matcher reports a hit once (a pair drawn again on one call, a clip-long box)
 
 
 def make_clip(split: str, index: int, seed: int = 0, seconds: float = 60.0,

@@ -236,6 +236,10 @@ def test_zipf_mix_is_skewed_and_sparse() -> None:
     assert np.array_equal(again.audio, make_clip("train", 5, 0, 2.0, mix=mix).audio)
     with pytest.raises(ValueError, match="tp_balance"):
         Mix(tp_balance=2.0)
+    dense = Mix(tp_per_clip=1.0, fp_per_clip=6.0, tp_balance=0.0)  # many FP pairs on few calls: each box once
+    for i in range(40):
+        boxes = make_clip("train", i, 0, 2.0, mix=dense).fp
+        assert len(boxes) == len(set(boxes)) and len(boxes) > 0
 
 
 def test_several_backgrounds_and_calls_in_store(tmp_path: Path, real_clip: Path) -> None:

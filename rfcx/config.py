@@ -120,6 +120,9 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     tp_fp_sampling: bool = True  # rounds >= 1: with probability tp_fp_p a crop is around a TP/FP box with labels
     tp_fp_p: float = 0.5  # fixed by the boxes, otherwise a random window with its pseudo labels
+    # The share of box crops (every round) drawn around a TP box rather than an FP box; 0: every box alike (the seed's:
+    # the real tables hold 1 TP box for 6 FP boxes, so 6 box crops in 7 teach a negative only)
+    tp_box_share: float = 0.0
     freq_channel: bool = True  # append the FreqConv mel-index channel (in_chans = 2)
     input_pool: tuple[int, int] = (1, 1)  # (freq, time) avg-pool factors on the crop
     pseudo_hop_seconds: float = 0.5  # hop of the sliding windows scored for pseudo labels
@@ -174,6 +177,7 @@ class TrainConfig:
         _check_range("unlabelled_weight", self.unlabelled_weight, 0.0, 1.0)
         _check_range("random_crop_p", self.random_crop_p, 0.0, 1.0)
         _check_range("pseudo_negative_weight", self.pseudo_negative_weight, 0.0, 1.0)
+        _check_range("tp_box_share", self.tp_box_share, 0.0, 1.0)
         _check_range("pseudo_hop_seconds", self.pseudo_hop_seconds, 0.01)
         _check_choice("pseudo_rescale", self.pseudo_rescale, PSEUDO_RESCALE)
         _check_choice("score_mode", self.score_mode, SCORE_MODES)

@@ -307,7 +307,7 @@ def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: Pseud
             return CropSampler(ctx.boxes, train_ids, ctx.fs.params, crop, k, pseudo, cfg.tp_fp_sampling, cfg.tp_fp_p,
                                seed=_rank_seed(epoch_seed * 31 + worker, rank), truth=ctx.truth,
                                unlabelled_weight=cfg.unlabelled_weight, random_crop_p=cfg.random_crop_p,
-                               pseudo_negative_weight=cfg.pseudo_negative_weight)
+                               pseudo_negative_weight=cfg.pseudo_negative_weight, tp_box_share=cfg.tp_box_share)
 
         model.train()
         losses, wait, t_epoch = [], 0.0, time.perf_counter()

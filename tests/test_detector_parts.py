@@ -217,6 +217,26 @@ def test_pseudo_negative_weight_of_rounds_after_the_bootstrap() -> None:
     assert covers_tp.any() and (weak.target[covers_tp, 3] == 1).all() and (weak.mask[covers_tp, 3] == 1).all()
 
 
+def test_tp_box_share_draws_tp_boxes_that_often() -> None:
+    """``tp_box_share``: a box crop is around a TP box with that probability (round 0 walks each kind in turn,
+    later rounds draw); 0 keeps every box alike; a fold without FP (or TP) boxes ignores it."""
+    rows = [("a", 3, True, 10.0, 11.0, 1000.0, 2000.0)] + [("b", 5, False, t, t + 1.0, 4000.0, 6000.0)
+                                                          for t in np.arange(5.0, 50.0, 5.0)]
+    boxes = pd.DataFrame(rows, columns=["recording_id", "species_id", "is_tp", "t_min", "t_max", "f_min", "f_max"])
+
+    def tp_rate(round_idx: int, share: float, **kw) -> float:
+        b = CropSampler(boxes, FRAMES, P, CROP, round_idx, seed=2, tp_box_share=share, **kw).sample(600)
+        return float(((b.target[:, 3] == 1) & (b.mask[:, 3] == 1)).mean())
+
+    assert abs(tp_rate(0, 0.0) - 0.1) < 0.02  # 1 TP box of 10, walked in turn
+    assert abs(tp_rate(0, 0.5) - 0.5) < 0.06
+    n = n_windows(5626, FPS, 4.0, 0.5)
+    pseudo = PseudoLabels(["a", "b"], np.array([0, n, 2 * n]), np.zeros((2 * n, 24), np.float32), 4.0, 0.5)
+    assert abs(tp_rate(1, 0.5, pseudo=pseudo, tp_fp_p=1.0) - 0.5) < 0.06
+    only_fp = CropSampler(boxes[~boxes.is_tp], FRAMES, P, CROP, 0, seed=2, tp_box_share=0.5)
+    assert only_fp.tp_box_share == 0.0 and (only_fp.sample(50).target == 0).all()
+
+
 # -- synthetic mix and the store's calls --------------------------------------------------------------------------
 
 def test_zipf_mix_is_skewed_and_sparse() -> None:

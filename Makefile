@@ -43,7 +43,7 @@ demo: setup
 	  $(BIN)/rfcx evaluate --pred $(DEMO)/submission_round$$k.csv --truth $(DEMO)/data/test_labels.csv \
 	    --train-tp $(DEMO)/data/train_tp.csv | head -1; \
 	done
-	@printf 'rounds 0-%s together (rfcx infer default): ' $(ROUNDS); \
+	@printf 'rounds 0-%s together (--round all; rfcx infer uses the best round, printed by rfcx report below): ' $(ROUNDS); \
 	  $(BIN)/rfcx evaluate --pred $(DEMO)/submission_rounds.csv --truth $(DEMO)/data/test_labels.csv \
 	    --train-tp $(DEMO)/data/train_tp.csv | head -1
 	@echo "== rounds beside the yardsticks (rfcx report) =="

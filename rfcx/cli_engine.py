@@ -78,7 +78,7 @@ def _default_round(run, runs: str, say=typer.echo) -> int:  # noqa: ANN001 (rfcx
 
 def parse_round(value: str | None) -> int | str | None:
     """``--round`` of ``rfcx infer``: a round number, ``best`` (the run's best round, best_round.json) or ``all``
-    (every complete round's models together); None: ``all``."""
+    (every complete round's models together); None: ``best``."""
     if value is None or value in ("all", "best"):
         return value
     try:
@@ -92,8 +92,8 @@ def parse_round(value: str | None) -> int | str | None:
 
 def _round_models(runs: str, round_: int | str | None, fmt: str,
                   say=typer.echo) -> tuple[str, list[Path], list[int]]:  # noqa: ANN001
-    """The exported model files of the requested round(s): a round number; ``best`` (:func:`_default_round`); or
-    ``all``/None, every complete round's models together (the rounds' ensemble). Returns a label ("round 1",
+    """The exported model files of the requested round(s): a round number; ``best``/None (:func:`_default_round`);
+    or ``all``, every complete round's models together (the rounds' ensemble). Returns a label ("round 1",
     "rounds 0-2"), the files and the rounds; clear errors otherwise.
 
     A run at a URL is mirrored: its JSON files first, then the models of the round (in the local cache)."""
@@ -106,7 +106,7 @@ def _round_models(runs: str, round_: int | str | None, fmt: str,
         _fail(str(exc))
     if not run.root.is_dir():
         _fail(f"{runs}: no such run directory (train with `rfcx train`, or give --runs)")
-    if round_ in (None, "all"):
+    if round_ == "all":
         rounds = [k for k in run.rounds() if run.is_complete(k)]
         if not rounds:
             _default_round(run, runs, say)  # fails, naming the rounds present
@@ -115,8 +115,8 @@ def _round_models(runs: str, round_: int | str | None, fmt: str,
             named = f"; {run.best_round_file.name} names round {best['round']}" if best else ""
             say(f"rounds {', '.join(map(str, rounds))}: every complete round's models together (the rounds' "
                 f"ensemble{named}); --round K or --round best uses one round")
-    elif round_ == "best":
-        rounds = [_default_round(run, runs, say)]
+    elif round_ in (None, "best"):  # the default (README "A detector that works": the best round beat the rounds'
+        rounds = [_default_round(run, runs, say)]  # ensemble on both benchmark-scale sets)
     elif not run.is_complete(round_):
         _fail(f"{run.describe(run.round_dir(round_))}: round {round_} is not complete "
               f"(no {run.complete_marker(round_).name})")
@@ -182,8 +182,8 @@ def infer_cmd(
     runs: Annotated[str, typer.Option("--runs", help="Run directory of `rfcx train` (a folder or an fsspec URL).")] = (
         DEFAULT_RUNS),
     round_: Annotated[str | None, typer.Option(
-        "--round", help="Round to use: K, 'best' (the run's best round, best_round.json) or 'all' (default: every "
-                        "complete round's models together).", show_default=False)] = None,
+        "--round", help="Round to use: K, 'best' (the default: the run's best round, best_round.json) or 'all' "
+                        "(every complete round's models together).", show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="Split of the store to score (with --batch).")] = "test",
     out: Annotated[Path, typer.Option("--out", help="Submission CSV to write (recording_id,s0..s23).")] = Path(
         "submission.csv"),

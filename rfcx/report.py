@@ -78,9 +78,9 @@ def format_round_table(rows: list[dict], best: int | None = None) -> str:
         gap = "         -" if r["gap_closed"] is None else f"{100 * r['gap_closed']:9.0f}%"
         lines.append(f"{r['round']:>5}  {f(r['test_lwlrap']):>11}  {('+' if (margin or 0) >= 0 else '') + f(margin) if margin is not None else '   n/a':>12}  {gap:>10}  {f(r.get('oof_clip_lwlrap')):>32}  {f(r.get('test_lwlrap_rounds')) if r['round'] else '':>20}")
     if len(rows) > 1:
-        lines.append(f"rfcx infer uses rounds {rows[0]['round']}-{rows[-1]['round']} together by default (--round all)"
-                     + (f"; --round best uses round {best} (the best held-out signal: RUNS/best_round.json)"
-                        if best is not None else ""))
+        lines.append((f"rfcx infer uses round {best} by default (--round best: the best held-out signal, "
+                      f"RUNS/best_round.json); " if best is not None else "")
+                     + f"--round all uses rounds {rows[0]['round']}-{rows[-1]['round']} together")
     elif best is not None:
         lines.append(f"rfcx infer uses round {best} by default")
     return "\n".join(lines)

@@ -537,7 +537,7 @@ def finish_round(ctx: Context, k: int, started: float, export_formats: tuple[str
         if k > 0 and runs.metrics(0).is_file():
             bootstrap = json.loads(runs.metrics(0).read_text()).get("test_lwlrap")
             metrics["gap_closed"] = yardsticks.gap_closed(metrics["test_lwlrap"], bootstrap, oracle_score)
-            together = rounds_test_clips(ctx, k, test_clip)  # what `rfcx infer` (default --round all) scores
+            together = rounds_test_clips(ctx, k, test_clip)  # what `rfcx infer --round all` scores
             if together is not None:
                 metrics["test_lwlrap_rounds"] = float(lwlrap(truth.loc[ids].to_numpy(),
                                                              np.stack([together[rid] for rid in ids])))

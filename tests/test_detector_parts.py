@@ -293,7 +293,8 @@ def test_report_and_evaluate_print_the_yardsticks(tmp_path: Path) -> None:
     out = CliRunner().invoke(app, ["report", "--runs", str(runs)])
     assert out.exit_code == 0, out.output
     assert "prior-only 0.3000" in out.output and "oracle 0.9000" in out.output and "50%" in out.output
-    assert "rounds 0-1 together by default (--round all); --round best uses round 1" in out.output
+    assert "rfcx infer uses round 1 by default (--round best: the best held-out signal, RUNS/best_round.json); " \
+           "--round all uses rounds 0-1 together" in out.output
     cols = ",".join(f"s{k}" for k in range(24))
     (tmp_path / "truth.csv").write_text(f"recording_id,{cols}\na,1{',0' * 23}\nb,0,1{',0' * 22}\n")
     (tmp_path / "pred.csv").write_text(f"recording_id,{cols}\na,0.9{',0.1' * 23}\nb,0.1,0.8{',0.1' * 22}\n")

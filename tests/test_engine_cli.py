@@ -249,9 +249,12 @@ def test_infer_and_export_default_to_the_best_round(tiny_run, tmp_path: Path) ->
     assert code == 0 and "best round" not in text
     assert (tmp_path / "best.csv").read_text() == (tmp_path / "r0.csv").read_text()
 
-    # the default: every complete round's models together (the rounds' ensemble), clip scores the mean of the
+    code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "default.csv")  # the default: the best round
+    assert code == 0 and "round 0: the run's best round" in text, text
+    assert (tmp_path / "default.csv").read_text() == (tmp_path / "r0.csv").read_text()
+    # --round all: every complete round's models together (the rounds' ensemble), clip scores the mean of the
     # rounds' own (each round has as many members)
-    code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "all.csv")
+    code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "all.csv", "--round", "all")
     assert code == 0, text
     assert "rounds 0, 1: every complete round's models together (the rounds' ensemble; best_round.json names " \
            "round 0)" in text and "rounds 0-1: 4 torchscript model(s)" in text

@@ -43,7 +43,7 @@ def test_round_0_to_1_end_to_end(tiny_store, tmp_path) -> None:
         assert set(m["members"]) == {"test_efficientnet-2s_fold0", "test_efficientnet-2s_fold1"}
         assert all(len(history) == (1 if k == 0 else 2) for history in m["members"].values())
     assert (runs / "lwlrap.png").is_file()
-    # rounds 0-1 together (rfcx infer's default): the mean of every member's clip scores over both rounds
+    # rounds 0-1 together (rfcx infer --round all): the mean of every member's clip scores over both rounds
     from rfcx.metrics import lwlrap
     from rfcx.train import load_predictions
     from store import FeatureStore

@@ -119,13 +119,13 @@ class CropSampler:
         self._by_rid = {rid: (self._t[idx, 0], self._t[idx, 1], self.boxes.species_id.to_numpy()[idx],
                               self.boxes.is_tp.to_numpy(dtype=bool)[idx])
                         for rid, idx in self.boxes.groupby("recording_id").indices.items()}
-        self._order: np.ndarray = np.zeros(0, dtype=np.int64)
-        # tp_box_share > 0: a box crop is around a TP box with this probability (else an FP box), each kind walked
-        # (round 0) or drawn (later rounds) on its own; 0: every box alike (the seed's: ~1 TP box in 7 on the real data)
+        # the box pools crops are drawn from: every box alike (the seed's: ~1 TP box in 7 on the real data), or with
+        # tp_box_share > 0 the TP boxes with that probability, else the FP boxes; each pool is walked (round 0) or
+        # drawn from (later rounds) on its own
         is_tp = self.boxes.is_tp.to_numpy(dtype=bool)
-        self._kinds = (np.flatnonzero(is_tp), np.flatnonzero(~is_tp))
-        self.tp_box_share = tp_box_share if all(len(k) for k in self._kinds) else 0.0
-        self._walks = [np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)]
+        self._pools = {"all": np.arange(len(self.boxes)), "tp": np.flatnonzero(is_tp), "fp": np.flatnonzero(~is_tp)}
+        self.tp_box_share = tp_box_share if is_tp.any() and not is_tp.all() else 0.0
+        self._walks = {name: np.zeros(0, dtype=np.int64) for name in self._pools}
         lo = np.floor(hz_to_mel_bin(self.boxes.f_min.to_numpy(), params.n_mels, params.f_min, params.f_max))
         hi = np.ceil(hz_to_mel_bin(self.boxes.f_max.to_numpy(), params.n_mels, params.f_min, params.f_max))
         self._bins = np.stack([np.clip(lo, 0, params.n_mels - 1), np.clip(hi, 0, params.n_mels - 1)], 1).astype(np.int64)
@@ -145,22 +145,15 @@ class CropSampler:
         return [(int(c), int(lo), int(hi)) for c, (lo, hi) in zip(species[rows], self._bins[rows])]
 
     def _next_box(self) -> int:
-        """Round 0 walks through every box in a fresh random order, epoch after epoch; later rounds draw one.
-        With ``tp_box_share`` the kind (TP or FP) is drawn first, then a box of that kind the same way."""
-        if self.tp_box_share:
-            kind = 0 if self.rng.random() < self.tp_box_share else 1
-            pool = self._kinds[kind]
-            if self.round > 0:
-                return int(pool[self.rng.integers(len(pool))])
-            if not len(self._walks[kind]):
-                self._walks[kind] = pool[self.rng.permutation(len(pool))]
-            i, self._walks[kind] = self._walks[kind][0], self._walks[kind][1:]
-            return int(i)
+        """Round 0 walks through its pool's boxes in a fresh random order, pass after pass; later rounds draw one.
+        The pool: every box, or with ``tp_box_share`` the TP boxes with that probability, else the FP boxes."""
+        name = "all" if not self.tp_box_share else "tp" if self.rng.random() < self.tp_box_share else "fp"
+        pool = self._pools[name]
         if self.round > 0:
-            return int(self.rng.integers(len(self.boxes)))
-        if not len(self._order):
-            self._order = self.rng.permutation(len(self.boxes))
-        i, self._order = self._order[0], self._order[1:]
+            return int(pool[self.rng.integers(len(pool))])
+        if not len(self._walks[name]):
+            self._walks[name] = pool[self.rng.permutation(len(pool))]
+        i, self._walks[name] = self._walks[name][0], self._walks[name][1:]
         return int(i)
 
     def _box_start(self, i: int) -> int:

@@ -107,6 +107,11 @@ class RunDir:
         return self.root / "store.json"
 
     @property
+    def template_labels(self) -> Path:
+        """The template teacher's labels (``pseudo_templates``): computed once, for every round >= 1."""
+        return self.root / "templates.zarr"
+
+    @property
     def best_round_file(self) -> Path:
         return self.root / "best_round.json"
 

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from rfcx import report, yardsticks
+from rfcx import report, templates, yardsticks
 from engine.postprocess import apply_prior
 from rfcx.augment import Augmenter
 from rfcx.calibration import class_priors
@@ -610,6 +610,8 @@ def _train_rounds(store: str, runs: str | Path, cfg: TrainConfig, until_round: i
                 ctx.runs.fetch(ctx.runs.pseudo_labels(k - 1))  # a run at a URL: the labels rank 0 wrote elsewhere
                 pseudo = rescale(read_pseudo_labels(ctx.runs.pseudo_labels(k - 1)), ctx.cfg.pseudo_rescale,
                                  ctx.cfg.pseudo_quantiles, ctx.boxes)
+                if ctx.cfg.pseudo_templates:
+                    pseudo = with_templates(ctx, pseudo, group, echo)
                 unlabelled = [rid for rid in sorted(ctx.folds) if rid not in pseudo]
                 if unlabelled:  # clips added to the store after round k-1: CropSampler leaves them out
                     echo(f"round {k}: {len(unlabelled)} train clip(s) have no pseudo labels from round {k - 1} "
@@ -646,6 +648,38 @@ def _train_rounds(store: str, runs: str | Path, cfg: TrainConfig, until_round: i
                  f"(--until-converged){kept}")
             break
     return results
+
+
+def with_templates(ctx: Context, pseudo: PseudoLabels, group: ProcessGroup, echo) -> PseudoLabels:
+    """``pseudo`` with each window's label raised to the template teacher's (rfcx.templates), computed by rank 0
+    once per run (``templates.zarr``; again where the clips or the label grid changed)."""
+    path = ctx.runs.template_labels
+    n_windows = {rid: int(pseudo.offsets[i + 1] - pseudo.offsets[i]) for i, rid in enumerate(pseudo.ids)}
+
+    def usable() -> PseudoLabels | None:
+        ctx.runs.fetch(path)
+        if not path.is_dir():
+            return None
+        cached = read_pseudo_labels(path)
+        same = (cached.ids == pseudo.ids and np.array_equal(cached.offsets, pseudo.offsets)
+                and cached.window_seconds == pseudo.window_seconds and cached.hop_seconds == pseudo.hop_seconds)
+        return cached if same else None
+
+    cached = usable() if group.is_main else None
+    if group.is_main and cached is None:
+        labels, summary = templates.teacher(ctx.fs, ctx.boxes, n_windows, pseudo.window_seconds, pseudo.hop_seconds,
+                                            ctx.device, ctx.progress, seed=ctx.cfg.seed)
+        write_pseudo_labels(path, labels, pseudo.window_seconds, pseudo.hop_seconds)
+        write_json_atomic(path.with_suffix(".json"), summary)
+        ctx.runs.sync(strict=True)
+        echo(f"template teacher: {summary['templates']} templates, {len(summary['species_calibrated'])} species "
+             f"calibrated ({summary['seconds']:.0f} s)")
+    group.barrier("train: rank 0 matches the TP boxes' templates over the train clips", work=True)
+    cached = cached or usable()
+    if cached is None:
+        raise RuntimeError(f"{path}: the template teacher's labels are missing or stale after rank 0 wrote them")
+    return PseudoLabels(pseudo.ids, pseudo.offsets, np.maximum(pseudo.scores, cached.scores), pseudo.window_seconds,
+                        pseudo.hop_seconds)
 
 
 def rounds_test_clips(ctx: Context, k: int, test_clip: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray] | None:

@@ -213,3 +213,27 @@ def test_ensemble_teacher_labels_every_clip_with_every_member(tiny_store, tmp_pa
         np.testing.assert_allclose(pseudo.clip(rid), np.mean([m[rid] for m in per_member], axis=0), atol=1e-6)
     with pytest.raises(ValueError, match="pseudo_teacher"):
         _cfg(pseudo_teacher="teacher")
+
+
+def test_template_teacher_raises_the_next_rounds_labels(tiny_store, tmp_path, monkeypatch) -> None:
+    """pseudo_templates: round 1 learns from the larger of the network's and the template teacher's label of each
+    window; the template labels are computed once per run (templates.zarr, kept on resume)."""
+    seen = []
+    real = train_mod.train_member
+
+    def spy(ctx, k, spec, fold, pseudo, group=train_mod.SINGLE):
+        if k == 1:
+            seen.append(pseudo)
+        return real(ctx, k, spec, fold, pseudo, group)
+
+    monkeypatch.setattr(train_mod, "train_member", spy)
+    cfg = _cfg(pseudo_templates=True)
+    runs = tmp_path / "runs"
+    train_rounds(tiny_store, runs, cfg, until_round=1, progress=False, echo=lambda *_: None, export_formats=())
+    run = RunDir(runs)
+    network, tm = read_pseudo_labels(run.pseudo_labels(0)), read_pseudo_labels(run.template_labels)
+    assert tm.ids == network.ids and np.array_equal(tm.offsets, network.offsets)
+    assert ((tm.scores >= 0) & (tm.scores <= 1)).all()
+    summary = json.loads(run.template_labels.with_suffix(".json").read_text())
+    assert summary["templates"] >= 1 and set(summary["levels"]) == {str(s) for s in summary["species_calibrated"]}
+    assert seen and all(np.array_equal(p.scores, np.maximum(network.scores, tm.scores)) for p in seen)

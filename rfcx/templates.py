@@ -9,7 +9,9 @@ finds the species' other calls whatever their loudness (``pseudo_templates``; RE
 Per species, the NCC of a window is the best over the species' templates; it becomes a label in [0, 1] by the
 species' own figures: the windows of all clips (most hold no call of the species) give the background level, the
 TP boxes matched by the templates of *other* clips (leave one clip out) the level of a call; linear in between.
-The next round learns from the larger of this label and the network teacher's.
+FP boxes are matches a person rejected (on the real data, the RFCx template matcher's): the background is at least
+their median NCC, and a species' label is 0 in the windows holding one of its FP boxes. The next round learns from
+the larger of this label and the network teacher's.
 
 The matching is FFT correlation (numerator) and summed-area tables (each patch's mean and energy), in chunks of
 clips, on the training device.
@@ -188,33 +190,49 @@ def match(fs: FeatureStore, ids: Sequence[str], templates: Sequence[Template], n
 
 
 def calibration(result: MatchResult, background_q: float = 0.9) -> dict[int, tuple[float, float]]:
-    """Per species with a call level, ``(background, call)``: the ``background_q`` quantile of its window NCC over
-    every clip (from other clips' templates) and the median NCC of its TP boxes matched by other clips' templates.
-    A species whose TP boxes all lie in one clip, or whose boxes match no better than the background, has none."""
+    """Per species with a call level, ``(background, call)``: the call level is the median NCC of its TP boxes
+    matched by other clips' templates; the background the larger of the ``background_q`` quantile of its window NCC
+    over every clip (from other clips' templates) and the median NCC of its FP boxes (a box a matcher proposed and a
+    person rejected: where the templates match those as well as the calls, only the better matches count). A
+    species whose TP boxes all lie in one clip, or whose calls match no better than that, has none."""
     windows = np.concatenate(list(result.other.values())) if result.other else np.zeros((0, N_CLASSES))
     levels: dict[int, tuple[float, float]] = {}
     tp = pd.DataFrame(result.tp, columns=["species", "ncc"])
+    fp = pd.DataFrame(result.fp, columns=["species", "ncc"])
     for s, g in tp.groupby("species"):
         col = windows[:, int(s)]
         col = col[col > -1.0]
         if not len(col) or (g.ncc <= -1.0).all():
             continue
         lo = float(np.quantile(col, background_q))
+        rejected = fp.ncc[(fp.species == s) & (fp.ncc > -1.0)]
+        if len(rejected):
+            lo = max(lo, float(np.median(rejected)))
         hi = float(np.median(g.ncc[g.ncc > -1.0]))
         if hi > lo + 1e-3:
             levels[int(s)] = (lo, hi)
     return levels
 
 
-def labels(result: MatchResult, levels: dict[int, tuple[float, float]]) -> dict[str, np.ndarray]:
+def labels(result: MatchResult, levels: dict[int, tuple[float, float]], fp: pd.DataFrame | None = None,
+           window_s: float = 0.0, hop_s: float = 1.0) -> dict[str, np.ndarray]:
     """Soft labels in [0, 1] per clip: each calibrated species' best window NCC, linear from its background (0) to
-    its call level (1); 0 for the other species."""
+    its call level (1); 0 for the other species, and for a species in the windows holding one of its FP boxes
+    (``fp``: the centre inside the window of ``window_s`` every ``hop_s``), which a person marked as not its call."""
     out = {}
     for rid, ncc in result.best.items():
         lab = np.zeros_like(ncc, dtype=np.float32)
         for s, (lo, hi) in levels.items():
             lab[:, s] = np.clip((ncc[:, s] - lo) / (hi - lo), 0.0, 1.0)
         out[rid] = lab
+    if fp is not None:
+        for box in fp.itertuples():
+            lab = out.get(box.recording_id)
+            if lab is None:
+                continue
+            centre = (box.t_min + box.t_max) / 2
+            starts = np.arange(len(lab)) * hop_s
+            lab[(starts <= centre) & (starts + window_s >= centre), int(box.species_id)] = 0.0
     return out
 
 
@@ -239,7 +257,7 @@ def teacher(fs: FeatureStore, boxes: pd.DataFrame, n_windows: dict[str, int], wi
     summary = {"templates": len(templates), "species_calibrated": sorted(levels),
                "levels": {str(s): {"background": round(lo, 4), "call": round(hi, 4)} for s, (lo, hi) in levels.items()},
                "seconds": round(time.perf_counter() - started, 1)}
-    return labels(result, levels), summary
+    return labels(result, levels, boxes[~boxes.is_tp], window_s, hop_s), summary
 
 
 POOL = (2, 2)  # (mel bins, frames) pooled before matching: 4x less work, calls of 0.5 s still span ~23 frames

@@ -112,3 +112,33 @@ def test_templates_per_species_are_capped() -> None:
     fs, boxes = Store(), _boxes()
     tp = boxes[boxes.is_tp]
     assert len(templates.cut_templates(fs, tp, templates.POOL, per_species=1)) == 1
+
+
+def test_fp_boxes_raise_the_background_and_silence_their_windows() -> None:
+    """A matcher's FP box on a call the templates match as well as the species' own (a person rejected it): the
+    background level rises to such matches, and the species' label is 0 where the box lies."""
+    fs, boxes = Store(), _boxes()
+    _chirp(fs.clips["c"], 6.0)  # now the FP box of clip c holds a call the templates match
+    labels, summary = templates.teacher(fs, boxes, N_WINDOWS, WINDOW, HOP)
+    fp_ncc = templates.match(fs, sorted(N_WINDOWS), templates.cut_templates(fs, boxes[boxes.is_tp], templates.POOL, 16),
+                             N_WINDOWS, WINDOW, HOP, boxes).fp[0][1]
+    assert fp_ncc > 0.5
+    level = summary["levels"].get("5")
+    assert level is None or level["background"] >= fp_ncc - 1e-3
+    assert not labels["c"][_windows_holding(6.0), 5].any()
+
+
+def test_calibration_levels() -> None:
+    """Background: the larger of the windows' 0.9 quantile and the FP boxes' median; call: the TP boxes' median."""
+    windows = {"x": np.full((10, 24), -1.0), "y": np.full((10, 24), -1.0)}
+    windows["x"][:, 3] = 0.1
+    windows["y"][:, 3] = np.linspace(0.0, 0.3, 10)
+    res = templates.MatchResult(best=windows, other=windows, tp=[(3, 0.8), (3, 0.9), (3, 0.95)],
+                                fp=[(3, 0.6), (3, 0.7)])
+    assert templates.calibration(res) == {3: pytest.approx((0.65, 0.9))}
+    quiet = templates.MatchResult(best=windows, other=windows, tp=res.tp, fp=[])
+    lo, hi = templates.calibration(quiet)[3]
+    assert lo == pytest.approx(np.quantile(np.concatenate([windows["x"][:, 3], windows["y"][:, 3]]), 0.9))
+    assert templates.calibration(templates.MatchResult(windows, windows, [(3, 0.5)], [(3, 0.6)])) == {}
+    lab = templates.labels(res, {3: (0.65, 0.9)})
+    assert lab["x"][:, 3].max() == 0 and lab["x"][:, [0, 23]].max() == 0

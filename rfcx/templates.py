@@ -19,6 +19,7 @@ clips, on the training device.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,11 +27,14 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from store import FeatureStore
 from store.melbank import hz_to_mel_bin
 
 N_CLASSES = 24
+POOL = (2, 2)  # (mel bins, frames) pooled before matching: 4x less work, calls of 0.5 s still span ~23 frames
+SHIFT = 1  # pooled mel bins of pitch a template may move (a call's pitch varies from one to the next)
 
 
 @dataclass(frozen=True)
@@ -242,10 +246,6 @@ def teacher(fs: FeatureStore, boxes: pd.DataFrame, n_windows: dict[str, int], wi
     """The template teacher's soft labels ``{rid: (n_windows, 24)}`` of the clips in ``n_windows`` (on the label grid
     of ``window_s`` every ``hop_s``), from the TP boxes of ``boxes`` (at most ``per_species`` templates a species),
     and a summary: the templates, seconds taken and each calibrated species' levels."""
-    import time
-
-    from tqdm.auto import tqdm
-
     started = time.perf_counter()
     tp = boxes[boxes.is_tp]
     templates = cut_templates(fs, tp, POOL, per_species, seed)
@@ -258,7 +258,3 @@ def teacher(fs: FeatureStore, boxes: pd.DataFrame, n_windows: dict[str, int], wi
                "levels": {str(s): {"background": round(lo, 4), "call": round(hi, 4)} for s, (lo, hi) in levels.items()},
                "seconds": round(time.perf_counter() - started, 1)}
     return labels(result, levels, boxes[~boxes.is_tp], window_s, hop_s), summary
-
-
-POOL = (2, 2)  # (mel bins, frames) pooled before matching: 4x less work, calls of 0.5 s still span ~23 frames
-SHIFT = 1  # pooled mel bins of pitch a template may move (a call's pitch varies from one to the next)

@@ -683,8 +683,8 @@ def with_templates(ctx: Context, pseudo: PseudoLabels, group: ProcessGroup, echo
 
 
 def rounds_test_clips(ctx: Context, k: int, test_clip: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray] | None:
-    """Test clip scores of rounds 0..k together (the mean over every member of every round: what ``rfcx infer``
-    scores by default), from the members' stored predictions; None where an earlier round's are missing."""
+    """Test clip scores of rounds 0..k together (the mean over every member of every round: what ``rfcx infer
+    --round all`` scores), from the members' stored predictions; None where an earlier round's are missing."""
     clips = {rid: list(v) for rid, v in test_clip.items()}
     for j in range(k):
         for spec in ctx.cfg.backbones:

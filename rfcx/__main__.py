@@ -2,4 +2,5 @@
 
 from .cli import main
 
-main()
+if __name__ == "__main__":  # not when a spawned process (rfcx.process_group.run_local) imports it as __mp_main__
+    main()

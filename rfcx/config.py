@@ -33,6 +33,8 @@ OPTIMIZERS = ("adamw", "sgd")  # sgd: momentum 0.9, Nesterov (rfcx.train.make_op
 SCHEDULES = ("cosine", "constant")
 PSEUDO_RESCALE = ("none", "quantile", "prior", "tp_clips")
 DISTRIBUTE = ("folds", "ddp")
+# How a run is executed, not what it learns: a run resumes under other values of these (rfcx.train)
+EXECUTION_FIELDS = ("num_workers", "cpu_processes", "store_cache_mb")
 SCORE_MODES = ("exact", "fcn")  # rfcx.pseudo.predict_windows
 PSEUDO_TEACHERS = ("oof", "ensemble")
 
@@ -154,6 +156,11 @@ class TrainConfig:
     oracle: bool = False  # learn from every call's truth (rfcx train --oracle; synthetic data's calls_truth.csv)
     channels_last: bool = False
     num_workers: int = 0
+    # Training on the CPU: this many processes train the round's members side by side, each with its share of the
+    # threads (rfcx.process_group.run_local; under torchrun the launch decides instead). 0: as many as torch has
+    # threads (OMP_NUM_THREADS, else the cores), at most one per member. A small network barely speeds up with a
+    # second thread: on 2 cores two one-thread processes train 1.6x the crops per second of one two-thread process
+    cpu_processes: int = 1
     store_cache_mb: int = 2048  # decoded clips kept in memory per process (0: read chunks for every crop)
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
@@ -188,6 +195,7 @@ class TrainConfig:
         if len(self.pseudo_quantiles) != 2 or not 0.0 <= self.pseudo_quantiles[0] < self.pseudo_quantiles[1] <= 1.0:
             raise ValueError(f"pseudo_quantiles = {self.pseudo_quantiles!r} must be two quantiles 0 <= lo < hi <= 1")
         _check_range("num_workers", self.num_workers, 0)
+        _check_range("cpu_processes", self.cpu_processes, 0)
         _check_range("store_cache_mb", self.store_cache_mb, 0)
         if len(self.input_pool) != 2 or min(self.input_pool) < 1:
             raise ValueError(f"input_pool = {self.input_pool!r} must be two factors >= 1 (freq, time)")
@@ -395,6 +403,7 @@ def cpu() -> TrainConfig:
         augment=AugmentConfig(mixup_p=0.0, time_warp_p=0.0, noise_p=0.0, gain_p=0.0, spec_augment_p=0.0),
         channels_last=True,
         num_workers=0,
+        cpu_processes=0,
         device="cpu",
     )
 

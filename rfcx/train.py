@@ -26,13 +26,13 @@ from rfcx import report, templates, yardsticks
 from engine.postprocess import apply_prior
 from rfcx.augment import Augmenter
 from rfcx.calibration import class_priors
-from rfcx.config import ModelSpec, TrainConfig, get_config
+from rfcx.config import EXECUTION_FIELDS, ModelSpec, TrainConfig, get_config
 from rfcx.folds import assign_folds
 from rfcx.loader import crop_loader
 from rfcx.losses import masked_bce
 from rfcx.metrics import lwlrap
 from rfcx.models import build_classifier, check_pretrained
-from rfcx.process_group import SINGLE, DistributedError, ProcessGroup
+from rfcx.process_group import SINGLE, DistributedError, ProcessGroup, run_local, thread_budget
 from rfcx.pseudo import predict_windows, read_pseudo_labels, rescale, stack, unstack, write_pseudo_labels
 from rfcx.runs import RunDir, member_name, open_run, write_json_atomic
 from rfcx.sampling import N_CLASSES, CropSampler, PseudoLabels
@@ -129,7 +129,7 @@ def _check_run_config(run: RunDir, runs: str | Path, cfg: TrainConfig) -> bool:
     if not run.config_file.is_file():
         return True
     stored = TrainConfig.from_dict(json.loads(run.config_file.read_text()))
-    diff = stored.diff(cfg)
+    diff = {k: v for k, v in stored.diff(cfg).items() if k not in EXECUTION_FIELDS}
     if not diff:
         return False
     listed = ", ".join(f"{k}: {a!r} (run) vs {b!r} (asked)" for k, a, b in ((k, *v) for k, v in diff.items()))
@@ -571,6 +571,8 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
     the same metrics. Each member is seeded by itself (:meth:`Context.member_seed`), so the results are those
     of one process. With ``distribute = "ddp"`` every rank trains every member together (DistributedDataParallel,
     :func:`train_member`) and rank 0 scores it while the others wait.
+    Outside torchrun, on the CPU, ``cfg.cpu_processes`` local processes share the members the same way
+    (:func:`cpu_processes`, :func:`rfcx.process_group.run_local`); ``echo`` must then pickle (else ``print``).
     """
     if until_round < 0:
         raise ValueError(f"--round must be 0 or more (rounds 0..N are run), got {until_round}")
@@ -581,10 +583,46 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
         cfg, runs, until_round = cfg.replace(oracle=True), oracle_runs(runs), 0
     check_ddp_batch(cfg, group)
     check_pretrained(cfg)  # before any training: pretrained = "imagenet" offline, a missing or unfitting file
+    nproc, threads = cpu_processes(cfg, device, group)
+    if nproc > 1:  # members side by side on the CPU, a process each (rank 0 prints, writes and returns)
+        return run_local(nproc, _train_rank, store, runs, cfg, until_round, device, progress, until_converged,
+                         _picklable_echo(echo), export_formats, threads=threads)
     # one writer per run directory (a local one): rank 0 holds its lock to the end, a second run is refused
     with writer_lock(runs, "run directory") if group.is_main else NoLock():
         return _train_rounds(store, runs, cfg, until_round, device, progress, until_converged, echo, export_formats,
                              group)
+
+
+def cpu_processes(cfg: TrainConfig, device: str | None, group: ProcessGroup = SINGLE) -> tuple[int, int]:
+    """(processes, threads each) that train a round's members on this machine: ``cfg.cpu_processes`` (0: one per
+    thread torch has, :func:`thread_budget`) capped by the member count, when training on the CPU with
+    ``distribute = "folds"`` outside torchrun; (1, threads) otherwise."""
+    budget = thread_budget()
+    members = len(cfg.backbones) * cfg.folds
+    if (group.distributed or cfg.cpu_processes == 1 or cfg.distribute != "folds"
+            or resolve_device(device or cfg.device).type != "cpu"):
+        return 1, budget
+    nproc = max(1, min(cfg.cpu_processes or budget, members))
+    return nproc, max(1, budget // nproc)
+
+
+def _picklable_echo(echo):  # noqa: ANN001, ANN202 (a print-like callable)
+    """``echo`` where it can travel to a spawned process (a module-level function), else ``print``."""
+    import pickle
+
+    try:
+        pickle.dumps(echo)
+        return echo
+    except Exception:  # noqa: BLE001 (lambdas, closures, bound methods of unpicklable objects)
+        return print
+
+
+def _train_rank(group: ProcessGroup, store: str, runs: str | Path, cfg: TrainConfig, until_round: int,
+                device: str | None, progress: bool, until_converged: bool, echo,  # noqa: ANN001
+                export_formats: tuple[str, ...]) -> list[dict]:
+    """One rank of :func:`train_rounds` under :func:`rfcx.process_group.run_local`."""
+    return train_rounds(store, runs, cfg, until_round, device=device, progress=progress,
+                        until_converged=until_converged, echo=echo, export_formats=export_formats, group=group)
 
 
 def _train_rounds(store: str, runs: str | Path, cfg: TrainConfig, until_round: int, device: str | None,

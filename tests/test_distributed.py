@@ -221,6 +221,50 @@ def test_a_failing_rank_stops_the_launch(tmp_path) -> None:
     assert "t1x.flac: not a readable audio file" in done.stderr and "--strict: stopped" in done.stderr
 
 
+def _ranks_meet(group, value: int) -> tuple[int, int, list[int]]:  # noqa: ANN001 (a ProcessGroup)
+    group.barrier("meeting")
+    return group.rank, group.world, group.all_gather_object(value * (group.rank + 1))
+
+
+def _rank_fails(group, _value: int) -> None:  # noqa: ANN001
+    if group.rank == 1:
+        raise ValueError("clip x.flac: rank 1's bad input")
+    group.barrier("waiting for rank 1", work=True)  # rank 0 would wait a day: run_local stops it
+
+
+def test_run_local_runs_a_function_on_local_ranks() -> None:
+    import time
+
+    from rfcx.process_group import run_local
+
+    assert run_local(2, _ranks_meet, 5) == (0, 2, [5, 10])  # rank 0's value; both ranks took part
+    start = time.perf_counter()
+    with pytest.raises(ValueError) as info:
+        run_local(2, _rank_fails, 0)
+    assert str(info.value) == "clip x.flac: rank 1's bad input"  # the rank's own exception, as the CLI prints it
+    assert time.perf_counter() - start < 60
+    assert any("rank 1/2 of `run_local`" in note for note in info.value.__notes__)
+    with pytest.raises(ValueError, match="nproc >= 1"):
+        run_local(0, _ranks_meet, 1)
+
+
+def test_cpu_processes_split_the_threads() -> None:
+    from rfcx.config import get_config
+    from rfcx.process_group import ProcessGroup, thread_budget
+    from rfcx.train import cpu_processes
+
+    budget = thread_budget()
+    cpu = get_config("cpu")
+    assert cpu.cpu_processes == 0 and get_config("tiny").cpu_processes == 1
+    assert cpu_processes(cpu, None) == (min(budget, 4), max(1, budget // min(budget, 4)))  # 0: one per thread
+    assert cpu_processes(cpu.replace(cpu_processes=3, folds=2), None) == (2, max(1, budget // 2))  # <= members
+    assert cpu_processes(get_config("tiny"), None) == (1, budget)
+    assert cpu_processes(cpu.replace(cpu_processes=2, distribute="ddp"), None)[0] == 1
+    assert cpu_processes(cpu.replace(cpu_processes=2), None, ProcessGroup(rank=0, world=2))[0] == 1  # torchrun
+    with pytest.raises(ValueError, match="cpu_processes"):
+        cpu.replace(cpu_processes=-1)
+
+
 # -- infer --batch -------------------------------------------------------------------------------------------------
 
 def test_infer_batch_on_two_ranks_writes_the_one_process_submission(tmp_path) -> None:
@@ -294,13 +338,31 @@ def test_train_on_two_ranks_equals_one_process(tmp_path) -> None:
     rfcx(*common, "--runs", tmp_path / "one")
     out = rfcx(*common, "--runs", tmp_path / "two", nproc=2)
     assert out.stdout.count("round 1: OOF LWLRAP") == 1  # rank 0 reports
-    one, two = tmp_path / "one", tmp_path / "two"
+    assert_same_run(tmp_path / "one", tmp_path / "two", rounds=2, folds=3)
+
+
+def test_train_on_cpu_processes_equals_one_process(tmp_path) -> None:
+    """``cpu_processes`` 2 (no torchrun: rfcx.process_group.run_local) trains the members of one process."""
+    from rfcx.synth import synthesize
+
+    synthesize(tmp_path / "data", n_train=8, n_test=3, seconds=10.0, seed=1, tp_fraction=1.0, progress=False)
+    store = tmp_path / "s.zarr"
+    build_store(tmp_path / "data", store, backend="torch", device="cpu", progress=False)
+    common = ["train", "--round", "1", "--store", store, "--config", "tiny", "--folds", "3"]
+    rfcx(*common, "--runs", tmp_path / "one")
+    out = rfcx(*common, "--runs", tmp_path / "two", "--set", "cpu_processes=2")
+    assert out.stdout.count("round 1: OOF LWLRAP") == 1  # rank 0 reports
+    assert_same_run(tmp_path / "one", tmp_path / "two", rounds=2, folds=3)
+
+
+def assert_same_run(one: Path, two: Path, rounds: int, folds: int) -> None:
+    """Two run directories of the tiny config hold the same folds, metrics, labels, predictions and models."""
     assert (two / "folds.json").read_text() == (one / "folds.json").read_text()
-    for k in (0, 1):
+    for k in range(rounds):
         assert (two / f"round{k}" / "complete.json").is_file()
         assert _metrics(two / f"round{k}" / "metrics.json") == _metrics(one / f"round{k}" / "metrics.json")
         assert_same_store(one / f"round{k}" / "pseudo.zarr", two / f"round{k}" / "pseudo.zarr")
-        for fold in range(3):  # folds 0 and 2 on rank 0, fold 1 on rank 1
+        for fold in range(folds):  # 2 ranks: folds 0 and 2 on rank 0, fold 1 on rank 1
             name = f"round{k}/members/test_efficientnet-2s_fold{fold}"
             preds = sorted(p.name for p in (one / name).glob("*.npz"))
             assert preds and preds == sorted(p.name for p in (two / name).glob("*.npz"))

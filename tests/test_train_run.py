@@ -105,6 +105,9 @@ def test_run_directory_of_another_config_is_refused(tiny_store, tmp_path) -> Non
     train_rounds(tiny_store, runs, _cfg(batches_per_epoch=1), 0, progress=False, echo=lambda *_: None, export_formats=())
     with pytest.raises(ValueError, match=r"another config \(batches_per_epoch: 1 \(run\) vs 2 \(asked\)\).*new --runs"):
         train_rounds(tiny_store, runs, _cfg(), 0, progress=False, echo=lambda *_: None, export_formats=())
+    # how a run executes is not what it learns: it resumes under other values of these
+    again = _cfg(batches_per_epoch=1, num_workers=1, cpu_processes=1, store_cache_mb=0)
+    assert train_rounds(tiny_store, runs, again, 0, progress=False, echo=lambda *_: None, export_formats=())
 
 
 def test_bad_inputs(tiny_store, tmp_path, dataset) -> None:

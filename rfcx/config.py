@@ -374,13 +374,16 @@ def cpu() -> TrainConfig:
       held the clip out: against the calls' truth the labels' per-class window AUC rises from 0.73 to 0.82;
     - rounds >= 1 (and the oracle, their ceiling) train three times round 0's steps (``pseudo_epochs`` 48): on the
       benchmark set round 1 went from test LWLRAP 0.526 (16 epochs) to 0.601 (32) and 0.642 / 0.652 (48, two runs);
-      augmentations and a time-max head gave nothing. Rounds 0-1 then fill the 45 minutes (41.2 min measured);
-      a round 2 would not fit;
+      augmentations and a time-max head gave nothing. Rounds 0-1 then fill the 45 minutes (41.2 min measured on
+      one process); a round 2 would not fit;
     - half the box crops are around a TP box (``tp_box_share`` 0.5), not one in seven as the tables hold them: on
       the benchmark set round 0 0.503 -> 0.599, round 1 0.652 -> 0.683;
     - a second teacher for round 1 (``pseudo_templates``): the TP boxes as templates matched over every training
       clip (rfcx.templates), for the calls the bootstrap cannot find (short ones above all); a window learns the
-      larger of the two labels: on the benchmark set round 1 0.683 -> 0.849 (68 % of the gap to the oracle)."""
+      larger of the two labels: on the benchmark set round 1 0.683 -> 0.849 (68 % of the gap to the oracle);
+    - the members train two at a time on 2 cores, a process and a thread each (``cpu_processes`` 0: one process per
+      thread): 1.4x the crops per second of one two-thread process; rounds 0-1 on the benchmark set took 36.3 min
+      (round 1 0.876, 75 % of the gap) where one process took 46.5."""
     return TrainConfig(
         name="cpu",
         backbones=(ModelSpec("mobilenetv3_small_100", 4.0),),

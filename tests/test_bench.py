@@ -37,7 +37,8 @@ def quality_run(root: Path) -> Path:
     for k, lw in enumerate((0.5, 0.55, 0.6)):
         (root / f"round{k}").mkdir(parents=True)
         (root / f"round{k}" / "metrics.json").write_text(json.dumps(
-            {"round": k, "config": "cpu", "test_lwlrap": lw, "oof_lwlrap": lw + 0.1, "oof_box_auc": 0.7}))
+            {"round": k, "config": "cpu", "test_lwlrap": lw, "oof_lwlrap": lw + 0.1, "oof_box_auc": 0.7,
+             "train_seconds": 600.0 * (k + 1)}))
     return root
 
 
@@ -97,6 +98,8 @@ def test_bench_command(tmp_path: Path) -> None:
     data = json.loads((out / "bench.json").read_text())
     assert [b["name"] for b in data["benchmarks"]] == ["quality"]
     assert set(data["benchmarks"][0]["series"]) == {"full", "again"}
+    timed = {g["goal"]: g for g in data["benchmarks"][0]["goals"]}["full: rounds 0-2 train in <= 45 minutes"]
+    assert timed["value"] == 60.0 and timed["met"] is False and "10.0 + 20.0 + 30.0 min" in timed["detail"]
     check_png(out / "quality.png")
     assert (out / "bench.md").read_text().startswith("# rfcx benchmarks (quick mode)")
 

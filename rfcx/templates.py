@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from rfcx.process_group import SINGLE, ProcessGroup
 from store import FeatureStore
 from store.melbank import hz_to_mel_bin
 
@@ -240,19 +241,34 @@ def labels(result: MatchResult, levels: dict[int, tuple[float, float]], fp: pd.D
     return out
 
 
+def merge(parts: Sequence[MatchResult]) -> MatchResult:
+    """One :class:`MatchResult` of the results of disjoint sets of clips."""
+    return MatchResult({rid: v for p in parts for rid, v in p.best.items()},
+                       {rid: v for p in parts for rid, v in p.other.items()},
+                       [hit for p in parts for hit in p.tp], [hit for p in parts for hit in p.fp])
+
+
 def teacher(fs: FeatureStore, boxes: pd.DataFrame, n_windows: dict[str, int], window_s: float, hop_s: float,
             device: torch.device | str = "cpu", progress: bool = False, per_species: int = 16,
-            seed: int = 0) -> tuple[dict[str, np.ndarray], dict]:
+            seed: int = 0, group: ProcessGroup = SINGLE) -> tuple[dict[str, np.ndarray], dict]:
     """The template teacher's soft labels ``{rid: (n_windows, 24)}`` of the clips in ``n_windows`` (on the label grid
     of ``window_s`` every ``hop_s``), from the TP boxes of ``boxes`` (at most ``per_species`` templates a species),
-    and a summary: the templates, seconds taken and each calibrated species' levels."""
+    and a summary: the templates, seconds taken and each calibrated species' levels.
+
+    With a ``group`` of many ranks each matches its share of the clips (every rank calls this); rank 0 gathers
+    the matches and returns the labels, the other ranks ``({}, {})``. The labels are those of one process."""
     started = time.perf_counter()
     tp = boxes[boxes.is_tp]
     templates = cut_templates(fs, tp, POOL, per_species, seed)
-    ids = sorted(n_windows)
+    ids = group.shard(sorted(n_windows))
     with tqdm(total=len(ids), desc="template teacher", unit="clip", disable=not progress) as bar:
         result = match(fs, ids, templates, n_windows, window_s, hop_s, boxes, POOL, SHIFT, device,
                        progress=bar.update)
+    if group.distributed:
+        parts = group.gather_after_work(result, "template teacher: the ranks' matches")
+        if not group.is_main:
+            return {}, {}
+        result = merge(parts)
     levels = calibration(result)
     summary = {"templates": len(templates), "species_calibrated": sorted(levels),
                "levels": {str(s): {"background": round(lo, 4), "call": round(hi, 4)} for s, (lo, hi) in levels.items()},

@@ -689,8 +689,9 @@ def _train_rounds(store: str, runs: str | Path, cfg: TrainConfig, until_round: i
 
 
 def with_templates(ctx: Context, pseudo: PseudoLabels, group: ProcessGroup, echo) -> PseudoLabels:
-    """``pseudo`` with each window's label raised to the template teacher's (rfcx.templates), computed by rank 0
-    once per run (``templates.zarr``; again where the clips or the label grid changed)."""
+    """``pseudo`` with each window's label raised to the template teacher's (rfcx.templates), computed once per run
+    (``templates.zarr``; again where the clips or the label grid changed): every rank matches its share of the
+    clips, rank 0 writes the labels."""
     path = ctx.runs.template_labels
     n_windows = {rid: int(pseudo.offsets[i + 1] - pseudo.offsets[i]) for i, rid in enumerate(pseudo.ids)}
 
@@ -704,15 +705,16 @@ def with_templates(ctx: Context, pseudo: PseudoLabels, group: ProcessGroup, echo
         return cached if same else None
 
     cached = usable() if group.is_main else None
-    if group.is_main and cached is None:
+    if group.broadcast_object(cached is None, "train: whether the template teacher's labels are to be computed"):
         labels, summary = templates.teacher(ctx.fs, ctx.boxes, n_windows, pseudo.window_seconds, pseudo.hop_seconds,
-                                            ctx.device, ctx.progress, seed=ctx.cfg.seed)
-        write_pseudo_labels(path, labels, pseudo.window_seconds, pseudo.hop_seconds)
-        write_json_atomic(path.with_suffix(".json"), summary)
-        ctx.runs.sync(strict=True)
-        echo(f"template teacher: {summary['templates']} templates, {len(summary['species_calibrated'])} species "
-             f"calibrated ({summary['seconds']:.0f} s)")
-    group.barrier("train: rank 0 matches the TP boxes' templates over the train clips", work=True)
+                                            ctx.device, ctx.progress, seed=ctx.cfg.seed, group=group)
+        if group.is_main:
+            write_pseudo_labels(path, labels, pseudo.window_seconds, pseudo.hop_seconds)
+            write_json_atomic(path.with_suffix(".json"), summary)
+            ctx.runs.sync(strict=True)
+            echo(f"template teacher: {summary['templates']} templates, {len(summary['species_calibrated'])} species "
+                 f"calibrated ({summary['seconds']:.0f} s)")
+    group.barrier("train: rank 0 writes the template teacher's labels", work=True)
     cached = cached or usable()
     if cached is None:
         raise RuntimeError(f"{path}: the template teacher's labels are missing or stale after rank 0 wrote them")

@@ -345,14 +345,21 @@ def test_train_on_cpu_processes_equals_one_process(tmp_path) -> None:
     """``cpu_processes`` 2 (no torchrun: rfcx.process_group.run_local) trains the members of one process."""
     from rfcx.synth import synthesize
 
-    synthesize(tmp_path / "data", n_train=8, n_test=3, seconds=10.0, seed=1, tp_fraction=1.0, progress=False)
+    synthesize(tmp_path / "data", n_train=12, n_test=3, seconds=10.0, seed=1, tp_fraction=1.0, progress=False)
     store = tmp_path / "s.zarr"
     build_store(tmp_path / "data", store, backend="torch", device="cpu", progress=False)
-    common = ["train", "--round", "1", "--store", store, "--config", "tiny", "--folds", "3"]
+    common = ["train", "--round", "1", "--store", store, "--config", "tiny", "--folds", "3",
+              "--set", "pseudo_templates=true"]  # the template teacher: each rank matches its share of the clips
     rfcx(*common, "--runs", tmp_path / "one")
     out = rfcx(*common, "--runs", tmp_path / "two", "--set", "cpu_processes=2")
     assert out.stdout.count("round 1: OOF LWLRAP") == 1  # rank 0 reports
+    assert out.stdout.count("template teacher: ") == 1
     assert_same_run(tmp_path / "one", tmp_path / "two", rounds=2, folds=3)
+    assert_same_store(tmp_path / "one" / "templates.zarr", tmp_path / "two" / "templates.zarr")
+    summary = json.loads((tmp_path / "one" / "templates.json").read_text())
+    assert summary["species_calibrated"]  # the labels compared are not all zero
+    assert {k: v for k, v in json.loads((tmp_path / "two" / "templates.json").read_text()).items()
+            if k != "seconds"} == {k: v for k, v in summary.items() if k != "seconds"}
 
 
 def assert_same_run(one: Path, two: Path, rounds: int, folds: int) -> None:

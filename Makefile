@@ -22,7 +22,7 @@ setup: $(BIN)/rfcx
 # The main job on bundled default (synthetic) data: synthesise 80 train + 30 test clips of 60 s (a skewed species
 # mix, about one labelled call per labelled recording, real rainforest backgrounds where ../shared has them), build
 # the feature store, train the oracle (the ceiling: the same config on every call's truth) and rounds 0..$(ROUNDS)
-# with the `cpu` config on 2 folds, its students and oracle at 32 epochs instead of 48 ($(DEMO_SET); about 22 minutes
+# with the `cpu` config on 2 folds, its students and oracle at 32 epochs instead of 48 ($(DEMO_SET); 23 minutes measured
 # on 2 cores; `make demo DEMO_SET=` trains the config as it is, about 30 minutes), then infer the test set with each round's ensemble
 # and print its LWLRAP beside random, prior-only and the oracle. Re-running skips what is done.
 demo: setup

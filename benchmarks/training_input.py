@@ -12,6 +12,7 @@ The store is small and synthetic (``rfcx.synth.synthesize`` + ``build_store(back
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +24,7 @@ from rfcx.config import get_config
 from rfcx.loader import crop_loader
 from rfcx.losses import masked_bce
 from rfcx.models import build_classifier
+from rfcx.process_group import run_local, thread_budget
 from rfcx.sampling import N_CLASSES, CropSampler
 from rfcx.synth import synthesize
 from store import FeatureStore, build_store
@@ -31,6 +33,7 @@ QUICK = {"clips": 4, "seconds": 30.0, "repeats": 3, "batches": 8, "steps": 3, "c
 FULL = {"clips": 16, "seconds": 60.0, "repeats": 5, "batches": 40, "steps": 10, "config": "cpu"}
 
 MODEL = "model consumes: forward + backward + AdamW"
+PROCESSES = "{n} processes x 1 thread side by side (cpu_processes), crops/s of all together"
 
 
 def loader_name(workers: int, augment: bool = False, cache: bool = False) -> str:
@@ -44,6 +47,48 @@ def make_store(workdir: Path, clips: int, seconds: float) -> str:
     store = workdir / "train.zarr"
     build_store(data, store, backend="torch", device="cpu", progress=False)
     return str(store)
+
+
+def _model(cfg_name: str):  # noqa: ANN202
+    cfg = get_config(cfg_name)
+    torch.manual_seed(0)
+    model = build_classifier(cfg, cfg.backbones[0])
+    if cfg.channels_last:
+        model.backbone.to(memory_format=torch.channels_last)
+    model.train()
+    return cfg, model, torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _step_batch(b: int, n_mels: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return (-60.0 + 15.0 * torch.randn(b, 1, n_mels, crop, generator=gen),
+            (torch.rand(b, N_CLASSES, generator=gen) < 0.1).float(), torch.ones(b, N_CLASSES))
+
+
+def _steps(model, opt, batch, steps: int) -> None:  # noqa: ANN001
+    x, target, mask = batch
+    for _ in range(steps):
+        loss = masked_bce(model(x).float(), target, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def consume_on_rank(group, cfg_name: str, n_mels: int, crop: int, steps: int,  # noqa: ANN001 (a ProcessGroup)
+                    repeats: int) -> list[float]:
+    """One rank of the side-by-side measure (``rfcx.process_group.run_local``): the model's training steps, the ranks
+    starting each repeat together; returns (rank 0) each repeat's crops/s summed over the ranks."""
+    cfg, model, opt = _model(cfg_name)
+    batch = _step_batch(cfg.batch_size, n_mels, crop)
+    _steps(model, opt, batch, 1)  # warm-up
+    totals = []
+    for _ in range(repeats):
+        group.barrier("benchmark: the ranks start a repeat together")
+        t0 = time.perf_counter()
+        _steps(model, opt, batch, steps)
+        rates = group.all_gather_object(steps * cfg.batch_size / (time.perf_counter() - t0), "benchmark: rates")
+        totals.append(float(sum(rates)))
+    return totals
 
 
 def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
@@ -77,22 +122,11 @@ def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
             return crops
         return go
 
-    torch.manual_seed(0)
-    model = build_classifier(cfg, spec)
-    if cfg.channels_last:
-        model.backbone.to(memory_format=torch.channels_last)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    x = -60.0 + 15.0 * torch.randn(b, 1, params.n_mels, crop)
-    target = (torch.rand(b, N_CLASSES) < 0.1).float()
-    mask = torch.ones(b, N_CLASSES)
+    _, model, opt = _model(cfg.name)
+    batch = _step_batch(b, params.n_mels, crop)
 
     def consume() -> float:
-        for _ in range(size["steps"]):
-            loss = masked_bce(model(x).float(), target, mask)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        _steps(model, opt, batch, size["steps"])
         return size["steps"] * b
 
     candidates = {loader_name(0): deliver(0), loader_name(1): deliver(1),
@@ -111,13 +145,28 @@ def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
         r = next(x for x in rows if x["name"] == name)
         goals.append(goal(f"{name} delivers >= 10x what the model consumes", r["ratio"], 10.0,
                           f"{r['median']:.0f} vs {base['median']:.1f} crops/s"))
+    sections = [sec]
+    threads = thread_budget()
+    if threads >= 2:  # the model's steps on one process with every thread vs one process per thread (cpu_processes)
+        together = run_local(threads, consume_on_rank, cfg.name, params.n_mels, crop, size["steps"],
+                             size["repeats"], threads=1)
+        one = row(f"1 process x {threads} threads", rates[MODEL])
+        procs = row(PROCESSES.format(n=threads), together)
+        sections.append(section("processes", "Training steps on the CPU: one process vs one process per thread",
+                                "crops/s", [one, procs], baseline=one["name"],
+                                note=f"the `{cfg.name}` config's model, batch {b}, {size['steps']} steps per repeat "
+                                     f"on pre-made tensors; the processes start each repeat together "
+                                     f"(rfcx.process_group.run_local, gloo), their rates summed. `rfcx train` on "
+                                     f"the CPU trains a round's members this way (cpu_processes)."))
+        goals.append(goal(f"{threads} one-thread processes train >= 1.2x the crops/s of one {threads}-thread process",
+                          procs["ratio"], 1.2, f"{procs['median']:.0f} vs {one['median']:.0f} crops/s"))
     return {"name": "training_input", "title": "3. Training input",
             "about": "Whether the data loader keeps the model fed: crops/s `rfcx.loader.crop_loader` delivers "
                      "(round-0 sampling, num_workers 0 and 1, reading chunks or through the clip cache training uses, alone and "
                      "with the augmentations) vs crops/s the "
                      f"`{cfg.name}` config's model consumes (forward + backward + AdamW on pre-made tensors).",
             "params": {**size, "boxes": len(boxes), "backbone": spec.backbone},
-            "sections": [sec], "goals": goals, "notes": []}
+            "sections": sections, "goals": goals, "notes": []}
 
 
 def main() -> None:

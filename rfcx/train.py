@@ -689,7 +689,8 @@ def _train_rounds(store: str, runs: str | Path, cfg: TrainConfig, until_round: i
 
 
 def with_templates(ctx: Context, pseudo: PseudoLabels, group: ProcessGroup, echo) -> PseudoLabels:
-    """``pseudo`` with each window's label raised to the template teacher's (rfcx.templates), computed once per run
+    """``pseudo`` combined window by window with the template teacher's labels (rfcx.templates; the larger of the
+    two or their mean, ``pseudo_templates_combine``), computed once per run
     (``templates.zarr``; again where the clips or the label grid changed): every rank matches its share of the
     clips, rank 0 writes the labels."""
     path = ctx.runs.template_labels
@@ -697,6 +698,7 @@ def with_templates(ctx: Context, pseudo: PseudoLabels, group: ProcessGroup, echo
 
     def usable() -> PseudoLabels | None:
         ctx.runs.fetch(path)
+        ctx.runs.fetch(path.with_suffix(".json"))
         if not path.is_dir():
             return None
         cached = read_pseudo_labels(path)
@@ -718,8 +720,32 @@ def with_templates(ctx: Context, pseudo: PseudoLabels, group: ProcessGroup, echo
     cached = cached or usable()
     if cached is None:
         raise RuntimeError(f"{path}: the template teacher's labels are missing or stale after rank 0 wrote them")
-    return PseudoLabels(pseudo.ids, pseudo.offsets, np.maximum(pseudo.scores, cached.scores), pseudo.window_seconds,
-                        pseudo.hop_seconds)
+    return PseudoLabels(pseudo.ids, pseudo.offsets,
+                        combine_teachers(pseudo.scores, cached.scores, ctx.cfg.pseudo_templates_combine,
+                                         template_species(path)),
+                        pseudo.window_seconds, pseudo.hop_seconds)
+
+
+def template_species(path: Path) -> list[int]:
+    """The species the template teacher calibrated (its ``templates.json`` beside ``path``); all where a run of an
+    older version has no summary."""
+    summary = path.with_suffix(".json")
+    if not summary.is_file():
+        return list(range(N_CLASSES))
+    return [int(s) for s in json.loads(summary.read_text())["species_calibrated"]]
+
+
+def combine_teachers(network: np.ndarray, template: np.ndarray, how: str, species: list[int]) -> np.ndarray:
+    """Window labels from the network teacher's and the template teacher's (``pseudo_templates_combine``): "max" the
+    larger of the two; "mean" their mean for the template teacher's calibrated ``species``, the network's label for
+    the others (which the templates give 0 everywhere)."""
+    if how == "max":
+        return np.maximum(network, template)
+    if how != "mean":
+        raise ValueError(f"unknown template combine {how!r}")
+    out = np.array(network, dtype=np.float32, copy=True)
+    out[:, species] = (network[:, species] + template[:, species]) / 2
+    return out
 
 
 def rounds_test_clips(ctx: Context, k: int, test_clip: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray] | None:

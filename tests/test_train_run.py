@@ -218,9 +218,11 @@ def test_ensemble_teacher_labels_every_clip_with_every_member(tiny_store, tmp_pa
         _cfg(pseudo_teacher="teacher")
 
 
-def test_template_teacher_raises_the_next_rounds_labels(tiny_store, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("combine", ["max", "mean"])
+def test_template_teacher_raises_the_next_rounds_labels(tiny_store, tmp_path, monkeypatch, combine) -> None:
     """pseudo_templates: round 1 learns from the larger of the network's and the template teacher's label of each
-    window; the template labels are computed once per run (templates.zarr, kept on resume)."""
+    window ("max"), or their mean for the species the templates calibrate and the network's for the others ("mean");
+    the template labels are computed once per run (templates.zarr, kept on resume)."""
     seen = []
     real = train_mod.train_member
 
@@ -230,7 +232,7 @@ def test_template_teacher_raises_the_next_rounds_labels(tiny_store, tmp_path, mo
         return real(ctx, k, spec, fold, pseudo, group)
 
     monkeypatch.setattr(train_mod, "train_member", spy)
-    cfg = _cfg(pseudo_templates=True)
+    cfg = _cfg(pseudo_templates=True, pseudo_templates_combine=combine)
     runs = tmp_path / "runs"
     train_rounds(tiny_store, runs, cfg, until_round=1, progress=False, echo=lambda *_: None, export_formats=())
     run = RunDir(runs)
@@ -239,4 +241,24 @@ def test_template_teacher_raises_the_next_rounds_labels(tiny_store, tmp_path, mo
     assert ((tm.scores >= 0) & (tm.scores <= 1)).all()
     summary = json.loads(run.template_labels.with_suffix(".json").read_text())
     assert summary["templates"] >= 1 and set(summary["levels"]) == {str(s) for s in summary["species_calibrated"]}
-    assert seen and all(np.array_equal(p.scores, np.maximum(network.scores, tm.scores)) for p in seen)
+    if combine == "max":
+        expected = np.maximum(network.scores, tm.scores)
+    else:
+        calibrated = [int(s) for s in summary["species_calibrated"]]
+        assert len(calibrated) < 24  # the tiny store boxes some species only
+        expected = network.scores.copy()
+        expected[:, calibrated] = (network.scores[:, calibrated] + tm.scores[:, calibrated]) / 2
+        others = [s for s in range(24) if s not in calibrated]
+        assert (tm.scores[:, others] == 0).all()
+    assert seen and all(np.allclose(p.scores, expected, atol=1e-6) for p in seen)
+
+
+def test_combine_teachers_mean_averages_the_calibrated_species_only() -> None:
+    network = np.array([[0.8, 0.2, 0.6], [0.1, 0.9, 0.0]], dtype=np.float32)
+    template = np.array([[0.0, 1.0, 0.0], [0.5, 0.3, 0.0]], dtype=np.float32)
+    assert np.array_equal(train_mod.combine_teachers(network, template, "max", [0, 1]), np.maximum(network, template))
+    mean = train_mod.combine_teachers(network, template, "mean", [0, 1])
+    assert np.allclose(mean, [[0.4, 0.6, 0.6], [0.3, 0.6, 0.0]])
+    assert np.array_equal(train_mod.combine_teachers(network, template, "mean", []), network)
+    with pytest.raises(ValueError, match="combine"):
+        train_mod.combine_teachers(network, template, "sum", [0])

@@ -30,6 +30,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from rfcx.process_group import SINGLE, ProcessGroup
+from rfcx.pseudo import stack, tp_windows
+from rfcx.sampling import PseudoLabels
+from rfcx.teachers import auc
 from store import FeatureStore
 from store.melbank import hz_to_mel_bin
 
@@ -219,6 +222,24 @@ def calibration(result: MatchResult, background_q: float = 0.9) -> dict[int, tup
     return levels
 
 
+def tp_auc(result: MatchResult, species: Sequence[int], tp: pd.DataFrame, window_s: float,
+           hop_s: float) -> dict[int, float]:
+    """Per species of ``species``, how well the templates find its calls in clips they were not cut from: the AUC of
+    the window NCC from other clips' templates at its TP boxes (``tp``; the window nearest each box's centre, on the
+    label grid of ``window_s`` every ``hop_s``) against the same NCC of every window (rfcx.teachers.tp_auc, positive
+    vs unlabelled; the network teacher's figure is read the same way from its out-of-fold window scores)."""
+    ids, offsets, flat = stack(result.other)
+    rows = tp_windows(PseudoLabels(ids, offsets, flat, window_s, hop_s), tp)
+    out = {}
+    for s in species:
+        col = flat[:, int(s)]
+        known = col > -1.0  # -1: no template of the species (its only clip's own)
+        value = auc(col[rows[int(s)]][known[rows[int(s)]]], col[known])
+        if value is not None:
+            out[int(s)] = value
+    return out
+
+
 def labels(result: MatchResult, levels: dict[int, tuple[float, float]], fp: pd.DataFrame | None = None,
            window_s: float = 0.0, hop_s: float = 1.0) -> dict[str, np.ndarray]:
     """Soft labels in [0, 1] per clip: each calibrated species' best window NCC, linear from its background (0) to
@@ -253,7 +274,7 @@ def teacher(fs: FeatureStore, boxes: pd.DataFrame, n_windows: dict[str, int], wi
             seed: int = 0, group: ProcessGroup = SINGLE) -> tuple[dict[str, np.ndarray], dict]:
     """The template teacher's soft labels ``{rid: (n_windows, 24)}`` of the clips in ``n_windows`` (on the label grid
     of ``window_s`` every ``hop_s``), from the TP boxes of ``boxes`` (at most ``per_species`` templates a species),
-    and a summary: the templates, seconds taken and each calibrated species' levels.
+    and a summary: the templates, seconds taken, each calibrated species' levels and TP AUC (:func:`tp_auc`).
 
     With a ``group`` of many ranks each matches its share of the clips (every rank calls this); rank 0 gathers
     the matches and returns the labels, the other ranks ``({}, {})``. The labels are those of one process."""
@@ -272,5 +293,7 @@ def teacher(fs: FeatureStore, boxes: pd.DataFrame, n_windows: dict[str, int], wi
     levels = calibration(result)
     summary = {"templates": len(templates), "species_calibrated": sorted(levels),
                "levels": {str(s): {"background": round(lo, 4), "call": round(hi, 4)} for s, (lo, hi) in levels.items()},
+               "tp_auc": {str(s): round(v, 4)
+                          for s, v in tp_auc(result, sorted(levels), tp, window_s, hop_s).items()},
                "seconds": round(time.perf_counter() - started, 1)}
     return labels(result, levels, boxes[~boxes.is_tp], window_s, hop_s), summary

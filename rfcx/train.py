@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from rfcx import report, templates, yardsticks
+from rfcx import report, teachers, templates, yardsticks
 from engine.postprocess import apply_prior
 from rfcx.augment import Augmenter
 from rfcx.calibration import class_priors
@@ -33,7 +33,7 @@ from rfcx.losses import masked_bce
 from rfcx.metrics import lwlrap
 from rfcx.models import build_classifier, check_pretrained
 from rfcx.process_group import SINGLE, DistributedError, ProcessGroup, run_local, thread_budget
-from rfcx.pseudo import predict_windows, read_pseudo_labels, rescale, stack, unstack, write_pseudo_labels
+from rfcx.pseudo import predict_windows, read_pseudo_labels, rescale, stack, tp_windows, unstack, write_pseudo_labels
 from rfcx.runs import RunDir, member_name, open_run, write_json_atomic
 from rfcx.sampling import N_CLASSES, CropSampler, PseudoLabels
 from store import FeatureStore, MelParams
@@ -519,7 +519,7 @@ def finish_round(ctx: Context, k: int, started: float, export_formats: tuple[str
     teacher = {rid: (oof_sum[rid] + teach_sum.get(rid, 0)) / (oof_n[rid] + teach_n.get(rid, 0)) for rid in oof_sum}
     write_pseudo_labels(runs.pseudo_labels(k), teacher, ctx.grid_window_s, cfg.pseudo_hop_seconds)
 
-    metrics: dict = {"round": k, "config": cfg.name, **box_metrics(ctx, oof)}
+    metrics: dict = {"round": k, "config": cfg.name, **box_metrics(ctx, oof), "oof_tp_auc": oof_tp_auc(ctx, oof)}
     prior = oof_prior(ctx, oof)
     write_json_atomic(runs.round_dir(k) / "prior.json", prior)
     truth = ctx.fs.truth("test") if hasattr(ctx.fs, "truth") else None
@@ -649,7 +649,7 @@ def _train_rounds(store: str, runs: str | Path, cfg: TrainConfig, until_round: i
                 pseudo = rescale(read_pseudo_labels(ctx.runs.pseudo_labels(k - 1)), ctx.cfg.pseudo_rescale,
                                  ctx.cfg.pseudo_quantiles, ctx.boxes)
                 if ctx.cfg.pseudo_templates:
-                    pseudo = with_templates(ctx, pseudo, group, echo)
+                    pseudo = with_templates(ctx, k, pseudo, group, echo)
                 unlabelled = [rid for rid in sorted(ctx.folds) if rid not in pseudo]
                 if unlabelled:  # clips added to the store after round k-1: CropSampler leaves them out
                     echo(f"round {k}: {len(unlabelled)} train clip(s) have no pseudo labels from round {k - 1} "
@@ -688,18 +688,21 @@ def _train_rounds(store: str, runs: str | Path, cfg: TrainConfig, until_round: i
     return results
 
 
-def with_templates(ctx: Context, pseudo: PseudoLabels, group: ProcessGroup, echo) -> PseudoLabels:
-    """``pseudo`` combined window by window with the template teacher's labels (rfcx.templates; the larger of the
-    two or their mean, ``pseudo_templates_combine``), computed once per run
-    (``templates.zarr``; again where the clips or the label grid changed): every rank matches its share of the
-    clips, rank 0 writes the labels."""
+def with_templates(ctx: Context, k: int, pseudo: PseudoLabels, group: ProcessGroup, echo) -> PseudoLabels:
+    """``pseudo`` (round k's labels from round k-1) combined window by window with the template teacher's labels
+    (rfcx.templates; rfcx.teachers, ``pseudo_templates_combine``), computed once per run (``templates.zarr``; again
+    where the clips or the label grid changed, or "select" needs a figure an older run did not record): every rank
+    matches its share of the clips, rank 0 writes the labels."""
     path = ctx.runs.template_labels
     n_windows = {rid: int(pseudo.offsets[i + 1] - pseudo.offsets[i]) for i, rid in enumerate(pseudo.ids)}
+    how = ctx.cfg.pseudo_templates_combine
 
     def usable() -> PseudoLabels | None:
         ctx.runs.fetch(path)
         ctx.runs.fetch(path.with_suffix(".json"))
         if not path.is_dir():
+            return None
+        if how == "select" and "tp_auc" not in template_summary(path):
             return None
         cached = read_pseudo_labels(path)
         same = (cached.ids == pseudo.ids and np.array_equal(cached.offsets, pseudo.offsets)
@@ -720,32 +723,53 @@ def with_templates(ctx: Context, pseudo: PseudoLabels, group: ProcessGroup, echo
     cached = cached or usable()
     if cached is None:
         raise RuntimeError(f"{path}: the template teacher's labels are missing or stale after rank 0 wrote them")
+    summary = template_summary(path)
+    species = [int(s) for s in summary.get("species_calibrated", range(N_CLASSES))]
+    network_auc = template_auc = None
+    if how == "select":
+        network_auc = dict(enumerate(network_tp_auc(ctx, k - 1)))
+        template_auc = {int(s): float(v) for s, v in summary["tp_auc"].items()}
+        only = teachers.template_only(species, network_auc, template_auc)
+        echo(f"round {k}: template labels alone for species {only or 'none'} (their templates find the TP boxes "
+             f"better than round {k - 1}'s network), the larger label for the others")
     return PseudoLabels(pseudo.ids, pseudo.offsets,
-                        combine_teachers(pseudo.scores, cached.scores, ctx.cfg.pseudo_templates_combine,
-                                         template_species(path)),
+                        teachers.combine(pseudo.scores, cached.scores, how, species, network_auc, template_auc),
                         pseudo.window_seconds, pseudo.hop_seconds)
 
 
-def template_species(path: Path) -> list[int]:
-    """The species the template teacher calibrated (its ``templates.json`` beside ``path``); all where a run of an
-    older version has no summary."""
+def template_summary(path: Path) -> dict:
+    """The template teacher's ``templates.json`` beside ``path`` ({} where a run of an older version has none)."""
     summary = path.with_suffix(".json")
-    if not summary.is_file():
-        return list(range(N_CLASSES))
-    return [int(s) for s in json.loads(summary.read_text())["species_calibrated"]]
+    return json.loads(summary.read_text()) if summary.is_file() else {}
 
 
-def combine_teachers(network: np.ndarray, template: np.ndarray, how: str, species: list[int]) -> np.ndarray:
-    """Window labels from the network teacher's and the template teacher's (``pseudo_templates_combine``): "max" the
-    larger of the two; "mean" their mean for the template teacher's calibrated ``species``, the network's label for
-    the others (which the templates give 0 everywhere)."""
-    if how == "max":
-        return np.maximum(network, template)
-    if how != "mean":
-        raise ValueError(f"unknown template combine {how!r}")
-    out = np.array(network, dtype=np.float32, copy=True)
-    out[:, species] = (network[:, species] + template[:, species]) / 2
-    return out
+def oof_tp_auc(ctx: Context, oof: dict[str, np.ndarray]) -> list[float | None]:
+    """Per species, the TP AUC (rfcx.teachers.tp_auc) of the out-of-fold window scores ``oof`` (on the label grid):
+    the window nearest each TP box against every window; None for a species without a TP box among them."""
+    ids, offsets, flat = stack(oof)
+    grid = PseudoLabels(ids, offsets, flat, ctx.grid_window_s, ctx.cfg.pseudo_hop_seconds)
+    return [teachers.tp_auc(flat[:, c], rows) for c, rows in enumerate(tp_windows(grid, ctx.boxes))]
+
+
+def network_tp_auc(ctx: Context, k: int) -> list[float | None]:
+    """Round k's ``oof_tp_auc`` from its metrics, or from its members' predictions (runs made before it existed)."""
+    metrics = json.loads(ctx.runs.metrics(k).read_text()) if ctx.runs.metrics(k).is_file() else {}
+    if metrics.get("oof_tp_auc") is not None:
+        return metrics["oof_tp_auc"]
+    return oof_tp_auc(ctx, round_oof(ctx, k))
+
+
+def round_oof(ctx: Context, k: int) -> dict[str, np.ndarray]:
+    """Round k's out-of-fold window scores of the train clips: the mean over the members that held a clip out."""
+    total: dict[str, np.ndarray] = {}
+    count: dict[str, int] = {}
+    for spec in ctx.cfg.backbones:
+        for fold in range(ctx.cfg.folds):
+            ctx.runs.fetch(ctx.runs.predictions(k, spec, fold))
+            for rid, s in load_predictions(ctx.runs.predictions(k, spec, fold))[0].items():
+                total[rid] = total.get(rid, 0) + s
+                count[rid] = count.get(rid, 0) + 1
+    return {rid: total[rid] / count[rid] for rid in total}
 
 
 def rounds_test_clips(ctx: Context, k: int, test_clip: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray] | None:

@@ -28,12 +28,12 @@ def test_registry() -> None:
     assert cpu.input_pool == (2, 2) and cpu.backbones[0].crop_seconds == 4.0
     assert get_config("cpu") == cpu  # fresh but equal
     # rounds >= 1 and the oracle learn from every window's labels and train longer than round 0
-    assert (cpu.epochs_of(0), cpu.epochs_of(1), cpu.epochs_of(2)) == (16, 48, 48) and cpu.tp_box_share == 0.5
+    assert (cpu.epochs_of(0), cpu.epochs_of(1), cpu.epochs_of(2)) == (16, 96, 96) and cpu.tp_box_share == 0.5
     assert cpu.pseudo_templates and not get_config("seed").pseudo_templates
     assert get_config("seed").pseudo_templates_combine == "max"
     with pytest.raises(ValueError, match="pseudo_templates_combine"):
         cpu.replace(pseudo_templates_combine="sum")
-    assert cpu.replace(oracle=True).epochs_of(0) == 48 and cpu.replace(pseudo_epochs=0).epochs_of(1) == 16
+    assert cpu.replace(oracle=True).epochs_of(0) == 96 and cpu.replace(pseudo_epochs=0).epochs_of(1) == 16
     assert seed.epochs_of(1) == seed.epochs == 60
     with pytest.raises(ValueError, match="'cpu'"):
         get_config("cpuu")

@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 import rfcx.train as train_mod
+from rfcx import teachers
 from rfcx.cli import app
 from rfcx.config import get_config
 from rfcx.pseudo import read_pseudo_labels
@@ -218,7 +219,7 @@ def test_ensemble_teacher_labels_every_clip_with_every_member(tiny_store, tmp_pa
         _cfg(pseudo_teacher="teacher")
 
 
-@pytest.mark.parametrize("combine", ["max", "mean"])
+@pytest.mark.parametrize("combine", ["max", "mean", "select"])
 def test_template_teacher_raises_the_next_rounds_labels(tiny_store, tmp_path, monkeypatch, combine) -> None:
     """pseudo_templates: round 1 learns from the larger of the network's and the template teacher's label of each
     window ("max"), or their mean for the species the templates calibrate and the network's for the others ("mean");
@@ -243,6 +244,14 @@ def test_template_teacher_raises_the_next_rounds_labels(tiny_store, tmp_path, mo
     assert summary["templates"] >= 1 and set(summary["levels"]) == {str(s) for s in summary["species_calibrated"]}
     if combine == "max":
         expected = np.maximum(network.scores, tm.scores)
+    elif combine == "select":  # the teachers' TP AUCs recorded: round 0's network in its metrics, the templates'
+        net_auc = json.loads(run.metrics(0).read_text())["oof_tp_auc"]
+        assert len(net_auc) == 24 and all(v is None or 0.0 <= v <= 1.0 for v in net_auc)
+        assert set(summary["tp_auc"]) <= set(summary["levels"])
+        only = teachers.template_only(summary["species_calibrated"], dict(enumerate(net_auc)),
+                                      {int(s): v for s, v in summary["tp_auc"].items()})
+        expected = np.maximum(network.scores, tm.scores)
+        expected[:, only] = tm.scores[:, only]
     else:
         calibrated = [int(s) for s in summary["species_calibrated"]]
         assert len(calibrated) < 24  # the tiny store boxes some species only
@@ -253,12 +262,29 @@ def test_template_teacher_raises_the_next_rounds_labels(tiny_store, tmp_path, mo
     assert seen and all(np.allclose(p.scores, expected, atol=1e-6) for p in seen)
 
 
-def test_combine_teachers_mean_averages_the_calibrated_species_only() -> None:
+def test_combine_teachers_max_mean_and_select() -> None:
     network = np.array([[0.8, 0.2, 0.6], [0.1, 0.9, 0.0]], dtype=np.float32)
     template = np.array([[0.0, 1.0, 0.0], [0.5, 0.3, 0.0]], dtype=np.float32)
-    assert np.array_equal(train_mod.combine_teachers(network, template, "max", [0, 1]), np.maximum(network, template))
-    mean = train_mod.combine_teachers(network, template, "mean", [0, 1])
+    before = network.copy(), template.copy()
+    assert np.array_equal(teachers.combine(network, template, "max", [0, 1]), np.maximum(network, template))
+    mean = teachers.combine(network, template, "mean", [0, 1])
     assert np.allclose(mean, [[0.4, 0.6, 0.6], [0.3, 0.6, 0.0]])
-    assert np.array_equal(train_mod.combine_teachers(network, template, "mean", []), network)
+    assert np.array_equal(teachers.combine(network, template, "mean", []), network)
+    # select: species 0's templates find its TP boxes clearly better (0.9 vs 0.6): their label alone; species 1's
+    # network is within the margin (0.89 vs 0.9): the larger label; species 2 is not calibrated: the network's
+    select = teachers.combine(network, template, "select", [0, 1], {0: 0.6, 1: 0.89, 2: 0.7}, {0: 0.9, 1: 0.9})
+    assert np.allclose(select, [[0.0, 1.0, 0.6], [0.5, 0.9, 0.0]])
+    assert np.array_equal(network, before[0]) and np.array_equal(template, before[1])  # inputs untouched
+    # a species without a network figure (no TP box held out) keeps the larger label
+    assert np.allclose(teachers.combine(network, template, "select", [0, 1], {}, {0: 0.9, 1: 0.9}),
+                       np.maximum(network, template))
     with pytest.raises(ValueError, match="combine"):
-        train_mod.combine_teachers(network, template, "sum", [0])
+        teachers.combine(network, template, "sum", [0])
+
+
+def test_tp_auc_is_the_rank_auc_of_the_tp_windows_against_all() -> None:
+    scores = np.array([0.1, 0.9, 0.3, 0.8, 0.3])
+    # positives 0.9 and 0.3 against all five: 0.9 beats 4 and ties itself; 0.3 beats 1, ties 2 -> (4.5 + 2) / 10
+    assert teachers.tp_auc(scores, np.array([1, 2])) == pytest.approx(0.65)
+    assert teachers.auc(np.array([1.0, 2.0]), np.array([0.0, 1.0])) == pytest.approx(0.875)
+    assert teachers.tp_auc(scores, np.array([], dtype=np.int64)) is None

@@ -22,7 +22,7 @@ setup: $(BIN)/rfcx
 # The main job on bundled default (synthetic) data: synthesise 80 train + 30 test clips of 60 s (a skewed species
 # mix, about one labelled call per labelled recording, real rainforest backgrounds where ../shared has them), build
 # the feature store, train the oracle (the ceiling: the same config on every call's truth) and rounds 0..$(ROUNDS)
-# with the `cpu` config on 2 folds, its students and oracle at 32 epochs instead of 48 ($(DEMO_SET): 7.2 minutes
+# with the `cpu` config on 2 folds, its students and oracle at 32 epochs instead of 96 ($(DEMO_SET): 7.2 minutes
 # measured on 2 cores, setup aside, 6.2 at 24 epochs, where round 1 no longer beat round 0; `make demo DEMO_SET=`
 # trains the config as it is), infer the
 # test set with the round `rfcx infer` picks (the run's best round) and print its LWLRAP, then every round beside

@@ -155,10 +155,19 @@ def _quality_plot(b: dict, path: Path) -> bool:
             pts = [(r["round"], r[key]) for r in rounds if r.get(key) is not None]
             if pts:
                 ax.plot(*zip(*pts), style, marker="o", color=color, label=f"{name}: {label}")
+    # the yardsticks of the first variant (the one the goals check): random, prior-only, oracle, as level lines
+    first = next(iter(series))
+    rows = [r for sec in b.get("sections") or [] for r in sec.get("rows", []) if r.get("variant") == first]
+    for suffix, style in (("random scores", ":"), ("prior-only", "-."), ("oracle (every call's truth)", "--")):
+        value = next((r.get("test_lwlrap") for r in rows if r["name"].endswith(f": {suffix}")), None)
+        if value is not None:
+            ax.axhline(value, color="grey", linestyle=style, linewidth=1)
+            ax.annotate(f"{suffix.split(' (')[0]} {value:.3f}", (0, value), xycoords=("axes fraction", "data"),
+                        xytext=(3, 2), textcoords="offset points", fontsize=7, color="dimgrey")
     ax.set_xlabel("round")
     ax.set_xticks(sorted({r["round"] for rounds in series.values() for r in rounds}))
     ax.set_ylabel("LWLRAP")
-    ax.set_title("LWLRAP by round per training variant")
+    ax.set_title("LWLRAP by round per training variant, beside the yardsticks (test clips)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

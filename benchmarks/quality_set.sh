@@ -5,8 +5,8 @@
 #
 # synthesises the benchmark-scale set (600 train + 150 test clips of 60 s, seed 1, the default zipf species mix:
 # competition-sparse labels, real rainforest backgrounds from $BACKGROUNDS), builds its store, trains the oracle
-# (every call's truth) and, for each variant, rounds 0..ROUNDS (default 1: the cpu config's rounds 0-1 fill its
-# 45 minutes on 2 cores) of the cpu config with the variant's
+# (every call's truth) and, for each variant, rounds 0..ROUNDS (default 1: the cpu config's rounds 0-1, about
+# 16 of its 45 minutes on 2 cores) of the cpu config with the variant's
 # settings (comma-separated key=value, passed as --set; NAME= alone is the config as it is), then writes the
 # quality benchmark (bench.json, bench.md) to WORK/quality. Complete steps are skipped on a re-run.
 # Variants run one after another; PARALLEL=1 runs them side by side (a GPU machine with many cores; on 2 cores

@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from rfcx.teachers import COMBINES
+
 OPTIMIZERS = ("adamw", "sgd")  # sgd: momentum 0.9, Nesterov (rfcx.train.make_optimizer)
 SCHEDULES = ("cosine", "constant")
 PSEUDO_RESCALE = ("none", "quantile", "prior", "tp_clips")
@@ -37,7 +39,7 @@ DISTRIBUTE = ("folds", "ddp")
 EXECUTION_FIELDS = ("num_workers", "cpu_processes", "store_cache_mb")
 SCORE_MODES = ("exact", "fcn")  # rfcx.pseudo.predict_windows
 PSEUDO_TEACHERS = ("oof", "ensemble")
-TEMPLATE_COMBINES = ("max", "mean", "select")  # rfcx.teachers.COMBINES
+TEMPLATE_COMBINES = COMBINES  # rfcx.teachers
 
 
 def _close(name: str, choices: typing.Iterable[str]) -> str:

@@ -425,7 +425,7 @@ def box_metrics(ctx: Context, oof: dict[str, np.ndarray]) -> dict:
                 rows.append(windows[w])
                 truths.append(truth)
     out = {"oof_lwlrap": float(lwlrap(np.array(truths), np.array(rows))) if rows else None,
-           "oof_box_auc": _auc(np.array(tp_scores), np.array(fp_scores)),
+           "oof_box_auc": teachers.auc(np.array(tp_scores), np.array(fp_scores)),
            "oof_clip_lwlrap": oof_clip_lwlrap(ctx.boxes, oof)}
     return out
 
@@ -458,11 +458,6 @@ def oof_prior(ctx: Context, oof: dict[str, np.ndarray]) -> dict:
             "method": "out-of-fold clip scores against the TP-labelled clips (rfcx.calibration)"}
 
 
-def _auc(pos: np.ndarray, neg: np.ndarray) -> float | None:
-    if not len(pos) or not len(neg):
-        return None
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
 
 
 def freq_channel_check(ctx: Context, k: int, spec: ModelSpec) -> dict | None:

@@ -6,6 +6,8 @@ store, whose folder holds nothing but Zarr's own files), which holds who took it
 time, command) so that a second writer is refused at once with a message naming the holder. The kernel releases
 a flock when its process ends however it ends, so a lock left by a killed process (``kill -9``, a lost machine)
 never blocks the next run: the file may stay, the lock does not. The holder's details are only for the message.
+A process forked by the holder (a DataLoader worker, say) closes its copy of the descriptor at once, so the
+lock goes with the holder alone.
 
 Local folders only: a store or run at an fsspec URL (``s3://``, ``gs://``, ...) has no lock (object stores have
 no such primitive); :func:`writer_lock` returns a no-op lock for them, and two writers there must be kept apart
@@ -22,6 +24,7 @@ import os
 import socket
 import sys
 import time
+import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -52,6 +55,25 @@ def _ending(holder: dict[str, Any] | None) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
     except (OSError, IndexError):
         return False
+
+
+_HELD: "weakref.WeakSet[WriterLock]" = weakref.WeakSet()  # the locks this process holds
+
+
+def _let_go_in_child() -> None:
+    """In a forked child: close the copies of the held locks' descriptors (the parent keeps the locks)."""
+    for lock in list(_HELD):
+        if lock._fd is not None:
+            try:
+                os.close(lock._fd)
+            except OSError:
+                pass
+            lock._fd = None
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_let_go_in_child)
 
 
 class LockedError(StoreError, RuntimeError):
@@ -122,6 +144,7 @@ class WriterLock:
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(holder).encode())
         self._fd = fd
+        _HELD.add(self)
         return self
 
     def release(self) -> None:
@@ -134,6 +157,7 @@ class WriterLock:
             pass
         os.close(self._fd)  # the flock goes with the last descriptor
         self._fd = None
+        _HELD.discard(self)
         self._release_folder()
 
     def _release_folder(self) -> None:

@@ -85,6 +85,34 @@ def test_the_lock_itself(tmp_path, holders) -> None:
     assert isinstance(writer_lock("memory://somewhere/store.zarr", "feature store"), NoLock)  # URLs: no lock
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_does_not_hold_the_lock(tmp_path) -> None:
+    """A process forked by the holder (a DataLoader worker, say) lets go of its copy at once: once the holder
+    releases, the lock is free while the child still runs; and the child's own copy counts as not held."""
+    folder = tmp_path / "work"
+    lock = WriterLock(folder, "test folder").acquire()
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then wait until told to end
+        try:
+            os.write(from_child_w, b"1" if not lock.held else b"0")
+            os.read(to_child_r, 1)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(from_child_r, 1) == b"1", "the child's copy of the lock still counted as held"
+        assert lock.held
+        lock.release()
+        with WriterLock(folder, "test folder"):  # free, though the child (forked while it was held) still runs
+            assert read_holder(folder / LOCK_NAME)["pid"] == os.getpid()
+    finally:
+        os.write(to_child_w, b"x")
+        os.waitpid(pid, 0)
+        for fd in (to_child_r, to_child_w, from_child_r, from_child_w):
+            os.close(fd)
+
+
 def test_build_store_is_refused_while_another_writes_and_runs_after_a_kill(tmp_path, holders) -> None:
     data, store = make_dataset(tmp_path / "data"), tmp_path / "s.zarr"
     h = holders(store, beside=True)

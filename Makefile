@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO ?= demo
-DEMO_SET ?= --set pseudo_epochs=32
+DEMO_SET ?= --set pseudo_epochs=64
 ROUNDS ?= 1
 REAL_BACKGROUNDS := ../shared/rfcx/backgrounds
 
@@ -22,9 +22,9 @@ setup: $(BIN)/rfcx
 # The main job on bundled default (synthetic) data: synthesise 80 train + 30 test clips of 60 s (a skewed species
 # mix, about one labelled call per labelled recording, real rainforest backgrounds where ../shared has them), build
 # the feature store, train the oracle (the ceiling: the same config on every call's truth) and rounds 0..$(ROUNDS)
-# with the `cpu` config on 2 folds, its students and oracle at 32 epochs instead of 96 ($(DEMO_SET): 7.2 minutes
-# measured on 2 cores, setup aside, 6.2 at 24 epochs, where round 1 no longer beat round 0; `make demo DEMO_SET=`
-# trains the config as it is), infer the
+# with the `cpu` config on 2 folds, its students and oracle at 64 epochs instead of 96 ($(DEMO_SET); at 32, session
+# 26, round 1 fell below round 0, 0.640 vs 0.695, at 64 0.702; see the README; `make demo DEMO_SET=` trains the
+# config as it is), infer the
 # test set with the round `rfcx infer` picks (the run's best round) and print its LWLRAP, then every round beside
 # random, prior-only and the oracle (`rfcx report`), and write the review page. Re-running skips what is done.
 demo: setup

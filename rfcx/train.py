@@ -458,8 +458,6 @@ def oof_prior(ctx: Context, oof: dict[str, np.ndarray]) -> dict:
             "method": "out-of-fold clip scores against the TP-labelled clips (rfcx.calibration)"}
 
 
-
-
 def freq_channel_check(ctx: Context, k: int, spec: ModelSpec) -> dict | None:
     """The seed discussion's check: masked BCE on held-out box crops, FreqConv channel as is vs zeros."""
     if not ctx.cfg.freq_channel:

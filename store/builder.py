@@ -167,7 +167,7 @@ class _LogMel:
         """Start the batch where it can run while the caller goes on (the torch backend's threads on the CPU),
         and return what gives its results, one per file in order (each as soon as it is in): ``(logmel, decoded
         samples)`` or a rejection."""
-        if self.backend == "torch" and self.on_cpu and infos:
+        if self.backend == "torch" and self.on_cpu:
             started = self.pool.map(self._load, infos)  # every clip handed to the threads now
             return lambda: started
         return lambda: self(infos)
@@ -207,7 +207,7 @@ class _LogMel:
 
     def _torch(self, infos: Sequence[AudioInfo]) -> list[tuple[np.ndarray, int] | Rejection]:
         if self.on_cpu:
-            return list(self.pool.map(self._load, infos))  # type: ignore[arg-type]
+            return list(self.pool.map(self._load, infos))
         decoded = list(self.pool.map(self._load, infos))
         signals = [d for d in decoded if isinstance(d, np.ndarray)]
         mels = iter(self.torch(signals))

@@ -28,8 +28,8 @@ import torch
 from benchmarks.common import for_seconds, goal, interleaved, row, section
 from engine.export import export_program, export_torchscript, load_model
 from engine.windows import n_windows, window_starts
-from rfcx.config import get_config
-from rfcx.models import build_classifier
+from rfcx.train.config import get_config
+from rfcx.train.models import build_classifier
 from store import MelParams
 
 CLIP_FRAMES = MelParams().n_frames(60 * 48_000)  # 5626
@@ -113,8 +113,8 @@ def real_section(runs: str | Path, store: str | Path, clips: int | None, repeats
 
     ``runs`` and ``store`` may be fsspec URLs (the run's models are fetched into its local cache)."""
     from engine.batch import infer_clips
-    from rfcx.metrics import lwlrap
-    from rfcx.runs import open_run
+    from rfcx.runs.directory import open_run
+    from rfcx.scoring.metrics import lwlrap
     from store import FeatureStore
 
     run_dir = open_run(runs, pull="meta")

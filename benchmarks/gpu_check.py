@@ -10,18 +10,18 @@ still leaves what it measured):
 1. ``wheels``: the packages ``gpu_check.sh`` installed from ``.whl/`` (its pip exit status) and where zarr,
    numcodecs, soundfile, ... were imported from;
 2. ``env``: python, torch, CUDA, cuDNN, the GPU (name, memory, capability, bf16), timm, cores;
-3. ``synth``: ``rfcx.synth.synthesize``, 48 train + 16 test clips of 60 s (``--clips``);
+3. ``synth``: ``rfcx.synth.dataset.synthesize``, 48 train + 16 test clips of 60 s (``--clips``);
 4. ``store_build``: ``store.build_store`` with the torch backend on the GPU and on the CPU of the same machine
    (clips/s, x real time), and the largest dB difference between the two stores;
 5. ``train_model``: every ``seed`` backbone (rexnet_200 and efficientnet_b3 on 4 s crops, rexnet_150 and
    efficientnet_b1 on 8 s), forward + backward + AdamW under bf16 autocast on tensors already on the GPU,
-   batch 16 and 64 (crops/s, peak memory), as ``rfcx.train.train_member`` steps;
-6. ``train_input``: what the training input delivers (``rfcx.loader.crop_loader`` with 0 and the config's
-   workers, + ``rfcx.augment.Augmenter`` on the CPU as training runs it, or on the GPU) against what the model
-   consumes; then ``rfcx.train.train_member`` itself for one epoch per backbone (crops/s, time waiting for data);
-7. ``train_rounds``: ``rfcx.train.train_rounds`` on the seed config cut to 1 epoch x 10 batches and 2 folds:
+   batch 16 and 64 (crops/s, peak memory), as ``rfcx.train.member.train_member`` steps;
+6. ``train_input``: what the training input delivers (``rfcx.train.loader.crop_loader`` with 0 and the config's
+   workers, + ``rfcx.train.augment.Augmenter`` on the CPU as training runs it, or on the GPU) against what the model
+   consumes; then ``rfcx.train.member.train_member`` itself for one epoch per backbone (crops/s, time waiting for data);
+7. ``train_rounds``: ``rfcx.train.rounds.train_rounds`` on the seed config cut to 1 epoch x 10 batches and 2 folds:
    round 0 end to end on the GPU (training, held-out and test scoring, metrics, TorchScript export);
-8. ``export``: ``.pt2`` programs of the fold-0 members (``rfcx.exporting.export_checkpoint``), both formats
+8. ``export``: ``.pt2`` programs of the fold-0 members (``rfcx.train.export.export_checkpoint``), both formats
    loaded on the GPU (``engine.export.load_model``) and compared with the eager network on the CPU;
 9. ``infer``: ``engine.batch.infer_clips`` (what ``rfcx infer --batch`` runs) with the 4-member ensemble (fold 0
    of each backbone) over the test clips, exact and fcn, TorchScript and ``.pt2``, batch 64 and 256
@@ -242,7 +242,7 @@ class Check:
 
     def config(self):  # noqa: ANN201 - TrainConfig
         """The ``seed`` config (the dry run: timm's test_efficientnet on 2 s and 3 s crops, CPU, no loader workers)."""
-        from rfcx.config import get_config
+        from rfcx.train.config import get_config
 
         cfg = get_config("seed")
         if self.dry_run:
@@ -336,7 +336,7 @@ class Check:
 
     # 3. synth ----------------------------------------------------------------------------------------------
     def stage_synth(self, deadline: float, errors: list[dict]) -> dict:
-        from rfcx.synth import synthesize
+        from rfcx.synth.dataset import synthesize
 
         s = self.size
         data = self.work / "data"
@@ -407,9 +407,9 @@ class Check:
     def stage_train_model(self, deadline: float, errors: list[dict]) -> dict:
         import torch
 
-        from rfcx.losses import masked_bce
-        from rfcx.models import build_classifier
-        from rfcx.sampling import N_CLASSES
+        from rfcx.train.losses import masked_bce
+        from rfcx.train.models import build_classifier
+        from rfcx.train.sampling import N_CLASSES
         from store import MelParams
 
         cfg, dev, s = self.config(), self.device, self.size
@@ -481,16 +481,16 @@ class Check:
                                      for r in rows if not r["cudnn_benchmark"]}
         return {"config": cfg.name, "device": str(dev), "rows": rows, "cut_for_time": cut,
                 "about": "forward + backward + AdamW of the model alone on random dB crops already on the device, "
-                         "as rfcx.train.train_member steps (bf16 autocast on CUDA, channels_last as the config says)"}
+                         "as rfcx.train.member.train_member steps (bf16 autocast on CUDA, channels_last as the config says)"}
 
     # 6. training input -------------------------------------------------------------------------------------
     def stage_train_input(self, deadline: float, errors: list[dict]) -> dict:
         import pandas as pd
         import torch
 
-        from rfcx.augment import Augmenter
-        from rfcx.loader import crop_loader
-        from rfcx.sampling import CropSampler
+        from rfcx.train.augment import Augmenter
+        from rfcx.train.loader import crop_loader
+        from rfcx.train.sampling import CropSampler
         from store import FeatureStore
 
         cfg, dev, s = self.config(), self.device, self.size
@@ -548,8 +548,9 @@ class Check:
                 row["model_consumes_crops_per_s"] = r3(max(consumed))
                 row["delivered_over_consumed"] = r3(row["crops_per_s"] / max(consumed))
 
-        # the training loop itself: rfcx.train.train_member for one epoch of each backbone (round 0, fold 0)
-        from rfcx.train import open_context, train_member
+        # the training loop itself: rfcx.train.member.train_member for one epoch of each backbone (round 0, fold 0)
+        from rfcx.train.context import open_context
+        from rfcx.train.member import train_member
 
         loop_cfg = cfg.replace(epochs=1, batches_per_epoch=s["loop_batches"], folds=s["folds"], warmup_epochs=0)
         ctx = open_context(store, self.work / "loop_runs", loop_cfg, str(dev), progress=False)
@@ -572,18 +573,18 @@ class Check:
                     f"waiting for data {100 * loop[-1]['data_wait_share']:.0f} % of the epoch")
         return {"device": str(dev), "batch": b, "num_workers_config": cfg.num_workers, "rows": rows,
                 "train_member": loop, "cut_for_time": cut,
-                "about": "crops/s rfcx.loader.crop_loader delivers (round-0 box crops from the store built on the GPU, "
-                         "through training's clip cache, warm), with rfcx.augment.Augmenter after it on the CPU (as "
+                "about": "crops/s rfcx.train.loader.crop_loader delivers (round-0 box crops from the store built on the GPU, "
+                         "through training's clip cache, warm), with rfcx.train.augment.Augmenter after it on the CPU (as "
                          "training runs it) or on the device, against what the fastest model alone consumes at the "
-                         "same batch (stage train_model); then rfcx.train.train_member (one epoch, loader + "
+                         "same batch (stage train_model); then rfcx.train.member.train_member (one epoch, loader + "
                          "augmentation + step, worker start-up included) for each backbone"}
 
     # 7. train_rounds ---------------------------------------------------------------------------------------
     def stage_train_rounds(self, deadline: float, errors: list[dict]) -> dict:
         import torch
 
-        from rfcx.runs import RunDir
-        from rfcx.train import train_rounds
+        from rfcx.runs.directory import RunDir
+        from rfcx.train.rounds import train_rounds
 
         cfg, dev, s = self.config(), self.device, self.size
         cfg = cfg.replace(epochs=1, batches_per_epoch=s["round_batches"], folds=s["folds"], warmup_epochs=0)
@@ -609,7 +610,7 @@ class Check:
                 "freq_channel_check": metrics.get("freq_channel_check"),
                 "complete": run.is_complete(0), "exported_torchscript": [m.name for m in models],
                 "checkpoint_complete": bool(ckpt.get("complete")),
-                "about": "rfcx.train.train_rounds round 0 on the device: every member trained, its held-out and "
+                "about": "rfcx.train.rounds.train_rounds round 0 on the device: every member trained, its held-out and "
                          "test clips scored, metrics, plots, TorchScript export, complete.json (.pt2 programs: stage "
                          "export)"}
 
@@ -618,9 +619,9 @@ class Check:
         import torch
 
         from engine.export import load_model, read_meta
-        from rfcx.exporting import export_checkpoint, load_checkpoint
-        from rfcx.models import build_classifier
-        from rfcx.runs import RunDir, member_name
+        from rfcx.runs.directory import RunDir, member_name
+        from rfcx.train.export import export_checkpoint, load_checkpoint
+        from rfcx.train.models import build_classifier
 
         if "runs" not in self.state:
             raise RuntimeError("stage train_rounds did not run: there are no checkpoints to export")
@@ -702,7 +703,7 @@ class Check:
         return {"device": str(dev), "rows": rows, "ensemble": {k: [p.name for p in v] for k, v in ensemble.items()},
                 "running_torch": torch.__version__,
                 "about": ".pt2 (torch.export) programs of the fold-0 members exported on the CPU "
-                         "(rfcx.exporting.export_checkpoint); each .ts and .pt2 loaded on the device "
+                         "(rfcx.train.export.export_checkpoint); each .ts and .pt2 loaded on the device "
                          "(engine.export.load_model) and its forward / fcn windows compared with the eager float32 "
                          "network on the CPU (TF32 on the GPU allows differences of ~1e-3 x the logit scale)"}
 
@@ -712,7 +713,7 @@ class Check:
 
         from engine.batch import infer_clips
         from engine.export import load_model
-        from rfcx.metrics import lwlrap
+        from rfcx.scoring.metrics import lwlrap
         from store import FeatureStore
 
         dev, s = self.device, self.size

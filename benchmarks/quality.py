@@ -54,7 +54,7 @@ def parse_runs(items: list[str] | None) -> dict[str, str]:
 
 def read_rounds(run_dir: str | Path) -> list[dict]:
     """``round*/metrics.json`` of a run directory (a folder or an fsspec URL), by round."""
-    from rfcx.runs import open_run
+    from rfcx.runs.directory import open_run
 
     root = open_run(run_dir, pull="meta").root
     if not root.is_dir():
@@ -72,7 +72,7 @@ def read_rounds(run_dir: str | Path) -> list[dict]:
 
 
 def _yardstick_rows(name: str, root: Path) -> tuple[list[dict], dict]:
-    from rfcx.yardsticks import round_table
+    from rfcx.scoring.yardsticks import round_table
 
     table = round_table(root)
     sticks = table[-1]["yardsticks"] if table else {}
@@ -122,7 +122,7 @@ def quality_goals(name: str, rounds: list[dict], table: list[dict], sticks: dict
 
 def run(quick: bool, workdir: Path, runs: dict[str, str | Path] | list[str] | None = None) -> dict:
     """LWLRAP (test, OOF) and TP-vs-FP AUC by round of each variant's run directory, beside the yardsticks."""
-    from rfcx.runs import open_run
+    from rfcx.runs.directory import open_run
 
     variants = parse_runs(runs) if isinstance(runs, list) else dict(runs or {})
     series = {name: read_rounds(path) for name, path in variants.items()}

@@ -1,13 +1,13 @@
 """Training input: crops/s the data loader delivers vs crops/s the model consumes.
 
-Delivery: ``rfcx.loader.crop_loader`` iterated alone (round-0 ``CropSampler`` around TP/FP boxes, one batched
+Delivery: ``rfcx.train.loader.crop_loader`` iterated alone (round-0 ``CropSampler`` around TP/FP boxes, one batched
 ``FeatureStore.crops`` per batch of 16) with ``num_workers`` 0 and 1 (a fresh loader per repeat: worker start-up
 counts, as it does every epoch in training), reading the chunks for every crop or, as training does, through a
 store handle with a clip cache (``FeatureStore.open(..., cache_mb=...)``: warm after the first pass), and the
 cached loader followed by the round-0 ``Augmenter`` (which training runs on its device after the copy: here
 the CPU, in the main process). Consumption: forward + backward + AdamW step of the ``cpu`` config's model on
 pre-made tensors, batch 16 (the baseline). Goal: delivery >= 10x consumption, i.e. the model never waits.
-The store is small and synthetic (``rfcx.synth.synthesize`` + ``build_store(backend="torch")``).
+The store is small and synthetic (``rfcx.synth.dataset.synthesize`` + ``build_store(backend="torch")``).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import pandas as pd
 import torch
 
 from benchmarks.common import fresh_dir, goal, interleaved, module_main, row, section
-from rfcx.augment import Augmenter
-from rfcx.config import get_config
-from rfcx.loader import crop_loader
-from rfcx.losses import masked_bce
-from rfcx.models import build_classifier
 from rfcx.process_group import run_local, thread_budget
-from rfcx.sampling import N_CLASSES, CropSampler
-from rfcx.synth import synthesize
+from rfcx.synth.dataset import synthesize
+from rfcx.train.augment import Augmenter
+from rfcx.train.config import get_config
+from rfcx.train.loader import crop_loader
+from rfcx.train.losses import masked_bce
+from rfcx.train.models import build_classifier
+from rfcx.train.sampling import N_CLASSES, CropSampler
 from store import FeatureStore, build_store
 
 QUICK = {"clips": 4, "seconds": 30.0, "repeats": 3, "batches": 8, "steps": 3, "config": "cpu"}
@@ -161,7 +161,7 @@ def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
         goals.append(goal(f"{threads} one-thread processes train >= 1.2x the crops/s of one {threads}-thread process",
                           procs["ratio"], 1.2, f"{procs['median']:.0f} vs {one['median']:.0f} crops/s"))
     return {"name": "training_input", "title": "3. Training input",
-            "about": "Whether the data loader keeps the model fed: crops/s `rfcx.loader.crop_loader` delivers "
+            "about": "Whether the data loader keeps the model fed: crops/s `rfcx.train.loader.crop_loader` delivers "
                      "(round-0 sampling, num_workers 0 and 1, reading chunks or through the clip cache training uses, alone and "
                      "with the augmentations) vs crops/s the "
                      f"`{cfg.name}` config's model consumes (forward + backward + AdamW on pre-made tensors).",

@@ -4,7 +4,7 @@ A file is a CSV ``species_id,threshold`` (species it leaves out keep the global 
 
 Chosen for a target precision (:func:`thresholds_for_precision`): the labelled scores are those of the windows
 that hold a TP box of the species (positives) or an FP box of it (negatives): in ``rfcx infer`` the out-of-fold
-window scores of the run's round (:mod:`rfcx.oof_thresholds`). Per species, the lowest threshold at which the
+window scores of the run's round (:mod:`rfcx.train.thresholds`). Per species, the lowest threshold at which the
 share of positives among the labelled windows above it reaches the target: the most recall that precision
 allows. It is a precision among *labelled* windows (FP boxes are a template matcher's hard negatives; unlabelled
 windows do not count), a guide rather than the precision over every window of a new recording. A species with

@@ -29,7 +29,7 @@ DISTRIBUTED_COMMANDS = ("build-store", "train", "infer")  # what runs under torc
 def _main(ctx: typer.Context,
           verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    from .process_group import DistributedError, torchrun_launch
+    from rfcx.process_group import DistributedError, torchrun_launch
 
     try:
         launch = torchrun_launch()
@@ -80,7 +80,7 @@ def synth(
     ] = 1.0,
 ) -> None:
     """Write a synthetic data set in the competition's layout (train/, test/, train_tp.csv, ...)."""
-    from .synth import Mix, synthesize
+    from rfcx.synth.dataset import Mix, synthesize
 
     try:
         if mix not in ("zipf", "labels"):
@@ -121,11 +121,10 @@ def build_store_cmd(
 
     from tqdm.auto import tqdm
 
+    from rfcx.process_group import launched
     from store import BadInputError, FeatureStore, build_store
     from store.builder import resolve_device
     from store.rejections import is_grouped
-
-    from .process_group import launched
 
     if backend not in ("auto", "dali", "torch"):
         _fail(f"--backend must be auto, dali or torch, got {backend!r}")
@@ -243,8 +242,8 @@ def train(
     """Train the bootstrap round and the pseudo-label rounds 1..N (resumable)."""
     import yaml
 
-    from .config import get_config
-    from .train import train_rounds
+    from rfcx.train.config import get_config
+    from rfcx.train.rounds import train_rounds
 
     try:
         cfg = get_config(config)
@@ -258,8 +257,8 @@ def train(
             cfg = cfg.replace(**overrides)
         if device is not None and device not in ("auto", "cpu", "gpu", "cuda"):
             raise ValueError(f"--device must be auto, cpu or gpu, got {device!r}")
-        from .process_group import launched
-        from .train import resolve_device
+        from rfcx.process_group import launched
+        from rfcx.train.context import resolve_device
 
         with launched(resolve_device(device or cfg.device).type == "cuda") as group:  # torchrun: one rank of many
             train_rounds(store, runs, cfg, until_round=round_, folds=folds, device=device,
@@ -284,12 +283,12 @@ def report(
     runs: Annotated[Path, typer.Option("--runs", help="Run directory (local).")] = Path("demo/runs"),
 ) -> None:
     """Test LWLRAP of every complete round beside random, prior-only and the oracle, and the gap closed."""
-    from .report import format_round_table
-    from .yardsticks import round_table
+    from rfcx.runs.report import format_round_table
+    from rfcx.scoring.yardsticks import round_table
 
     if not runs.is_dir():
         _fail(f"{runs}: run directory not found")
-    from .runs import RunDir
+    from rfcx.runs.directory import RunDir
 
     best = RunDir(runs).best_round()
     typer.echo(format_round_table(round_table(runs), best["round"] if best else None))
@@ -332,7 +331,7 @@ def review(
     """A static HTML page of a run (one folder that opens offline): each round beside the yardsticks, its loss
     curves and per-class AP; per species the top events (spectrogram, audio snippet, score) and train clips with
     their TP/FP boxes above the pseudo labels they produced."""
-    from .review import write_review
+    from rfcx.review import write_review
 
     if round_ != "all":
         try:
@@ -397,7 +396,7 @@ def bench(
 
 def _register_more() -> None:
     """Commands kept in modules of their own register themselves on ``app``."""
-    from . import cli_engine
+    from rfcx import cli_engine
 
     cli_engine.register(app)
 

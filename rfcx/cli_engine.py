@@ -34,8 +34,8 @@ def export_cmd(
     force: Annotated[bool, typer.Option("--force", help="Export again files newer than their checkpoint.")] = False,
 ) -> None:
     """Export every member of a round as frozen TorchScript and/or torch.export programs (round{K}/models/)."""
-    from rfcx.exporting import export_round_files
-    from rfcx.runs import open_run
+    from rfcx.runs.directory import open_run
+    from rfcx.train.export import export_round_files
 
     formats = _formats(fmt)
     try:
@@ -98,7 +98,7 @@ def _round_models(runs: str, round_: int | str | None, fmt: str,
 
     A run at a URL is mirrored: its JSON files first, then the models of the round (in the local cache)."""
     from engine.export import SUFFIXES
-    from rfcx.runs import open_run
+    from rfcx.runs.directory import open_run
 
     try:
         run = open_run(runs, pull="meta")
@@ -155,7 +155,7 @@ def fcn_caveat(models) -> str:  # noqa: ANN001 (engine.export.LoadedModel)
 def _prior(prior_file: Path | None, fs, n_classes: int):  # noqa: ANN001, ANN202 (store.FeatureStore | None)
     """The class prior: from a labels CSV (recording_id,s0..: 0/1 or soft pseudo labels) or the store's TP boxes."""
     from engine.postprocess import prior_from_boxes, prior_from_labels
-    from rfcx.evaluation import read_scores
+    from rfcx.scoring.evaluation import read_scores
 
     if prior_file is not None:
         labels = read_scores(prior_file, "prior labels")
@@ -231,13 +231,13 @@ def infer_cmd(
                          "scoring the others and summing up at the end.")] = False,
 ) -> None:
     """Score clips with the exported ensemble of a round: a feature store's split (--batch) or audio files."""
-    from store import BadInputError, FeatureStore
-
     from engine.audio_clips import AudioClips, find_audio
     from engine.batch import MODES, infer_clips, merge_shards, resolve_device, shard_ids
     from engine.export import ModelFileError, load_model
     from engine.outputs import check_detections_target, check_writable, write_detections, write_submission
-    from engine.postprocess import POSTPROCESS, postprocess as apply_postprocess
+    from engine.postprocess import POSTPROCESS
+    from engine.postprocess import postprocess as apply_postprocess
+    from store import BadInputError, FeatureStore
 
     if batch == bool(inputs):
         _fail("give either --batch (score a store's split) or audio FILE_OR_DIR arguments, not both or neither")
@@ -458,8 +458,8 @@ def _detection_settings(fs, runs: str, rounds: list[int], n_classes: int, params
             _fail(str(exc))
         notes.append(f"thresholds: {len(thresholds)} species from {file}, the others --threshold {threshold:g}")
     elif target is not None:
-        from rfcx.oof_thresholds import oof_thresholds
-        from rfcx.runs import open_run
+        from rfcx.runs.directory import open_run
+        from rfcx.train.thresholds import oof_thresholds
 
         if tp is None or fp is None:
             _fail("--target-precision needs the store's TP and FP boxes (the labelled windows); give --store")
@@ -490,7 +490,7 @@ def evaluate_cmd(
                                                   "prior-only yardstick (species ranked by their TP recordings).")] = None,
 ) -> None:
     """LWLRAP of a submission against clip-level truth beside random and prior-only scores, with a per-class table."""
-    from rfcx.evaluation import evaluate
+    from rfcx.scoring.evaluation import evaluate
 
     try:
         result = evaluate(pred, truth, train_tp)

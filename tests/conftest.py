@@ -16,7 +16,7 @@ BOX_HEADER = "recording_id,species_id,songtype_id,t_min,f_min,t_max,f_max\n"
 def make_synth_store(root: Path, n_train: int, n_test: int, seconds: float) -> Path:
     """``rfcx synth`` data (seed 1, a TP box in every train clip) under ``root/data`` and its torch-built store
     ``root/s.zarr``: the small store the training, distributed and integrity tests share the shape of."""
-    from rfcx.synth import synthesize
+    from rfcx.synth.dataset import synthesize
     from store import build_store
 
     synthesize(root / "data", n_train=n_train, n_test=n_test, seconds=seconds, seed=1, tp_fraction=1.0,

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
-from rfcx.config import ModelSpec, TrainConfig, get_config
-from rfcx.models import build_classifier
-from rfcx.runs import RunDir, member_name, write_json_atomic
+from rfcx.runs.directory import RunDir, member_name, write_json_atomic
+from rfcx.train.config import ModelSpec, TrainConfig, get_config
+from rfcx.train.models import build_classifier
 from store import FeatureStore, build_store
 from tests.conftest import make_dataset
 
@@ -81,7 +81,7 @@ def write_checkpoint(run: RunDir, k: int, cfg: TrainConfig, spec: ModelSpec, fol
 def make_run(root: Path, mel: dict, nets: list[torch.nn.Module], k: int = 0, formats=("torchscript", "export"),
              complete: bool = True) -> RunDir:
     """A run directory whose round ``k`` holds one tiny member on ``len(nets)`` folds, exported."""
-    from rfcx.exporting import export_round
+    from rfcx.train.export import export_round
 
     cfg, spec = tiny()
     run = RunDir(root)
@@ -164,7 +164,7 @@ def trained_fixture(base: Path, steps: int = 120) -> dict[str, Any]:
     """A synthetic data set (16 train, 8 test clips of 10 s), its store, and a tiny model trained for ``steps``
     steps on 2 s crops labelled from the synthetic call truth (every call, not only the sparse boxes)."""
     def make() -> dict[str, Any]:
-        from rfcx.synth import synthesize
+        from rfcx.synth.dataset import synthesize
 
         data = base / "synth"
         synthesize(data, n_train=16, n_test=8, seconds=10.0, seed=3, progress=False)

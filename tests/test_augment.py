@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rfcx.augment import (
+from rfcx.train.augment import (
     Augmenter,
     add_freq_channel,
     drop_masked_labels,
@@ -17,7 +17,7 @@ from rfcx.augment import (
     time_warp,
     volume_gain,
 )
-from rfcx.config import AugmentConfig
+from rfcx.train.config import AugmentConfig
 
 B, F, T = 6, 32, 50
 
@@ -254,7 +254,7 @@ def test_a_tp_label_whose_band_was_masked_becomes_unknown() -> None:
 
 # -- the faster ops against the whole-batch formulation they replaced (tests/augment_reference.py) -------------
 
-import rfcx.augment as fast  # noqa: E402
+import rfcx.train.augment as fast  # noqa: E402
 from tests import augment_reference as ref  # noqa: E402
 
 

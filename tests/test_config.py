@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rfcx.config import AugmentConfig, ModelSpec, TrainConfig, get_config, list_configs
-from rfcx.models import build_model, pool_input
+from rfcx.train.config import AugmentConfig, ModelSpec, TrainConfig, get_config, list_configs
+from rfcx.train.models import build_model, pool_input
 
 
 def test_registry() -> None:

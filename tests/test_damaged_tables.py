@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from rfcx.cli import app
-from rfcx.config import get_config
-from rfcx.train import train_rounds
+from rfcx.train.config import get_config
+from rfcx.train.rounds import train_rounds
 from store import BadInputError, FeatureStore, build_store
 from store.tables import read_boxes
 from tests.conftest import BOX_HEADER

@@ -12,8 +12,16 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from engine.detection_formats import (is_folder_target, raven_table, read_audacity, read_frame, read_raven,
-                                      write_audacity, write_frame, write_raven)
+from engine.detection_formats import (
+    is_folder_target,
+    raven_table,
+    read_audacity,
+    read_frame,
+    read_raven,
+    write_audacity,
+    write_frame,
+    write_raven,
+)
 from engine.events import EVENT_COLUMNS, merge_events, species_bands, threshold_vector
 from engine.outputs import write_detections
 from engine.thresholds import read_thresholds, threshold_for_precision, thresholds_for_precision, write_thresholds
@@ -226,8 +234,8 @@ def test_target_precision_on_out_of_fold_scores(tiny_run, tmp_path: Path) -> Non
     """OOF window scores written as training writes them (predictions.npz of each member): the thresholds
     reach the precision on the TP/FP boxes' windows; from the command line, species with too few TP boxes (the
     tiny store has one per species) keep --threshold, and the thresholds file is written beside."""
-    from rfcx.oof_thresholds import oof_thresholds
-    from rfcx.runs import RunDir
+    from rfcx.runs.directory import RunDir
+    from rfcx.train.thresholds import oof_thresholds
     from tests.engine_fixtures import copy_run
 
     runs = copy_run(tiny_run["runs"], tmp_path / "runs")

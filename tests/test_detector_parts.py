@@ -11,12 +11,11 @@ import pandas as pd
 import pytest
 
 from engine.windows import n_windows
-from rfcx.calibration import class_priors, class_rates, positive_rate, rescale_by_rate
-from rfcx.metrics import lwlrap
-from rfcx.pseudo import rescale, tp_windows
-from rfcx.sampling import CropSampler, PseudoLabels
-from rfcx.synth import Mix, make_clip, synthesize
-from rfcx.yardsticks import gap_closed, prior_lwlrap, random_lwlrap, round_table, tp_prior
+from rfcx.scoring.yardsticks import gap_closed, prior_lwlrap, random_lwlrap, round_table, tp_prior
+from rfcx.synth.dataset import Mix, make_clip, synthesize
+from rfcx.train.calibration import class_priors, class_rates, positive_rate, rescale_by_rate
+from rfcx.train.pseudo import rescale, tp_windows
+from rfcx.train.sampling import CropSampler, PseudoLabels
 from store import FeatureStore, build_store
 from store.params import MelParams
 

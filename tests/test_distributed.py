@@ -249,9 +249,9 @@ def test_run_local_runs_a_function_on_local_ranks() -> None:
 
 
 def test_cpu_processes_split_the_threads() -> None:
-    from rfcx.config import get_config
     from rfcx.process_group import ProcessGroup, thread_budget
-    from rfcx.train import cpu_processes
+    from rfcx.train.config import get_config
+    from rfcx.train.rounds import cpu_processes
 
     budget = thread_budget()
     cpu = get_config("cpu")
@@ -268,7 +268,7 @@ def test_cpu_processes_split_the_threads() -> None:
 # -- infer --batch -------------------------------------------------------------------------------------------------
 
 def test_infer_batch_on_two_ranks_writes_the_one_process_submission(tmp_path) -> None:
-    from rfcx.models import build_classifier
+    from rfcx.train.models import build_classifier
     from tests.engine_fixtures import lively, make_run, threads, tiny
 
     data = make_dataset(tmp_path / "data", n_train=2, n_test=7, seconds=3.0)
@@ -329,7 +329,7 @@ def _metrics(path: Path) -> dict:
 
 
 def test_train_on_two_ranks_equals_one_process(tmp_path) -> None:
-    from rfcx.synth import synthesize
+    from rfcx.synth.dataset import synthesize
 
     synthesize(tmp_path / "data", n_train=8, n_test=3, seconds=10.0, seed=1, tp_fraction=1.0, progress=False)
     store = tmp_path / "s.zarr"
@@ -343,7 +343,7 @@ def test_train_on_two_ranks_equals_one_process(tmp_path) -> None:
 
 def test_train_on_cpu_processes_equals_one_process(tmp_path) -> None:
     """``cpu_processes`` 2 (no torchrun: rfcx.process_group.run_local) trains the members of one process."""
-    from rfcx.synth import synthesize
+    from rfcx.synth.dataset import synthesize
 
     synthesize(tmp_path / "data", n_train=12, n_test=3, seconds=10.0, seed=1, tp_fraction=1.0, progress=False)
     store = tmp_path / "s.zarr"

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from rfcx.config import get_config
 from rfcx.process_group import ProcessGroup
-from rfcx.train import check_ddp_batch, train_rounds, weights_digest
+from rfcx.train.config import get_config
+from rfcx.train.member import check_ddp_batch, weights_digest
+from rfcx.train.rounds import train_rounds
 from tests.conftest import make_synth_store
 from tests.test_distributed import ROOT, _env, _metrics, assert_same_store, free_port, rfcx
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from engine.postprocess import apply_prior, prior_from_boxes
 from rfcx.cli import app
-from rfcx.metrics import lwlrap, per_class_lwlrap
-from rfcx.runs import RunDir
+from rfcx.runs.directory import RunDir
+from rfcx.scoring.metrics import lwlrap, per_class_lwlrap
 from store import FeatureStore
 from tests.engine_fixtures import copy_run, engine_base, lively, make_run, one_thread, tiny, tiny_run, tiny_store  # noqa: F401
 
@@ -132,7 +132,7 @@ def test_infer_bad_input(tiny_run, tiny_store, tmp_path: Path) -> None:
     # the store's features differ from the model's
     cfg, spec = tiny()
     other = FeatureStore.open(tiny_store["store"]).params.to_dict() | {"f_max": 16000.0}
-    from rfcx.models import build_classifier
+    from rfcx.train.models import build_classifier
 
     mismatched = make_run(tmp_path / "mismatch", other, [lively(build_classifier(cfg, spec), 0)],
                           formats=("torchscript",))
@@ -219,12 +219,12 @@ def test_infer_and_export_default_to_the_best_round(tiny_run, tmp_path: Path) ->
     """A run whose round 1 is worse than round 0 (``--until-converged`` stops after completing it): ``rfcx infer``
     and ``rfcx export`` without --round use round 0 (best_round.json), and say why; a run without the file (older
     runs) falls back to the latest complete round."""
-    from rfcx.train import record_best_round
-    from rfcx.runs import write_json_atomic
+    from rfcx.runs.directory import write_json_atomic
+    from rfcx.train.round_metrics import record_best_round
 
     runs = copy_run(tiny_run["runs"], tmp_path / "runs")
     mel = FeatureStore.open(tiny_run["store"]).params.to_dict()
-    from rfcx.models import build_classifier
+    from rfcx.train.models import build_classifier
 
     cfg, spec = tiny()
     make_run(runs, mel, [lively(build_classifier(cfg, spec), seed=9 + f) for f in range(2)], k=1,

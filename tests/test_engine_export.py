@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from engine.export import Deployable, ModelFileError, export_torchscript, load_model, read_meta
-from rfcx.exporting import export_round
-from rfcx.runs import RunDir
+from rfcx.runs.directory import RunDir
+from rfcx.train.export import export_round
 from store import FeatureStore
 from tests.engine_fixtures import engine_base, one_thread, tiny, tiny_run, tiny_store, write_checkpoint  # noqa: F401
 

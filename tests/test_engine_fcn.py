@@ -10,7 +10,7 @@ import pandas as pd
 
 from engine.batch import infer_split
 from engine.export import load_model
-from rfcx.metrics import lwlrap
+from rfcx.scoring.metrics import lwlrap
 from tests.engine_fixtures import engine_base, one_thread, tiny_run, trained  # noqa: F401
 
 COLS = [f"s{c}" for c in range(24)]

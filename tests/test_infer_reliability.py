@@ -5,13 +5,12 @@ store chunk; `rfcx export` tells the files it wrote from those it left as they w
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pandas as pd
 from typer.testing import CliRunner
 
 from rfcx.cli import app
-from rfcx.runs import RunDir
+from rfcx.runs.directory import RunDir
 from store import build_store
 from tests.conftest import make_dataset
 from tests.engine_fixtures import copy_run, engine_base, one_thread, tiny_run, tiny_store  # noqa: F401

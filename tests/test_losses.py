@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rfcx.losses import box_targets, masked_bce
+from rfcx.train.losses import box_targets, masked_bce
 
 
 def test_all_ones_mask_equals_plain_bce() -> None:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from rfcx.metrics import lwlrap, per_class_lwlrap
+from rfcx.scoring.metrics import lwlrap, per_class_lwlrap
 
 
 def brute_lwlrap(truth: np.ndarray, scores: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -88,7 +88,7 @@ def test_shape_errors() -> None:
 
 
 def test_average_precision_against_the_definition() -> None:
-    from rfcx.metrics import average_precision, per_class_average_precision
+    from rfcx.scoring.metrics import average_precision, per_class_average_precision
 
     # ranked 0.9 (+), 0.8 (-), 0.7 (+), 0.1 (-): precision 1 at the first positive, 2/3 at the second
     assert average_precision(np.array([1, 0, 1, 0]), np.array([0.9, 0.8, 0.7, 0.1])) == pytest.approx((1 + 2 / 3) / 2)

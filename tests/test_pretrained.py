@@ -10,8 +10,8 @@ import timm
 import torch
 from timm.models._manipulate import adapt_input_conv
 
-from rfcx.config import get_config
-from rfcx.models import build_classifier, check_pretrained
+from rfcx.train.config import get_config
+from rfcx.train.models import build_classifier, check_pretrained
 
 
 def _weights(tmp_path, suffix: str = ".pth", name: str = "test_efficientnet") -> tuple:
@@ -84,7 +84,7 @@ def test_imagenet_offline_fails_at_once_naming_the_fix(tmp_path, monkeypatch) ->
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # weights not cached
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     assert not hf_constants.is_offline_mode()  # offline is found out (the hub does not answer), not told
-    from rfcx.train import train_rounds
+    from rfcx.train.rounds import train_rounds
 
     cfg = get_config("tiny").replace(pretrained="imagenet")
     started = time.perf_counter()

@@ -19,8 +19,8 @@ import zarr
 from typer.testing import CliRunner
 
 from rfcx.cli import app
-from rfcx.run_mirror import CACHE_ENV, RunMirror
-from rfcx.runs import open_run
+from rfcx.runs.directory import open_run
+from rfcx.runs.mirror import CACHE_ENV, RunMirror
 from store import FeatureStore, build_store
 from store.location import Location, MissingBackendError, is_url
 from tests.conftest import make_dataset
@@ -162,7 +162,7 @@ def test_cli_build_store_and_info_with_a_file_url_across_processes(data, local_s
 @pytest.fixture(scope="module")
 def synth_store(tmp_path_factory) -> str:
     """A small synthetic set (8 train clips with TP boxes, 3 test clips of 10 s) in a memory:// store."""
-    from rfcx.synth import synthesize
+    from rfcx.synth.dataset import synthesize
 
     root = tmp_path_factory.mktemp("remote-runs")
     synthesize(root / "data", n_train=8, n_test=3, seconds=10.0, seed=1, tp_fraction=1.0, progress=False)
@@ -188,7 +188,7 @@ def _remote_files(url: str) -> dict[str, bytes]:
 
 
 def _cfg(**changes):
-    from rfcx.config import get_config
+    from rfcx.train.config import get_config
 
     return get_config("tiny").replace(**changes)
 
@@ -232,7 +232,7 @@ def test_mirror_push_and_pull(cache) -> None:
 def test_train_then_infer_with_runs_at_a_memory_url(synth_store, cache, tmp_path) -> None:
     """``rfcx train --runs memory://...`` then ``rfcx infer --batch --runs memory://...`` in one process, the
     inference from a fresh cache; the submission equals that of the same training in a local folder."""
-    from rfcx.train import train_rounds
+    from rfcx.train.rounds import train_rounds
 
     url = _memory_url("runs")
     result = runner.invoke(app, ["train", "--round", "0", "--store", synth_store, "--runs", url, "--config", "tiny"])
@@ -283,7 +283,7 @@ def test_train_then_infer_with_runs_at_a_memory_url(synth_store, cache, tmp_path
 
 
 def test_export_with_runs_at_a_memory_url(synth_store, cache) -> None:
-    from rfcx.train import train_rounds
+    from rfcx.train.rounds import train_rounds
 
     url = _memory_url("export")
     train_rounds(synth_store, url, _cfg(), until_round=0, progress=False, echo=lambda *_: None, export_formats=())
@@ -295,8 +295,8 @@ def test_export_with_runs_at_a_memory_url(synth_store, cache) -> None:
 
 
 def test_interrupted_training_resumes_from_what_reached_the_url(synth_store, cache, tmp_path, monkeypatch) -> None:
-    import rfcx.train as train_mod
-    from rfcx.train import train_rounds
+    import rfcx.train.member as train_mod
+    from rfcx.train.rounds import train_rounds
 
     cfg = _cfg(epochs=3)
     full = tmp_path / "full"
@@ -332,7 +332,7 @@ def test_interrupted_training_resumes_from_what_reached_the_url(synth_store, cac
 
 def test_infer_with_file_urls_across_processes(synth_store, tmp_path) -> None:
     """A run and a store at file:// URLs, used by another process."""
-    from rfcx.train import train_rounds
+    from rfcx.train.rounds import train_rounds
 
     fs = FeatureStore.open(synth_store)
     store = tmp_path / "copy.zarr"

@@ -15,11 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from rfcx.cli import app
-from rfcx.config import get_config
 from rfcx.review import write_review
 from rfcx.review.browser import check_page, find_browser, screenshot
-from rfcx.runs import RunDir
-from rfcx.train import train_rounds
+from rfcx.runs.directory import RunDir
+from rfcx.train.config import get_config
+from rfcx.train.rounds import train_rounds
 from tests.conftest import make_synth_store
 
 

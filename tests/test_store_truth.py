@@ -120,7 +120,7 @@ def test_rebuild_replaces_truth(dataset, tmp_path) -> None:
 
 
 def test_synthetic_test_labels_round_trip(tmp_path) -> None:
-    from rfcx.synth import synthesize
+    from rfcx.synth.dataset import synthesize
 
     data = synthesize(tmp_path / "data", n_train=2, n_test=4, seconds=1.0, seed=3, progress=False).out_dir
     summary = _build(data, tmp_path / "s.zarr")

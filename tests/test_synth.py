@@ -1,4 +1,4 @@
-"""Tests for the synthetic RFCX-layout data generator (rfcx.synth, rfcx.calls, rfcx.species)."""
+"""Tests for the synthetic RFCX-layout data generator (rfcx.synth, rfcx.synth.calls, rfcx.synth.species)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,23 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from rfcx.calls import KINDS, SPECIES_KIND, SR, make_shape, render_call, species_shapes
-from rfcx.species import (
-    N_SPECIES, band_similarity, derive_layout_stats, derive_species_table, load_layout_stats,
-    load_species_table,
+from rfcx.synth.calls import KINDS, SPECIES_KIND, SR, make_shape, render_call, species_shapes
+from rfcx.synth.dataset import (
+    LABEL_COLUMNS,
+    SUBMISSION_COLUMNS,
+    _kind_probs,
+    _plan_train,
+    _world,
+    make_clip,
+    synthesize,
 )
-from rfcx.synth import (
-    LABEL_COLUMNS, SUBMISSION_COLUMNS, _kind_probs, _plan_train, _world, make_clip, synthesize,
+from rfcx.synth.species import (
+    N_SPECIES,
+    band_similarity,
+    derive_layout_stats,
+    derive_species_table,
+    load_layout_stats,
+    load_species_table,
 )
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "rfcx"
@@ -409,7 +419,7 @@ def test_time_per_60s_clip() -> None:
 
 
 def test_label_density_spreads_tp_species_over_all_species() -> None:
-    from rfcx.synth import SPLIT_CODES, _plan_train, _world
+    from rfcx.synth.dataset import SPLIT_CODES, _plan_train, _world
 
     w = _world()
     counts = np.zeros(24, dtype=int)

@@ -1,4 +1,4 @@
-"""The template teacher (rfcx.templates): a TP box's patch finds the same call in other clips, not a confuser."""
+"""The template teacher (rfcx.train.templates): a TP box's patch finds the same call in other clips, not a confuser."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rfcx import templates
-from store.melbank import mel_to_hz, hz_to_mel
+from rfcx.train import templates
+from store.melbank import hz_to_mel, mel_to_hz
 from store.params import MelParams
 
 PARAMS = MelParams()

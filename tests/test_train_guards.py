@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from rfcx.cli import app
-from rfcx.config import get_config
-from rfcx.synth import synthesize
-from rfcx.train import train_rounds
+from rfcx.synth.dataset import synthesize
+from rfcx.train.config import get_config
+from rfcx.train.rounds import train_rounds
 from store import build_store
 
 

@@ -9,9 +9,9 @@ import torch
 
 from engine.net import SpectrogramClassifier
 from engine.windows import n_windows, window_starts
-from rfcx.folds import assign_folds
-from rfcx.pseudo import clip_windows, rescale
-from rfcx.sampling import CropSampler, PseudoLabels
+from rfcx.train.folds import assign_folds
+from rfcx.train.pseudo import clip_windows, rescale
+from rfcx.train.sampling import CropSampler, PseudoLabels
 from store.params import MelParams
 
 P = MelParams()
@@ -55,7 +55,7 @@ def test_member_windows_lie_inside_the_clip_and_are_the_engines(frames: int, cro
     """A longer member's windows near the clip's edges are shifted inside it (no -100 dB padding, which training
     never shows), and they are the windows the engine scores (issue 10, 4c)."""
     from engine.windows import frame_windows
-    from rfcx.pseudo import member_windows
+    from rfcx.train.pseudo import member_windows
 
     crop = int(round(crop_s * FPS))
     mel = (np.arange(frames, dtype=np.float32)[None, :] % 97).repeat(3, 0)
@@ -94,9 +94,9 @@ def test_training_side_clip_scores_of_an_8s_member_equal_the_engines(tmp_path) -
     member on a 4 s grid (its pseudo-label windows were padded 8 s crops centred on the grid before)."""
     from engine.batch import infer_clips
     from engine.export import export_torchscript, load_model
-    from rfcx.config import ModelSpec, get_config
-    from rfcx.models import build_classifier
-    from rfcx.pseudo import predict_windows
+    from rfcx.train.config import ModelSpec, get_config
+    from rfcx.train.models import build_classifier
+    from rfcx.train.pseudo import predict_windows
 
     clips = _Clips({"long": 1400, "crop": 750, "short": 600})
     cfg, spec = get_config("tiny"), ModelSpec("test_efficientnet", 8.0)
@@ -123,9 +123,9 @@ def test_training_side_fcn_scores_equal_the_engines_fcn(tmp_path, crop_s: float)
     map, equal to rfcx infer's --mode fcn on the exported member, and close to the exact windows."""
     from engine.batch import infer_clips
     from engine.export import export_torchscript, load_model
-    from rfcx.config import ModelSpec, get_config
-    from rfcx.models import build_classifier
-    from rfcx.pseudo import predict_windows
+    from rfcx.train.config import ModelSpec, get_config
+    from rfcx.train.models import build_classifier
+    from rfcx.train.pseudo import predict_windows
 
     clips = _Clips({"long": 1400, "long2": 1401, "crop": 750, "short": 600})
     cfg = get_config("tiny").replace(input_pool=(2, 1))

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
-import rfcx.train as train_mod
-from rfcx import teachers
+import rfcx.train.member as train_mod
 from rfcx.cli import app
-from rfcx.config import get_config
-from rfcx.pseudo import read_pseudo_labels
-from rfcx.runs import RunDir
-from rfcx.train import train_rounds
+from rfcx.runs.directory import RunDir
+from rfcx.train import teachers
+from rfcx.train.config import get_config
+from rfcx.train.pseudo import read_pseudo_labels
+from rfcx.train.rounds import train_rounds
 from store import build_store
 from tests.conftest import make_synth_store
 
@@ -45,8 +44,8 @@ def test_round_0_to_1_end_to_end(tiny_store, tmp_path) -> None:
         assert all(len(history) == (1 if k == 0 else 2) for history in m["members"].values())
     assert (runs / "lwlrap.png").is_file()
     # rounds 0-1 together (rfcx infer --round all): the mean of every member's clip scores over both rounds
-    from rfcx.metrics import lwlrap
-    from rfcx.train import load_predictions
+    from rfcx.runs.predictions import load_predictions
+    from rfcx.scoring.metrics import lwlrap
     from store import FeatureStore
 
     truth = FeatureStore.open(tiny_store).truth("test")
@@ -139,7 +138,7 @@ def test_cli_train_prints_lwlrap_per_round(tiny_store, tmp_path) -> None:
 
 def test_optimizer_field_is_honoured(tiny_store, tmp_path) -> None:
     """``optimizer = "sgd"`` trains with SGD (momentum 0.9, Nesterov); the default is AdamW."""
-    from rfcx.train import make_optimizer
+    from rfcx.train.member import make_optimizer
 
     cfg = _cfg(optimizer="sgd", batches_per_epoch=1)
     runs = tmp_path / "runs"
@@ -158,8 +157,8 @@ def test_optimizer_field_is_honoured(tiny_store, tmp_path) -> None:
 def test_round_1_resumes_after_clips_were_added_to_the_store(tiny_store, tmp_path) -> None:
     """Round 0's pseudo labels lack a clip (added to the store after round 0): round 1 trains without it and
     says so once, instead of a bare KeyError."""
-    from rfcx.pseudo import write_pseudo_labels
-    from rfcx.runs import write_json_atomic
+    from rfcx.runs.directory import write_json_atomic
+    from rfcx.train.pseudo import write_pseudo_labels
     from store import FeatureStore
 
     cfg = _cfg(batches_per_epoch=1)
@@ -180,7 +179,7 @@ def test_round_1_resumes_after_clips_were_added_to_the_store(tiny_store, tmp_pat
 
 def test_until_converged_records_the_better_round(tiny_store, tmp_path) -> None:
     """``--until-converged`` stops after completing a worse round; best_round.json keeps the better one."""
-    from rfcx.runs import write_json_atomic
+    from rfcx.runs.directory import write_json_atomic
 
     run = RunDir(tmp_path / "runs")
     for k, value in ((0, 0.30), (1, 0.45), (2, 0.41)):  # complete rounds, skipped by train_rounds
@@ -197,7 +196,7 @@ def test_until_converged_records_the_better_round(tiny_store, tmp_path) -> None:
 def test_ensemble_teacher_labels_every_clip_with_every_member(tiny_store, tmp_path) -> None:
     """pseudo_teacher = "ensemble": each member also scores the clips it trained on, and a clip's soft labels are
     the mean over all members (out-of-fold metrics still come from the held-out member only)."""
-    from rfcx.train import load_infold, load_predictions
+    from rfcx.runs.predictions import load_infold, load_predictions
 
     cfg = _cfg(pseudo_teacher="ensemble")
     runs = tmp_path / "runs"

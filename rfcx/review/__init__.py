@@ -27,10 +27,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rfcx.runs import RunDir
+from rfcx.runs.directory import RunDir
 
-from .content import (N_CLASSES, RoundScores, complete_rounds, merge_window_rows, per_class_table, round_scores,
-                      run_grid, select_rounds, top_events, train_examples, window_table)
+from .content import (
+    N_CLASSES,
+    RoundScores,
+    complete_rounds,
+    merge_window_rows,
+    per_class_table,
+    round_scores,
+    run_grid,
+    select_rounds,
+    top_events,
+    train_examples,
+    window_table,
+)
 from .page import GENERATOR, EventCard, Page, RoundSection, SpeciesView, TrainCard, render
 
 SNIPPET_MARGIN_S = 0.5  # audio before and after an event
@@ -118,7 +129,7 @@ def write_review(runs: str | os.PathLike, store: str | os.PathLike, out: str | o
     images = snippets = 0
 
     # -- the rounds -------------------------------------------------------------------------------------------
-    from rfcx.yardsticks import round_table
+    from rfcx.scoring.yardsticks import round_table
 
     from .figures import copy_png, train_clip_png
 
@@ -168,7 +179,7 @@ def write_review(runs: str | os.PathLike, store: str | os.PathLike, out: str | o
     best = top_events(events, top)
 
     # -- the pseudo labels ------------------------------------------------------------------------------------
-    from rfcx.pseudo import read_pseudo_labels
+    from rfcx.train.pseudo import read_pseudo_labels
 
     labels = {}
     for k in [r for r in complete_rounds(run) if r <= last]:

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rfcx.config import TrainConfig
-from rfcx.metrics import per_class_average_precision
-from rfcx.runs import RunDir
+from rfcx.runs.directory import RunDir
+from rfcx.scoring.metrics import per_class_average_precision
+from rfcx.train.config import TrainConfig
 
 N_CLASSES = 24
 
@@ -87,7 +87,7 @@ def run_grid(run: RunDir) -> Grid:
 
 def round_scores(run: RunDir, k: int) -> RoundScores:
     """Round ``k``'s ensemble scores from its members' ``predictions.npz`` (none: empty tables)."""
-    from rfcx.train import load_predictions
+    from rfcx.runs.predictions import load_predictions
 
     oof_sum: dict[str, np.ndarray] = {}
     oof_n: dict[str, int] = {}

@@ -96,7 +96,7 @@ class Page:
     title: str
     facts: list[tuple[str, str]]
     notes: list[str]
-    table: list[dict]  # rfcx.yardsticks.round_table rows (with oof_box_auc), the rounds beside the yardsticks
+    table: list[dict]  # rfcx.scoring.yardsticks.round_table rows (with oof_box_auc), the rounds beside the yardsticks
     best_round: int | None
     lwlrap_png: str | None
     rounds: list[RoundSection]

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from engine.export import SUFFIXES, export_program, export_torchscript
-from rfcx.config import ModelSpec, TrainConfig
-from rfcx.models import build_classifier
-from rfcx.runs import RunDir, member_name, open_run
+from rfcx.runs.directory import RunDir, member_name, open_run
+from rfcx.train.config import ModelSpec, TrainConfig
+from rfcx.train.models import build_classifier
 
 log = logging.getLogger(__name__)
 

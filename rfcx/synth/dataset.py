@@ -17,9 +17,9 @@ import hashlib
 import math
 import numbers
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,8 +29,8 @@ import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
-from rfcx.calls import SR, Call, CallShape, render_call, species_shapes
-from rfcx.species import N_SPECIES, band_similarity, load_layout_stats, load_species_table
+from rfcx.synth.calls import SR, Call, CallShape, render_call, species_shapes
+from rfcx.synth.species import N_SPECIES, band_similarity, load_layout_stats, load_species_table
 
 TRAIN, TEST = "train", "test"
 SPLIT_CODES = {TRAIN: 1, TEST: 2}

@@ -3,7 +3,7 @@
 The shipped tables in ``rfcx/data`` hold derived figures only (medians, counts,
 fractions), never rows of the competition CSVs. Regenerate them with::
 
-    python -m rfcx.species /path/to/train_tp.csv /path/to/train_fp.csv
+    python -m rfcx.synth.species /path/to/train_tp.csv /path/to/train_fp.csv
 """
 
 from __future__ import annotations

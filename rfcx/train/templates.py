@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from rfcx.process_group import SINGLE, ProcessGroup
-from rfcx.pseudo import stack, tp_windows
-from rfcx.sampling import PseudoLabels
-from rfcx.teachers import auc
+from rfcx.runs.predictions import stack
+from rfcx.train.pseudo import tp_windows
+from rfcx.train.sampling import PseudoLabels
+from rfcx.train.teachers import auc
 from store import FeatureStore
 from store.melbank import hz_to_mel_bin
 
@@ -226,7 +227,7 @@ def tp_auc(result: MatchResult, species: Sequence[int], tp: pd.DataFrame, window
            hop_s: float) -> dict[int, float]:
     """Per species of ``species``, how well the templates find its calls in clips they were not cut from: the AUC of
     the window NCC from other clips' templates at its TP boxes (``tp``; the window nearest each box's centre, on the
-    label grid of ``window_s`` every ``hop_s``) against the same NCC of every window (rfcx.teachers.tp_auc, positive
+    label grid of ``window_s`` every ``hop_s``) against the same NCC of every window (rfcx.train.teachers.tp_auc, positive
     vs unlabelled; the network teacher's figure is read the same way from its out-of-fold window scores)."""
     ids, offsets, flat = stack(result.other)
     rows = tp_windows(PseudoLabels(ids, offsets, flat, window_s, hop_s), tp)

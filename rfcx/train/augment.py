@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from rfcx.config import AugmentConfig
+from rfcx.train.config import AugmentConfig
 
 MixupMode = Literal["hard", "soft"]
 
@@ -166,7 +166,7 @@ def drop_masked_labels(
     """Make unknown (target 0, mask 0) the TP labels whose signal the frequency masking erased.
 
     ``label_boxes`` (B, K, 3) holds rows ``[species, lo, hi]`` (mel bins, inclusive; -1 rows pad) of the TP boxes
-    that set a target to 1 (:class:`rfcx.sampling.CropBatch`), ``masked_bins`` (B, n_mels) what
+    that set a target to 1 (:class:`rfcx.train.sampling.CropBatch`), ``masked_bins`` (B, n_mels) what
     :func:`freq_mask_outside_box` masked. A class loses its label when every one of its TP boxes in the crop has at
     least ``share`` of its band masked (the crop's own box is never masked, so its label stays).
     """
@@ -322,7 +322,7 @@ def add_freq_channel(x: torch.Tensor) -> torch.Tensor:
 
 
 class Augmenter:
-    """The training augmentation chain, configured by :class:`rfcx.config.AugmentConfig`.
+    """The training augmentation chain, configured by :class:`rfcx.train.config.AugmentConfig`.
 
     Round 0 (box labels): time warp, frequency masking around the box, noise, gain,
     hard mixup. Rounds >= 1 (soft pseudo labels): noise, gain, soft mixup, time warp,
@@ -346,7 +346,7 @@ class Augmenter:
         label_boxes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Augment a batch; ``box_bins`` (B, 2) is used in round 0 only (None skips that step). ``label_boxes``
-        (B, K, 3) are the bands of the crop's TP boxes (:class:`rfcx.sampling.CropBatch`): a TP label whose bands
+        (B, K, 3) are the bands of the crop's TP boxes (:class:`rfcx.train.sampling.CropBatch`): a TP label whose bands
         the frequency masking erased becomes unknown (:func:`drop_masked_labels`)."""
         c, g = self.cfg, self.generator
         if round_idx == 0:

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from rfcx.sampling import CropSampler
+from rfcx.train.sampling import CropSampler
 from store import FeatureStore
 
 
 class CropStream(IterableDataset):
     """Yields ``n_batches`` batches ``(x (B,1,n_mels,T), target, mask, box_bins, label_boxes)`` in total, over all
-    workers (``label_boxes``: see :class:`rfcx.sampling.CropBatch`; (B, 0, 3) in rounds >= 1)."""
+    workers (``label_boxes``: see :class:`rfcx.train.sampling.CropBatch`; (B, 0, 3) in rounds >= 1)."""
 
     def __init__(self, store: str | FeatureStore, make_sampler: Callable[[int], CropSampler], batch_size: int,
                  n_batches: int) -> None:

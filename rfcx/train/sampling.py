@@ -71,7 +71,7 @@ class CropBatch:
     mask: np.ndarray  # (B, 24) float32
     box_bins: np.ndarray  # (B, 2) int64 mel bins [lo, hi] of the crop's box, -1 where none
     # round 0: (B, K, 3) int64 rows [species, lo, hi] (mel bins) of the TP boxes whose labels the crop carries (the
-    # frequency masking around the crop's box drops a label whose bands it erased: rfcx.augment); rows of -1 pad
+    # frequency masking around the crop's box drops a label whose bands it erased: rfcx.train.augment); rows of -1 pad
     label_boxes: np.ndarray | None = None
 
 

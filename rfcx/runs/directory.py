@@ -5,7 +5,7 @@
       store.json                          the feature store it was made on and its log-mel parameters (a resumed
                                           run's store must hold every recording of folds.json, with these)
       folds.json                          the fold of every train recording
-      best_round.json                     the complete round with the best held-out signal (rfcx.train._signal),
+      best_round.json                     the complete round with the best held-out signal (rfcx.train.round_metrics.round_signal),
                                           with the signal of every complete round: `rfcx infer`/`export`'s default
       round{k}/
         members/{member}_fold{f}/checkpoint.pt   model + optimizer + scheduler + RNG + history + config;
@@ -17,7 +17,7 @@
         complete.json                     written last: the round is complete
 
 ``member`` is ``{backbone}-{crop_seconds}s``, e.g. ``mobilenetv3_small_100-4s``. ``RUNS`` may also be an
-fsspec URL (``s3://bucket/runs``): :func:`open_run` mirrors it in a local cache folder (:mod:`rfcx.run_mirror`).
+fsspec URL (``s3://bucket/runs``): :func:`open_run` mirrors it in a local cache folder (:mod:`rfcx.runs.mirror`).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rfcx.config import ModelSpec
+from rfcx.train.config import ModelSpec
 
 if TYPE_CHECKING:
-    from rfcx.run_mirror import RunMirror
+    from rfcx.runs.mirror import RunMirror
 
 _ROUND = re.compile(r"^round(\d+)$")
 
@@ -157,7 +157,7 @@ def open_run(location: str | os.PathLike, pull: str = "all") -> RunDir:
     """A run directory at a local path or an fsspec URL.
 
     A path (or a ``file://`` URL) is the folder itself. Any other URL (``s3://``, ``gs://``, ``memory://``, ...)
-    is mirrored in a local cache folder (:mod:`rfcx.run_mirror`), pulling at once ``pull``: ``all`` files,
+    is mirrored in a local cache folder (:mod:`rfcx.runs.mirror`), pulling at once ``pull``: ``all`` files,
     ``active`` (all but the checkpoints and models of complete rounds: what training needs), ``meta`` (the
     JSON files: config, folds, metrics, markers), or ``none``. A URL whose fsspec backend is not installed
     raises :class:`store.location.MissingBackendError` naming the package.
@@ -169,7 +169,7 @@ def open_run(location: str | os.PathLike, pull: str = "all") -> RunDir:
     loc = Location.parse(location)
     if loc.is_local:
         return RunDir(loc.local_path)
-    from rfcx.run_mirror import RunMirror
+    from rfcx.runs.mirror import RunMirror
 
     mirror = RunMirror(loc)
     if pull != "none":

@@ -12,7 +12,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from rfcx.config import ModelSpec, TrainConfig
+from rfcx.train.config import ModelSpec, TrainConfig
 
 
 def build_model(

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rfcx.metrics import lwlrap, per_class_lwlrap
-from rfcx.yardsticks import prior_lwlrap, random_lwlrap, tp_prior
+from rfcx.scoring.metrics import lwlrap, per_class_lwlrap
+from rfcx.scoring.yardsticks import prior_lwlrap, random_lwlrap, tp_prior
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def read_scores(path: str | os.PathLike, what: str) -> pd.DataFrame:
 
 def evaluate(pred: str | os.PathLike, truth: str | os.PathLike, train_tp: str | os.PathLike | None = None) -> Evaluation:
     """LWLRAP of the predictions on the clips of ``truth`` (every truth clip must be predicted), beside random
-    scores and, given the training ``train_tp.csv``, prior-only scores (rfcx.yardsticks)."""
+    scores and, given the training ``train_tp.csv``, prior-only scores (rfcx.scoring.yardsticks)."""
     p, t = read_scores(pred, "prediction"), read_scores(truth, "truth")
     if p.shape[1] != t.shape[1]:
         raise ValueError(f"{pred} has {p.shape[1] - 1} classes, {truth} has {t.shape[1] - 1}")

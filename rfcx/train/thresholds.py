@@ -10,17 +10,16 @@ precision on them (see there for what that precision means and when a species ke
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import json
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from engine.thresholds import MIN_POSITIVES, thresholds_for_precision
-from rfcx.config import TrainConfig
-from rfcx.runs import RunDir
-from rfcx.train import load_predictions
+from rfcx.runs.directory import RunDir
+from rfcx.runs.predictions import load_predictions
+from rfcx.train.config import TrainConfig
 
 
 def oof_window_scores(run: RunDir, k: int | Sequence[int]) -> tuple[dict[str, np.ndarray], float, float]:

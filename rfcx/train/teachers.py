@@ -1,5 +1,5 @@
 """How a round >= 1 combines its two teachers' window labels: the previous round's network and the templates
-(rfcx.templates), per species (``pseudo_templates_combine``).
+(rfcx.train.templates), per species (``pseudo_templates_combine``).
 
 "max" takes the larger label of a window. It keeps every call either teacher finds, and adds the network's
 background: on the held-back shape of issue 10, 82 % of the label mass of "max" lies on windows that hold no call

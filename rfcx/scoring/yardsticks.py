@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rfcx.metrics import lwlrap
+from rfcx.scoring.metrics import lwlrap
 
 DRAWS = 50
 

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from rfcx.runs import RunDir  # noqa: E402
+from rfcx.runs.directory import RunDir  # noqa: E402
 
 
 def plot_round(runs: RunDir, k: int) -> None:
@@ -39,7 +39,7 @@ def plot_rounds(runs: RunDir) -> None:
         pts = [(m["round"], m[key]) for m in rows if m.get(key) is not None]
         if pts:
             ax.plot(*zip(*pts), marker="o", label=label)
-    from rfcx.yardsticks import round_table
+    from rfcx.scoring.yardsticks import round_table
 
     table = round_table(runs.root)
     sticks = table[-1]["yardsticks"] if table else {}

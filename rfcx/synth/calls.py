@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from rfcx.species import N_SPECIES, load_species_table
+from rfcx.synth.species import N_SPECIES, load_species_table
 
 SR = 48_000
 KINDS = (

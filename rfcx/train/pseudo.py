@@ -20,9 +20,10 @@ import torch
 import zarr
 
 from engine.windows import frame_windows, window_starts
-from rfcx.calibration import class_rates, rescale_by_rate
-from rfcx.config import SCORE_MODES
-from rfcx.sampling import PseudoLabels
+from rfcx.runs.predictions import stack
+from rfcx.train.calibration import class_rates, rescale_by_rate
+from rfcx.train.config import SCORE_MODES
+from rfcx.train.sampling import PseudoLabels
 from store import FeatureStore
 
 N_CLASSES = 24
@@ -140,19 +141,6 @@ def _predict_fcn(deployable: torch.nn.Module, fs: FeatureStore, ids: list[str], 
     return {rid: out[rid] for rid in ids}
 
 
-def stack(scores: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(ids, offsets, concatenated windows) of a ``{rid: (n, 24)}`` dict, ids sorted."""
-    ids = sorted(scores)
-    lengths = [len(scores[r]) for r in ids]
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    flat = np.concatenate([scores[r] for r in ids]) if ids else np.zeros((0, N_CLASSES), np.float32)
-    return ids, offsets, flat.astype(np.float32)
-
-
-def unstack(ids: list[str], offsets: np.ndarray, flat: np.ndarray) -> dict[str, np.ndarray]:
-    return {rid: flat[offsets[i]:offsets[i + 1]] for i, rid in enumerate(ids)}
-
-
 def write_pseudo_labels(path: Path, scores: dict[str, np.ndarray], window_seconds: float, hop_seconds: float) -> None:
     """A Zarr group ``ids``, ``offsets``, ``scores`` (total windows x 24), written beside and renamed into place."""
     ids, offsets, flat = stack(scores)
@@ -224,7 +212,7 @@ def rescale(labels: PseudoLabels, mode: str, quantiles: tuple[float, float] = (0
             raise ValueError("pseudo_rescale = 'tp_clips' needs the TP boxes")
         return PseudoLabels(labels.ids, labels.offsets, tp_clip_labels(labels, boxes), labels.window_seconds,
                             labels.hop_seconds)
-    if mode == "prior":  # each class at its own positive rate, estimated from its TP windows (rfcx.calibration)
+    if mode == "prior":  # each class at its own positive rate, estimated from its TP windows (rfcx.train.calibration)
         if boxes is None:
             raise ValueError("pseudo_rescale = 'prior' needs the TP boxes")
         rates, _ = class_rates(labels.scores, tp_windows(labels, boxes))

@@ -29,17 +29,17 @@ from typing import Any
 
 import yaml
 
-from rfcx.teachers import COMBINES
+from rfcx.train.teachers import COMBINES
 
-OPTIMIZERS = ("adamw", "sgd")  # sgd: momentum 0.9, Nesterov (rfcx.train.make_optimizer)
+OPTIMIZERS = ("adamw", "sgd")  # sgd: momentum 0.9, Nesterov (rfcx.train.member.make_optimizer)
 SCHEDULES = ("cosine", "constant")
 PSEUDO_RESCALE = ("none", "quantile", "prior", "tp_clips")
 DISTRIBUTE = ("folds", "ddp")
-# How a run is executed, not what it learns: a run resumes under other values of these (rfcx.train)
+# How a run is executed, not what it learns: a run resumes under other values of these (rfcx.train.rounds)
 EXECUTION_FIELDS = ("num_workers", "cpu_processes", "store_cache_mb")
-SCORE_MODES = ("exact", "fcn")  # rfcx.pseudo.predict_windows
+SCORE_MODES = ("exact", "fcn")  # rfcx.train.pseudo.predict_windows
 PSEUDO_TEACHERS = ("oof", "ensemble")
-TEMPLATE_COMBINES = COMBINES  # rfcx.teachers
+TEMPLATE_COMBINES = COMBINES  # rfcx.train.teachers
 
 
 def _close(name: str, choices: typing.Iterable[str]) -> str:
@@ -76,7 +76,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Per-sample probabilities and strengths of the training augmentations (rfcx.augment)."""
+    """Per-sample probabilities and strengths of the training augmentations (rfcx.train.augment)."""
 
     time_warp_p: float = 0.5
     time_warp_max: float = 0.1  # fraction of the crop's frames the centre may move
@@ -144,7 +144,7 @@ class TrainConfig:
     # away from boxes, per-class AUC against the calls' truth: 0.73 from the held-out member, 0.82 from all four).
     pseudo_teacher: str = "oof"
     pseudo_quantiles: tuple[float, float] = (0.9, 0.99)
-    # Rounds >= 1: a second teacher, the TP boxes as templates matched over every training clip (rfcx.templates);
+    # Rounds >= 1: a second teacher, the TP boxes as templates matched over every training clip (rfcx.train.templates);
     # a window's soft label is the larger of the two teachers' (the seed: false, the network alone)
     pseudo_templates: bool = False
     # How the two teachers' labels of a window combine: "max", the larger; "mean", their mean (for the species the
@@ -152,7 +152,7 @@ class TrainConfig:
     # (their clip LWLRAP on the train clips: benchmark set 0.846 -> 0.920, held-back shape 0.901 -> 0.975), yet the
     # students learn less from them: round 1's test LWLRAP 0.840 (max) vs 0.814 (mean) on the benchmark set, 0.806
     # vs 0.772 on the held-back shape (same round 0 and templates). "select": per species the template label alone
-    # where the templates find the TP boxes clearly better than the network, else "max" (rfcx.teachers): 0.798 vs
+    # where the templates find the TP boxes clearly better than the network, else "max" (rfcx.train.teachers): 0.798 vs
     # 0.806 on the held-back shape. Kept as options; "max" is every config's.
     pseudo_templates_combine: str = "max"
     # Round 0 beyond the seed's masked BCE: ``unlabelled_weight`` > 0 gives every class that no box in a crop tells
@@ -180,7 +180,7 @@ class TrainConfig:
     # batch_size // world crops per rank per step, so the global batch stays batch_size). One process: the same.
     distribute: str = "folds"
     # Backbone weights a member starts from: false (random), "imagenet" (timm's pretrained weights: downloaded, needs
-    # a network) or the path of a local state dict of the backbone (.pth/.pt or .safetensors; rfcx.models)
+    # a network) or the path of a local state dict of the backbone (.pth/.pt or .safetensors; rfcx.train.models)
     pretrained: bool | str = False
 
     def __post_init__(self) -> None:
@@ -391,7 +391,7 @@ def cpu() -> TrainConfig:
     - half the box crops are around a TP box (``tp_box_share`` 0.5), not one in seven as the tables hold them: on
       the benchmark set round 0 0.503 -> 0.599, round 1 0.652 -> 0.683;
     - a second teacher for round 1 (``pseudo_templates``): the TP boxes as templates matched over every training
-      clip (rfcx.templates), for the calls the bootstrap cannot find (short ones above all); a window learns the
+      clip (rfcx.train.templates), for the calls the bootstrap cannot find (short ones above all); a window learns the
       larger of the two labels: on the benchmark set round 1 0.683 -> 0.849 (68 % of the gap to the oracle);
     - the members train two at a time on 2 cores, a process and a thread each (``cpu_processes`` 0: one process per
       thread): 1.4x the crops per second of one two-thread process; rounds 0-1 on the benchmark set took 36.3 min

@@ -1,0 +1,251 @@
+"""One ensemble member on one fold: the optimiser and its schedule, the resumable epoch loop, checkpoints, the
+member's out-of-fold and test predictions."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from rfcx.process_group import SINGLE, DistributedError, ProcessGroup
+from rfcx.runs.directory import member_name
+from rfcx.runs.predictions import stack
+from rfcx.train.augment import Augmenter
+from rfcx.train.config import ModelSpec, TrainConfig
+from rfcx.train.context import Context
+from rfcx.train.loader import crop_loader
+from rfcx.train.losses import masked_bce
+from rfcx.train.models import build_classifier
+from rfcx.train.pseudo import (
+    predict_windows,
+)
+from rfcx.train.sampling import CropSampler, PseudoLabels
+
+log = logging.getLogger(__name__)
+
+
+# -- one member on one fold ------------------------------------------------------------------------------------
+
+def _lr_lambda(cfg: TrainConfig, total_steps: int):
+    warm = cfg.warmup_epochs * cfg.batches_per_epoch
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:  # noqa: ANN001 (an iterable of parameters)
+    """The config's ``optimizer`` with its ``lr`` and ``weight_decay``: ``adamw`` (AdamW), or ``sgd`` (SGD with
+    momentum 0.9 and Nesterov; ``weight_decay`` as L2)."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer = {cfg.optimizer!r} is not one of ['adamw', 'sgd']")
+
+
+def _save(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def uses_ddp(cfg: TrainConfig, group: ProcessGroup) -> bool:
+    """``distribute = "ddp"`` under a launch of several processes (one process: no DDP wrapper, as "folds")."""
+    return cfg.distribute == "ddp" and group.distributed
+
+
+def check_ddp_batch(cfg: TrainConfig, group: ProcessGroup) -> None:
+    """DDP keeps the global batch at ``batch_size``: it must split evenly over the ranks."""
+    if uses_ddp(cfg, group) and cfg.batch_size % group.world:
+        raise ValueError(f"distribute = 'ddp' splits each batch of batch_size = {cfg.batch_size} crops over the "
+                         f"{group.world} ranks, which needs a batch_size divisible by {group.world} (e.g. "
+                         f"{max(group.world, cfg.batch_size // group.world * group.world)}; set it with --set "
+                         f"batch_size=N), or use distribute = 'folds'")
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """Rank r's seed of a DDP member: rank 0 keeps ``seed`` (a launch of one process is unchanged)."""
+    return seed if rank == 0 else (seed + 1_000_000_007 * rank) % 2**62
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 of a model's parameters and buffers (names, dtypes, bytes): equal on every rank of a DDP member."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in state_dict.items():
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _broadcast_buffers(net: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank: DDP syncs them before each forward, so
+    after an epoch's last step each rank holds its own; the checkpoint (rank 0's) is what every rank keeps."""
+    import torch.distributed as dist
+
+    for buf in net.buffers():
+        dist.broadcast(buf.data, src=0)
+
+
+def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: PseudoLabels | None,
+                 group: ProcessGroup = SINGLE) -> dict:
+    """Train (or resume, or skip) one member on one fold; returns its checkpoint dict.
+
+    With ``distribute = "ddp"`` under a launch of several processes every rank calls this for the same member:
+    the model is wrapped in DistributedDataParallel, each rank draws ``batch_size // world`` crops per step
+    (sampler and augmentations seeded by the member, the epoch and the rank), and rank 0 alone writes the
+    checkpoints (every rank resumes from the same one).
+    """
+    cfg, runs = ctx.cfg, ctx.runs
+    ddp = uses_ddp(cfg, group)
+    rank = group.rank if ddp else 0
+    batch = cfg.batch_size // group.world if ddp else cfg.batch_size
+    path = runs.checkpoint(k, spec, fold)
+    seed = ctx.member_seed(k, spec, fold)
+    torch.manual_seed(seed)
+    net = build_classifier(cfg, spec, pretrained=not path.is_file()).to(ctx.device)  # resumed: the checkpoint's
+    if cfg.channels_last:
+        net.backbone.to(memory_format=torch.channels_last)
+    opt = make_optimizer(cfg, net.parameters())
+    epochs = cfg.epochs_of(k)
+    total = epochs * cfg.batches_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
+    ckpt = {"epoch": 0, "history": [], "complete": False}
+    resumed = path.is_file()
+    if resumed:
+        ckpt = torch.load(path, map_location=ctx.device, weights_only=False)
+    if ddp:  # every rank must start from the same checkpoint (the run directory at the same path everywhere)
+        seen = group.all_gather_object((ckpt["epoch"], bool(ckpt.get("complete"))), f"{path}: resume point")
+        if len(set(seen)) > 1:
+            raise DistributedError(f"{group.label}: the ranks see different checkpoints of {path} (epoch, complete "
+                                   f"by rank: {seen}): every rank must see the run directory at the same path")
+    if ckpt.get("complete") or ckpt["epoch"] >= epochs:
+        return ckpt
+    if resumed:
+        net.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        log.info("resuming %s from epoch %d", path, ckpt["epoch"])
+        was = ckpt.get("ddp_world", 1)
+        if ddp and was != group.world:
+            log.warning("%s: epochs 1-%d ran on %d process(es), the rest run on %d: the same global batch, other "
+                        "random crops", path, ckpt["epoch"], was, group.world)
+    model: torch.nn.Module = net
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[ctx.device.index if ctx.device.index is not None else
+                                                         torch.cuda.current_device()]
+                                        if ctx.device.type == "cuda" else None)
+
+    train_ids = {rid: ctx.fs.n_frames(rid) for rid, f in ctx.folds.items() if f != fold}
+    crop = ctx.fs.params.seconds_to_frames(spec.crop_seconds)
+    augment = Augmenter(cfg.augment, cfg.mixup_alpha, torch.Generator().manual_seed(_rank_seed(seed, rank)))
+    use_amp = ctx.device.type == "cuda"
+    history = list(ckpt["history"])
+    name = f"round {k} {member_name(spec)} fold {fold}"
+    bar = tqdm(total=total, initial=ckpt["epoch"] * cfg.batches_per_epoch, desc=name, unit="batch",
+               disable=not ctx.progress, dynamic_ncols=True, leave=False)
+    for epoch in range(ckpt["epoch"], epochs):
+        epoch_seed = seed + 7919 * (epoch + 1)
+        augment.generator.manual_seed(_rank_seed(epoch_seed, rank))  # every epoch is seeded: a resumed fold
+        torch.manual_seed(_rank_seed(epoch_seed, rank))  # repeats it exactly
+
+        def make_sampler(worker: int, epoch_seed: int = epoch_seed) -> CropSampler:
+            return CropSampler(ctx.boxes, train_ids, ctx.fs.params, crop, k, pseudo, cfg.tp_fp_sampling, cfg.tp_fp_p,
+                               seed=_rank_seed(epoch_seed * 31 + worker, rank), truth=ctx.truth,
+                               unlabelled_weight=cfg.unlabelled_weight, random_crop_p=cfg.random_crop_p,
+                               pseudo_negative_weight=cfg.pseudo_negative_weight, tp_box_share=cfg.tp_box_share)
+
+        model.train()
+        losses, wait, t_epoch = [], 0.0, time.perf_counter()
+        t_wait = time.perf_counter()
+        for x, target, mask, bins, label_boxes in crop_loader(ctx.fs, make_sampler, batch, cfg.batches_per_epoch,
+                                                              cfg.num_workers):
+            wait += time.perf_counter() - t_wait
+            k_aug = 1 if cfg.oracle else k  # the oracle's labels are whole (soft mixup, SpecAugment), as rounds >= 1
+            # the augmentations run on the training device, after the copy (the box bins stay on the CPU)
+            x = x.to(ctx.device, non_blocking=True)
+            target, mask = target.to(ctx.device, non_blocking=True), mask.to(ctx.device, non_blocking=True)
+            x, target, mask = augment(x, target, mask, k_aug, bins if k_aug == 0 else None,
+                                      label_boxes if k_aug == 0 else None)
+            with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x)
+            loss = masked_bce(logits.float(), target, mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.update(1)
+            elapsed = time.perf_counter() - t_epoch
+            bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{np.mean(losses[-20:]):.4f}",
+                            crops_s=f"{len(losses) * cfg.batch_size / elapsed:.0f}")
+            t_wait = time.perf_counter()
+        loss = float(np.mean(losses))
+        extra = {}
+        if ddp:  # the loss over every rank's crops; a digest of each rank's weights (all equal)
+            _broadcast_buffers(net)
+            seen = group.all_gather_object((loss, weights_digest(net.state_dict())), f"{name} epoch {epoch + 1}")
+            loss = float(np.mean([s[0] for s in seen]))
+            if len({s[1] for s in seen}) > 1:  # DDP keeps them equal; say so if a rank drifted (rank 0's is kept)
+                log.warning("%s epoch %d: the ranks' weights differ (sha256 by rank: %s)", name, epoch + 1,
+                            [s[1][:12] for s in seen])
+            extra = {"ddp": {"world": group.world, "weights_sha256": [s[1] for s in seen]}}
+        seconds = time.perf_counter() - t_epoch
+        history.append({"epoch": epoch + 1, "loss": loss, "lr": sched.get_last_lr()[0],
+                        "crops_per_s": len(losses) * cfg.batch_size / seconds, "data_wait_s": wait,
+                        "seconds": seconds, **extra})
+        ckpt = {"state_dict": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "epoch": epoch + 1, "history": history, "complete": False, "config": cfg.to_dict(),
+                "member": {"backbone": spec.backbone, "crop_seconds": spec.crop_seconds}, "fold": fold, "round": k,
+                "mel": ctx.fs.params.to_dict()}
+        if ddp:
+            ckpt["ddp_world"] = group.world
+        if group.is_main or not ddp:
+            _save(ckpt, path)
+            runs.sync()  # a run at a URL: the checkpoint reaches it, an interrupted fold resumes from there
+    bar.close()
+    return ckpt
+
+
+def predict_member(ctx: Context, k: int, spec: ModelSpec, fold: int, ckpt: dict) -> None:
+    """Score the fold's held-out train clips and every test clip; then mark the checkpoint complete."""
+    path = ctx.runs.predictions(k, spec, fold)
+    if not (ckpt.get("complete") and path.is_file()):
+        model = build_classifier(ctx.cfg, spec).to(ctx.device)
+        model.load_state_dict(ckpt["state_dict"])
+        held_out = sorted(rid for rid, f in ctx.folds.items() if f == fold)
+        test = ctx.fs.ids("test") if "test" in ctx.fs.splits else []
+        kw = dict(grid_window_s=ctx.grid_window_s, hop_s=ctx.cfg.pseudo_hop_seconds, crop_s=spec.crop_seconds,
+                  device=ctx.device, mode=ctx.cfg.score_mode)
+        oof_ids, oof_off, oof = stack(predict_windows(model, ctx.fs, held_out, **kw))
+        test_ids, test_off, tst = stack(predict_windows(model, ctx.fs, test, **kw))
+        extra = {}
+        if ctx.cfg.pseudo_teacher == "ensemble":  # the clips it trained on too: the next round's teacher
+            trained_on = sorted(rid for rid, f in ctx.folds.items() if f != fold)
+            ids, off, scores = stack(predict_windows(model, ctx.fs, trained_on, **kw))
+            extra = dict(infold_ids=np.array(ids), infold_offsets=off, infold_scores=scores)
+        tmp = path.with_name(f".tmp.{path.name}")
+        np.savez(tmp, oof_ids=np.array(oof_ids), oof_offsets=oof_off, oof_scores=oof, test_ids=np.array(test_ids),
+                 test_offsets=test_off, test_scores=tst, **extra)
+        os.replace(tmp, path)
+        ckpt["complete"] = True
+        _save(ckpt, ctx.runs.checkpoint(k, spec, fold))
+        ctx.runs.sync()

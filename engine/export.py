@@ -44,6 +44,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from store.errors import RfcxError
+
 from .net import prepare_input
 
 FORMAT_VERSION = 1
@@ -52,7 +54,7 @@ META_FILE = "meta.json"
 REQUIRED_META = ("crop_seconds", "hop_seconds", "mel")
 
 
-class ModelFileError(ValueError):
+class ModelFileError(RfcxError, ValueError):
     """An exported model file that cannot be used; the message names the file and says why."""
 
 

@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from store import BadInputError, FeatureStore, MelParams
+from store.atomic import atomic_path, write_text_atomic
 
 from .export import LoadedModel, load_model
 from .windows import window_starts
@@ -112,9 +113,8 @@ class _ChunkResult:
         arrays = {"ids": np.array(self.ids, dtype=object).astype(str), "clip": self.clip}
         for g, (off, sc) in enumerate(self.windows):
             arrays[f"w{g}_offsets"], arrays[f"w{g}_scores"] = off, sc
-        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        with atomic_path(path, keep_suffix=True) as tmp:  # np.savez adds .npz to a name without it
+            np.savez(tmp, **arrays)
 
     @classmethod
     def load(cls, path: Path, n_groups: int) -> "_ChunkResult":
@@ -228,9 +228,7 @@ def _open_checkpoint(directory: Path, fingerprint: dict, restart_other: bool) ->
                              f"{', '.join(diff)}); delete it or choose another checkpoint directory")
         for part in _parts(directory):
             part.unlink()
-    tmp = directory / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(fingerprint, indent=1))
-    os.replace(tmp, manifest)
+    write_text_atomic(manifest, json.dumps(fingerprint, indent=1))
 
 
 def _parts(directory: Path) -> list[Path]:

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from store import BadInputError, FeatureStore, MelParams
 from store.atomic import atomic_path, write_text_atomic
+from store.device import resolve_device  # also imported from here by rfcx.cli_engine
 
 from .export import LoadedModel, load_model
 from .windows import window_starts
@@ -52,20 +53,6 @@ class Clips(Protocol):
 
 def score_columns(n_classes: int) -> list[str]:
     return [f"s{c}" for c in range(n_classes)]
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``gpu`` is an alias of ``cuda``."""
-    if isinstance(name, torch.device):
-        return name
-    name = "cuda" if name == "gpu" else name
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was asked for, but no CUDA GPU is visible")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise ValueError(f"device must be auto, cpu, gpu, cuda or cuda:N, got {name!r}")
-    return torch.device(name)
 
 
 def check_models(models: Sequence[LoadedModel], params: MelParams, where: str) -> None:

@@ -34,6 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from store import BadInputError, FeatureStore, MelParams
+from store.atomic import atomic_path, write_text_atomic
+from store.device import resolve_device  # also imported from here by rfcx.cli_engine
 
 from .export import LoadedModel, load_model
 from .windows import window_starts
@@ -51,20 +53,6 @@ class Clips(Protocol):
 
 def score_columns(n_classes: int) -> list[str]:
     return [f"s{c}" for c in range(n_classes)]
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``gpu`` is an alias of ``cuda``."""
-    if isinstance(name, torch.device):
-        return name
-    name = "cuda" if name == "gpu" else name
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was asked for, but no CUDA GPU is visible")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise ValueError(f"device must be auto, cpu, gpu, cuda or cuda:N, got {name!r}")
-    return torch.device(name)
 
 
 def check_models(models: Sequence[LoadedModel], params: MelParams, where: str) -> None:
@@ -112,9 +100,8 @@ class _ChunkResult:
         arrays = {"ids": np.array(self.ids, dtype=object).astype(str), "clip": self.clip}
         for g, (off, sc) in enumerate(self.windows):
             arrays[f"w{g}_offsets"], arrays[f"w{g}_scores"] = off, sc
-        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        with atomic_path(path, keep_suffix=True) as tmp:  # np.savez adds .npz to a name without it
+            np.savez(tmp, **arrays)
 
     @classmethod
     def load(cls, path: Path, n_groups: int) -> "_ChunkResult":
@@ -228,9 +215,7 @@ def _open_checkpoint(directory: Path, fingerprint: dict, restart_other: bool) ->
                              f"{', '.join(diff)}); delete it or choose another checkpoint directory")
         for part in _parts(directory):
             part.unlink()
-    tmp = directory / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(fingerprint, indent=1))
-    os.replace(tmp, manifest)
+    write_text_atomic(manifest, json.dumps(fingerprint, indent=1))
 
 
 def _parts(directory: Path) -> list[Path]:

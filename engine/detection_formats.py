@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from store.atomic import atomic_path, write_text_atomic
+
 from .events import EVENT_COLUMNS
 
 FORMATS = ("csv", "parquet", "raven", "audacity")
@@ -53,29 +55,15 @@ def default_format(path: str | os.PathLike) -> str:
     return "parquet" if Path(path).suffix == ".parquet" else "csv"
 
 
-def _atomic_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8", newline="\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_frame(frame: pd.DataFrame, path: str | os.PathLike, fmt: str) -> Path:
     """CSV or parquet, atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         if fmt == "parquet":
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False, float_format="%.6g")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -122,9 +110,9 @@ def write_raven(events: pd.DataFrame, path: str | os.PathLike, recordings: Seque
         for rid in recordings:
             mine = events[events["recording_id"] == rid]
             written.append(path / f"{rid}{RAVEN_SUFFIX}")
-            _atomic_text(_raven_text(raven_table(mine)), written[-1])
+            write_text_atomic(written[-1], _raven_text(raven_table(mine)))
         return written
-    _atomic_text(_raven_text(raven_table(events, dict(files or {}))), path)
+    write_text_atomic(path, _raven_text(raven_table(events, dict(files or {}))))
     return [path]
 
 
@@ -171,12 +159,12 @@ def write_audacity(events: pd.DataFrame, path: str | os.PathLike, recordings: Se
         written = []
         for rid in recordings:
             written.append(path / f"{rid}{AUDACITY_SUFFIX}")
-            _atomic_text(audacity_text(events[events["recording_id"] == rid]), written[-1])
+            write_text_atomic(written[-1], audacity_text(events[events["recording_id"] == rid]))
         return written
     if len(set(recordings)) > 1:
         raise ValueError(f"{path}: an Audacity label track holds one recording's labels, and {len(set(recordings))} "
                          "were scored; give a folder (a path without a suffix) for one label file per recording")
-    _atomic_text(audacity_text(events), path)
+    write_text_atomic(path, audacity_text(events))
     return [path]
 
 

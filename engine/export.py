@@ -44,6 +44,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from store.atomic import atomic_path
+from store.errors import RfcxError
+
 from .net import prepare_input
 
 FORMAT_VERSION = 1
@@ -52,7 +55,7 @@ META_FILE = "meta.json"
 REQUIRED_META = ("crop_seconds", "hop_seconds", "mel")
 
 
-class ModelFileError(ValueError):
+class ModelFileError(RfcxError, ValueError):
     """An exported model file that cannot be used; the message names the file and says why."""
 
 
@@ -238,12 +241,8 @@ def _write_atomic(path: Path, write: Any) -> Path:
     """Call ``write(tmp_path)`` then rename onto ``path``: a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # .pt2 archives want their suffix
-    try:
+    with atomic_path(path, keep_suffix=True) as tmp:  # .pt2 archives want their suffix
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from store.atomic import atomic_path
+
 MIN_POSITIVES = 3
 
 
@@ -51,9 +53,8 @@ def write_thresholds(thresholds: dict[int, float], path: str | os.PathLike) -> P
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(sorted(thresholds.items()), columns=["species_id", "threshold"])
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    frame.to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
     return path
 
 

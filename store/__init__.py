@@ -6,10 +6,10 @@ Public API::
 """
 
 from .builder import BuildSummary, build_store
-from .errors import BadInputError, DamagedStoreError, Rejection, StoreError
+from .errors import BadInputError, DamagedStoreError, Rejection, RfcxError, StoreError
 from .feature_store import CropRequest, FeatureStore
 from .lock import LockedError
 from .params import MelParams
 
 __all__ = ["BadInputError", "BuildSummary", "CropRequest", "DamagedStoreError", "FeatureStore", "LockedError", "MelParams",
-           "Rejection", "StoreError", "build_store"]
+           "Rejection", "RfcxError", "StoreError", "build_store"]

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from . import layout
 from .audio import AUDIO_SUFFIXES, AudioInfo, decode, probe
 from .dali_pipeline import DaliLogMel, dali_available
+from .device import resolve_device as _resolve_device
 from .errors import BadInputError, Rejection
 from .integrity import Damage, VerifyReport, verify_clips
 from .rejections import MISSING_AUDIO, REJECTED_AUDIO, update_rejected_csv
@@ -80,20 +81,9 @@ class BuildSummary:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``gpu`` when CUDA is usable, else ``cpu``; ``gpu`` without CUDA is an error."""
-    if device not in ("auto", "cpu", "gpu"):
-        raise ValueError(f"device must be auto, cpu or gpu, got {device!r}")
-    if device == "cpu":
-        return "cpu"
-    try:
-        import torch
-
-        has_cuda = torch.cuda.is_available()
-    except Exception:
-        has_cuda = False
-    if device == "gpu" and not has_cuda:
-        raise RuntimeError("--device gpu was asked for, but no CUDA GPU is visible")
-    return "gpu" if has_cuda else "cpu"
+    """``gpu`` or ``cpu``: where :func:`store.device.resolve_device` puts ``device``. Kept for ``rfcx.cli`` (use
+    ``store.device.resolve_device(device).type == "cuda"``); to be removed."""
+    return "gpu" if _resolve_device(device).type == "cuda" else "cpu"
 
 
 BACKENDS = ("auto", "dali", "torch")
@@ -401,7 +391,7 @@ def _build_store(data_dir: str | Path, store_path: str | Path, backend: str, dev
     splits = [s for s in layout.SPLITS if (data_dir / s).is_dir()]
     if not splits:
         raise FileNotFoundError(f"{data_dir}: has neither a train/ nor a test/ folder")
-    device = resolve_device(device)
+    device = "gpu" if _resolve_device(device).type == "cuda" else "cpu"  # the summary's and the backends' word
     backend = choose_backend(backend, device, store_path, storage_options)
     if backend == "dali" and not dali_available():
         log.warning("NVIDIA DALI is not installed: falling back to the torch backend")

@@ -1,5 +1,6 @@
-"""The store's errors, under one root (:class:`StoreError`): bad input (it names the file, row and reason) and a
-damaged store (it names the split, clip and chunk). The writer lock's :class:`store.lock.LockedError` is one too."""
+"""The project's error root (:class:`RfcxError`), and the store's errors under theirs (:class:`StoreError`): bad
+input (it names the file, row and reason) and a damaged store (it names the split, clip and chunk). The writer
+lock's :class:`store.lock.LockedError` is one too."""
 
 from __future__ import annotations
 
@@ -29,7 +30,18 @@ class Rejection:
         return cls(file=d["file"], reason=d["reason"], row=d.get("row"), split=d.get("split"), cause=d.get("cause"))
 
 
-class StoreError(Exception):
+class RfcxError(Exception):
+    """The root of every user-facing error of the project (store, engine, rfcx): its message says what is wrong
+    and what to do. The command line turns one into ``error: <message>`` on stderr and exits with
+    :attr:`exit_code`; any other exception is a bug and keeps its traceback.
+
+    Every subclass stays constructible from one message string: exceptions are pickled across processes and
+    rebuilt (torch's DataLoader re-raises a worker's error as ``type(exc)(message)``)."""
+
+    exit_code = 1
+
+
+class StoreError(RfcxError):
     """The root of the errors the store raises about its input and its own files."""
 
 

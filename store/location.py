@@ -29,6 +29,8 @@ import fsspec.implementations.local
 from fsspec.registry import known_implementations
 from zarr.abc.store import Store
 
+from .errors import RfcxError
+
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 LOCAL_PROTOCOLS = ("file", "local")
 # pip packages of the fsspec backends whose module name is not the package name
@@ -36,7 +38,7 @@ _PACKAGES = {"http": "aiohttp", "https": "aiohttp", "sftp": "paramiko", "ssh": "
              "arrow_hdfs": "pyarrow", "hf": "huggingface_hub", "dropbox": "dropboxdrivefs"}
 
 
-class MissingBackendError(ValueError):
+class MissingBackendError(RfcxError, ValueError):
     """A URL whose protocol needs an fsspec backend package that is not installed."""
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_path
 from .errors import Rejection
 
 MISSING_AUDIO = "missing audio"
@@ -64,13 +65,11 @@ def rejected_csv_path(store_path: str | os.PathLike, storage_options: Mapping[st
 
 def write_rejected_csv(rejections: Iterable[Rejection], path: Path) -> None:
     """``split,file,row,cause,reason``, one rejection a row, written atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
         out.writerow(["split", "file", "row", "cause", "reason"])
         for r in rejections:
             out.writerow([r.split or "", r.file, "" if r.row is None else r.row, r.cause or "defect", r.reason])
-    os.replace(tmp, path)
 
 
 def update_rejected_csv(store_path: str | os.PathLike, storage_options: Mapping[str, Any] | None,

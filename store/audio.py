@@ -72,6 +72,12 @@ def resample(signal: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return resample_poly(signal, to_rate // g, from_rate // g).astype(np.float32)
 
 
+def list_audio_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]

@@ -9,47 +9,41 @@ and stored too (``tables/test_labels``), and so is a ``calls_truth.csv`` (every 
 
 A store keeps the features of one backend: resuming it with the other is refused. With ``repair`` a build first
 reads every stored chunk and decodes the damaged clips again (:mod:`store.integrity`).
+
+Its parts: :mod:`store.backends` (which backend, and the log-mel of a batch of files), :mod:`store.writer` (the
+store's root, clips, index and tables), :mod:`store.truth` (the truth files); this module plans and runs the build.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import zarr
 from tqdm.auto import tqdm
 
 from . import layout
-from .audio import AUDIO_SUFFIXES, AudioInfo, decode, probe
-from .dali_pipeline import DaliLogMel, dali_available
+from .audio import AudioInfo, list_audio_files, probe
+from .backends import _LogMel, choose_backend
+from .dali_pipeline import dali_available
 from .device import resolve_device as _resolve_device
 from .errors import BadInputError, Rejection
 from .integrity import Damage, VerifyReport, verify_clips
-from .rejections import MISSING_AUDIO, REJECTED_AUDIO, update_rejected_csv
-from .location import Location
 from .lock import NoLock, writer_lock
 from .params import MelParams
-from .tables import (
-    N_SPECIES, CheckedTable, check_boxes_against_clips, csv_records, empty_boxes, read_boxes, read_submission_ids,
-)
+from .rejections import update_rejected_csv
+from .tables import CheckedTable, check_boxes_against_clips, empty_boxes, read_boxes, read_submission_ids
+from .truth import CALLS_FILE, TRUTH_FILE, check_truth_against_clips, read_calls, read_truth
+from .writer import INDEX_EVERY, _SplitWriter, _write_table, _write_truth, open_or_create, write_column
 
 log = logging.getLogger(__name__)
-
-INDEX_EVERY = 256  # clips between index checkpoints
-TRUTH_FILE = "test_labels.csv"  # clip-level truth of the test clips: recording_id,s0..s23 (0/1)
-CALLS_FILE = "calls_truth.csv"  # every call of every clip (synthetic data): split,recording_id,species_id,t_min,...
-CALLS_COLUMNS = ("split", "recording_id", "species_id", "t_min", "f_min", "t_max", "f_max")
 
 
 @dataclass
@@ -84,245 +78,6 @@ def resolve_device(device: str) -> str:
     """``gpu`` or ``cpu``: where :func:`store.device.resolve_device` puts ``device``. Kept for ``rfcx.cli`` (use
     ``store.device.resolve_device(device).type == "cuda"``); to be removed."""
     return "gpu" if _resolve_device(device).type == "cuda" else "cpu"
-
-
-BACKENDS = ("auto", "dali", "torch")
-
-
-def choose_backend(backend: str, device: str, store_path: str | Path | Location | None = None,
-                   storage_options: Mapping[str, Any] | None = None) -> str:
-    """``auto`` -> the backend that measured fastest where the build runs: on a GPU DALI (where it is installed),
-    on the CPU torch (banded mel product, clips on all cores: ``benchmarks/store_build.py``); a store that
-    already holds clips keeps the backend it was built with. ``device`` is ``cpu`` or ``gpu`` (resolved)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend != "auto":
-        return backend
-    if store_path is not None:
-        built_with = _stored_backend(store_path, storage_options)
-        if built_with is not None:
-            return built_with
-    return "dali" if device == "gpu" and dali_available() else "torch"
-
-
-def _stored_backend(store_path: str | Path | Location, storage_options: Mapping[str, Any] | None) -> str | None:
-    """The backend of an existing store that holds clips, else None."""
-    try:
-        root = zarr.open_group(Location.parse(store_path, storage_options).zarr_store(), mode="r")
-        built_with = root.attrs.get("backend")
-        return built_with if built_with in BACKENDS and _holds_clips(root) else None
-    except Exception:  # no store yet, or not one: open_or_create says what is wrong
-        return None
-
-
-class _LogMel:
-    """One backend behind one call: files in, (logmel, decoded samples) or a rejection out, per file."""
-
-    def __init__(self, backend: str, device: str, params: MelParams, batch_size: int,
-                 threads: int | None = None) -> None:
-        self.params = params
-        self.backend = backend
-        self.threads = threads = max(1, threads or os.cpu_count() or 1)
-        if backend == "dali":
-            self.dali = DaliLogMel(params, batch_size=batch_size, num_threads=threads,
-                                   device_id=_cuda_device() if device == "gpu" else None)
-        elif backend == "torch":
-            from .torch_mel import TorchLogMel
-
-            self.torch = TorchLogMel(params, "cuda" if device == "gpu" else "cpu")
-            self.on_cpu = device != "gpu"
-            # decoding (libsndfile releases the GIL), and on the CPU the log-mel too (torch releases it): one clip
-            # per thread, all the cores given (a worker process per core measured the same: 19.4 vs 19.0 clips/s)
-            self.pool = ThreadPoolExecutor(threads)
-        else:
-            raise ValueError(f"backend must be dali or torch, got {backend!r}")
-
-    @contextmanager
-    def threads_for_clips(self) -> Iterator[None]:
-        """While clips are computed on the CPU by the torch backend, one clip per thread of the pool, torch's own
-        intra-op threads are set to 1 (more would only contend for the same cores); restored after."""
-        if self.backend != "torch" or not self.on_cpu or self.threads == 1:
-            yield
-            return
-        import torch
-
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
-    def submit(self, infos: Sequence[AudioInfo]) -> Callable[[], Iterable[tuple[np.ndarray, int] | Rejection]]:
-        """Start the batch where it can run while the caller goes on (the torch backend's threads on the CPU),
-        and return what gives its results, one per file in order (each as soon as it is in): ``(logmel, decoded
-        samples)`` or a rejection."""
-        if self.backend == "torch" and self.on_cpu:
-            started = self.pool.map(self._load, infos)  # every clip handed to the threads now
-            return lambda: started
-        return lambda: self(infos)
-
-    def __call__(self, infos: Sequence[AudioInfo]) -> list[tuple[np.ndarray, int] | Rejection]:
-        if self.backend == "dali":
-            return self._dali(infos)
-        return self._torch(infos)
-
-    def _dali(self, infos: Sequence[AudioInfo]) -> list[tuple[np.ndarray, int] | Rejection]:
-        encoded = [np.fromfile(i.path, dtype=np.uint8) for i in infos]
-        try:
-            return [self._check_length(i, r) for i, r in zip(infos, self.dali(encoded))]
-        except RuntimeError:
-            pass  # some file of the batch does not decode: find which, one at a time
-        out: list[tuple[np.ndarray, int] | Rejection] = []
-        for info, enc in zip(infos, encoded):
-            try:
-                out.append(self._check_length(info, self.dali([enc])[0]))
-            except RuntimeError as exc:
-                out.append(_decode_failure(info.path, exc))
-        return out
-
-    def _check_length(self, info: AudioInfo, result: tuple[np.ndarray, int]) -> tuple[np.ndarray, int] | Rejection:
-        expected = info.frames * self.params.sample_rate / info.sample_rate
-        if result[1] < 0.99 * expected - 1:
-            return Rejection(str(info.path), f"truncated: decoded {result[1]} of {int(expected)} samples")
-        return result
-
-    def _load(self, info: AudioInfo) -> np.ndarray | tuple[np.ndarray, int] | Rejection:
-        """One file decoded; on the CPU its log-mel computed too (one clip per thread)."""
-        try:
-            signal = decode(info.path, self.params.sample_rate)[0]
-        except BadInputError as exc:
-            return exc.rejection
-        return (self.torch.logmel_cpu(signal), len(signal)) if self.on_cpu else signal
-
-    def _torch(self, infos: Sequence[AudioInfo]) -> list[tuple[np.ndarray, int] | Rejection]:
-        if self.on_cpu:
-            return list(self.pool.map(self._load, infos))
-        decoded = list(self.pool.map(self._load, infos))
-        signals = [d for d in decoded if isinstance(d, np.ndarray)]
-        mels = iter(self.torch(signals))
-        return [d if isinstance(d, Rejection) else (next(mels), len(d)) for d in decoded]
-
-
-def _cuda_device() -> int:
-    """The current CUDA device (a process of a multi-GPU launch has set its own)."""
-    import torch
-
-    return torch.cuda.current_device()
-
-
-def _decode_failure(path: Path, exc: Exception) -> Rejection:
-    """The clearest reason available: libsndfile's, else DALI's first line."""
-    try:
-        decode(path, 48_000)
-    except BadInputError as bad:
-        return bad.rejection
-    first = next((ln.strip() for ln in str(exc).splitlines() if "rror" in ln), str(exc).splitlines()[0])
-    return Rejection(str(path), f"corrupt audio (DALI: {first[:200]})")
-
-
-def list_audio_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
-
-
-def open_or_create(store_path: str | Path | Location, params: MelParams, backend: str,
-                   storage_options: Mapping[str, Any] | None = None) -> zarr.Group:
-    """The store's root group: created when new, checked (format, mel parameters) when it exists.
-
-    ``store_path`` is a local path or an fsspec URL (see :mod:`store.location`)."""
-    loc = Location.parse(store_path, storage_options)
-    store_path = loc.text
-    try:
-        root = zarr.open_group(loc.zarr_store(), mode="r+")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
-        root = None
-    if root is None:
-        if loc.has_content():
-            raise ValueError(f"{store_path}: exists and is not a feature store; choose another --store")
-        root = zarr.open_group(loc.zarr_store(), mode="w")
-        root.attrs.update({"format": layout.FORMAT, "version": layout.VERSION, "mel": params.to_dict(),
-                           "backend": backend, "rejected": []})
-        return root
-    attrs = dict(root.attrs)
-    if attrs.get("format") != layout.FORMAT:
-        raise ValueError(f"{store_path}: not an rfcx feature store (format={attrs.get('format')!r})")
-    stored = MelParams.from_dict(attrs["mel"])
-    if stored != params:
-        diff = {k: (v, params.to_dict()[k]) for k, v in stored.to_dict().items() if params.to_dict()[k] != v}
-        raise ValueError(f"{store_path}: made with other mel parameters {diff} (stored, asked); use a new --store")
-    built_with = attrs.get("backend")
-    if built_with != backend:
-        if built_with is not None and _holds_clips(root):
-            raise ValueError(_backend_mix(store_path, built_with, backend))
-        root.attrs["backend"] = backend  # no clip is stored yet: the store takes this run's backend
-    return root
-
-
-def _holds_clips(root: zarr.Group) -> bool:
-    """Whether any clip array is stored (complete or not)."""
-    for split in layout.SPLITS:
-        if split in root and "mel" in root[split] and next(iter(root[split]["mel"].array_keys()), None) is not None:
-            return True
-    return False
-
-
-def _backend_mix(store_path: str, built_with: str, backend: str) -> str:
-    """Why a store keeps one backend: the two decode and compute the log-mel each its own way."""
-    if built_with == "dali" and not dali_available():
-        how = "NVIDIA DALI is not installed here: resume it where DALI is, or use a new --store"
-    else:
-        how = f"resume it with --backend {built_with}, or use a new --store"
-    return (f"{store_path}: built with the {built_with} backend, and this run decodes with {backend}: one store keeps "
-            f"the features of one backend (the two differ by up to 0.1 dB); {how}")
-
-
-class _SplitWriter:
-    """Writes the clips of one split and keeps its index."""
-
-    def __init__(self, root: zarr.Group, split: str, params: MelParams) -> None:
-        self.root, self.split, self.params = root, split, params
-        self.group = root.require_group(split)
-        self.mel = self.group.require_group("mel")
-        self.entries = self._load_index()
-
-    def _load_index(self) -> dict[str, tuple[int, int, int]]:
-        """Complete clips: the index where it is consistent, plus any complete clip it is missing."""
-        entries: dict[str, tuple[int, int, int]] = {}
-        try:
-            cols = [self.group[name][:] for name in layout.INDEX_ARRAYS]
-            if len({len(c) for c in cols}) == 1:
-                entries = {str(r): (int(f), int(s), int(sr)) for r, f, s, sr in zip(*cols)}
-        except KeyError:
-            pass
-        for name, arr in self.mel.arrays():
-            if name in entries:
-                continue
-            attrs = arr.attrs
-            if attrs.get("complete"):
-                entries[name] = (arr.shape[1], int(attrs["n_samples"]), int(attrs["source_sample_rate"]))
-        return entries
-
-    def done(self, recording_id: str) -> bool:
-        return recording_id in self.entries
-
-    def write(self, recording_id: str, logmel: np.ndarray, n_samples: int, info: AudioInfo) -> None:
-        layout.write_mel(self.mel, recording_id, logmel, n_samples, info.sample_rate, info.channels)
-        self.entries[recording_id] = (logmel.shape[1], int(n_samples), info.sample_rate)
-
-    def write_index(self) -> None:
-        ids = sorted(self.entries)
-        cols = {
-            "ids": np.array(ids, dtype=str),
-            "n_frames": np.array([self.entries[r][0] for r in ids], dtype=np.int32),
-            "n_samples": np.array([self.entries[r][1] for r in ids], dtype=np.int64),
-            "source_sample_rate": np.array([self.entries[r][2] for r in ids], dtype=np.int32),
-        }
-        for name, values in cols.items():
-            write_column(self.group, name, values)
-        self.group.attrs["n_clips"] = len(ids)
-
 
 def build_store(
     data_dir: str | Path,
@@ -561,134 +316,6 @@ def _read_table(path: Path, params: MelParams) -> CheckedTable | None:
         log.warning("%s not found: the store gets an empty table", path)
         return None
     return read_boxes(path, max_hz=params.sample_rate / 2)
-
-
-def read_truth(path: Path, n_species: int = N_SPECIES) -> CheckedTable:
-    """Read a ``test_labels.csv`` (``recording_id,s0..s{n_species-1}``), checking every row.
-
-    A row is rejected (with its line number and the reason) when it has the wrong number of fields, an empty
-    recording id, a value other than 0 or 1, or repeats an earlier row's recording id. A wrong header raises
-    :class:`ValueError`. ``rows`` has ``recording_id`` (str) and ``s0..`` (uint8) columns, in the file's order.
-    """
-    path = Path(path)
-    columns = ("recording_id",) + tuple(f"s{k}" for k in range(n_species))
-    ids: list[str] = []
-    labels: list[list[int]] = []
-    lines: list[int] = []
-    rejected: list[Rejection] = []
-    seen: dict[str, int] = {}
-    records = csv_records(path)
-    first = next(records, None)
-    header = first[1] if first is not None else None
-    if header is None or tuple(h.strip() for h in header) != columns:
-        raise ValueError(f"{path}: header must be recording_id,s0..s{n_species - 1}, "
-                         f"got {','.join(header or [])!r}")
-    for line, fields_, reason in records:
-        if fields_ is not None and all(not f.strip() for f in fields_):
-            continue
-        values: list[int] = []
-        if reason is None:
-            reason, values = _check_truth_row(fields_, columns)
-        rid = fields_[0].strip() if fields_ else ""
-        if reason is None and rid in seen:
-            reason = f"duplicate recording id {rid} (also line {seen[rid]})"
-        if reason:
-            rejected.append(Rejection(str(path), reason, row=line))
-            continue
-        seen[rid] = line
-        ids.append(rid)
-        labels.append(values)
-        lines.append(line)
-    matrix = np.asarray(labels, dtype=np.uint8).reshape(len(labels), n_species)
-    rows = pd.DataFrame(matrix, columns=list(columns[1:]))
-    rows.insert(0, "recording_id", pd.Series(ids, dtype=object))
-    return CheckedTable(rows=rows, rejected=rejected, line_numbers=np.asarray(lines, dtype=np.int64))
-
-
-def read_calls(path: Path, stored: Mapping[str, set[str]], n_species: int = N_SPECIES) -> pd.DataFrame:
-    """The rows of a ``calls_truth.csv`` whose clip is stored in its split (columns ``CALLS_COLUMNS``). A file
-    without those columns, or with a species id outside ``0..n_species-1`` or a call with ``t_min >= t_max``,
-    raises ValueError naming the file (and line): it is made by ``rfcx synth``, not by hand."""
-    try:
-        frame = pd.read_csv(path, dtype={"recording_id": str, "split": str})
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable CSV ({exc})") from None
-    missing = [c for c in CALLS_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(CALLS_COLUMNS)})")
-    frame = frame[list(CALLS_COLUMNS)]
-    bad = ~frame.species_id.between(0, n_species - 1) | ~(frame.t_min < frame.t_max) | frame.isna().any(axis=1)
-    if bad.any():
-        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-        raise ValueError(f"{path}:{line}: a species id outside 0..{n_species - 1}, t_min >= t_max or an empty field")
-    keep = np.array([rid in stored.get(split, ()) for split, rid in zip(frame.split, frame.recording_id)], dtype=bool)
-    return frame[keep].astype({"species_id": "int64"}).reset_index(drop=True)
-
-
-def _check_truth_row(fields_: list[str], columns: tuple[str, ...]) -> tuple[str | None, list[int]]:
-    if len(fields_) != len(columns):
-        return f"expected {len(columns)} fields, got {len(fields_)}", []
-    if not fields_[0].strip():
-        return "empty recording_id", []
-    values = []
-    for name, text in zip(columns[1:], fields_[1:]):
-        try:
-            v = float(text)
-        except ValueError:
-            v = math.nan
-        if v not in (0.0, 1.0):
-            return f"{name} must be 0 or 1, got {text.strip()!r}", []
-        values.append(int(v))
-    return None, values
-
-
-def check_truth_against_clips(table: CheckedTable, path: Path, test_ids: set[str],
-                              rejected_audio: set[str]) -> CheckedTable:
-    """Drop the truth rows whose recording is not a stored test clip; ``rejected`` holds only these."""
-    keep = np.ones(len(table.rows), dtype=bool)
-    rejected: list[Rejection] = []
-    for i, rid in enumerate(table.rows["recording_id"]):
-        if rid in rejected_audio:
-            reason, cause = f"recording {rid} was rejected (see its audio file)", REJECTED_AUDIO
-        elif rid not in test_ids:
-            reason, cause = f"recording {rid} has no audio file in test/", MISSING_AUDIO
-        else:
-            continue
-        keep[i] = False
-        rejected.append(Rejection(str(path), reason, row=int(table.line_numbers[i]), cause=cause))
-    return CheckedTable(
-        rows=table.rows[keep].reset_index(drop=True), rejected=rejected, line_numbers=table.line_numbers[keep]
-    )
-
-
-def _write_truth(group: zarr.Group, rows: pd.DataFrame) -> None:
-    """``recording_id`` (str) and ``labels`` (uint8, (n, n_species)), each in one chunk."""
-    write_column(group, "recording_id", rows["recording_id"].to_numpy(dtype=object))
-    labels = rows.drop(columns="recording_id").to_numpy(dtype=np.uint8)
-    arr = group.create_array("labels", shape=labels.shape, dtype=np.uint8,
-                             chunks=(max(1, len(labels)), labels.shape[1]), overwrite=True,
-                             dimension_names=("clip", "species"))
-    if len(labels):
-        arr[:] = labels
-    group.attrs["n_rows"] = len(rows)
-
-
-def _write_table(group: zarr.Group, rows: pd.DataFrame) -> None:
-    for column in rows.columns:
-        write_column(group, column, rows[column].to_numpy())
-    group.attrs["n_rows"] = len(rows)
-
-
-def write_column(group: zarr.Group, name: str, values: np.ndarray) -> None:
-    """A 1-D array in one chunk; text as Zarr's variable-length UTF-8 strings."""
-    if values.dtype.kind in "OUT":
-        values, dtype = values.astype(str).astype(object), str
-    else:
-        dtype = values.dtype
-    arr = group.create_array(name, shape=values.shape, dtype=dtype, chunks=(max(1, len(values)),), overwrite=True)
-    if len(values):
-        arr[:] = values
-
 
 def _batches(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):

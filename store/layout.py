@@ -60,3 +60,11 @@ def write_mel(mel: zarr.Group, recording_id: str, logmel: np.ndarray, n_samples:
     arr[:] = np.asarray(logmel, dtype=MEL_DTYPE)
     arr.update_attributes({"complete": True, "n_samples": int(n_samples), "source_sample_rate": int(source_sample_rate),
                            "source_channels": int(source_channels)})
+
+
+def holds_clips(root: zarr.Group) -> bool:
+    """Whether any clip array is stored (complete or not)."""
+    for split in SPLITS:
+        if split in root and "mel" in root[split] and next(iter(root[split]["mel"].array_keys()), None) is not None:
+            return True
+    return False

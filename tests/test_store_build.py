@@ -85,7 +85,7 @@ def test_torch_cpu_threads_give_the_same_store(dataset, tmp_path) -> None:
 
 
 def test_auto_backend(dataset, tmp_path) -> None:
-    from store.builder import choose_backend
+    from store.backends import choose_backend
 
     assert build_store(dataset, tmp_path / "a.zarr", device="cpu", progress=False).backend == "torch"
     assert choose_backend("auto", "gpu") == ("dali" if dali_available() else "torch")

@@ -172,7 +172,7 @@ def test_one_backend_per_store(built) -> None:
             "NVIDIA DALI is not installed here: resume it where DALI is, or use a new --store") in text
     assert FeatureStore.open(store).backend == "dali"
 
-    from store.builder import open_or_create
+    from store.writer import open_or_create
     from store.params import MelParams
 
     empty = store.parent / "empty.zarr"  # a store without a clip takes the backend of the run

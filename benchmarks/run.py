@@ -28,6 +28,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from rfcx.errors import UsageError
+
 BENCHMARKS = ("store_build", "store_reads", "training_input", "inference", "quality")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,7 +118,7 @@ def _runner(name: str, quick: bool, runs: str | Path | None, store: str | Path |
     if name == "quality":
         from benchmarks import quality
         return lambda w: quality.run(quick, w, runs=quality_runs)
-    raise ValueError(f"unknown benchmark {name!r} (known: {', '.join(BENCHMARKS)})")
+    raise UsageError(f"unknown benchmark {name!r} (known: {', '.join(BENCHMARKS)})")
 
 
 def run_bench(out: Path, quick: bool = False, runs: str | Path | None = None, store: str | Path | None = None,
@@ -133,9 +135,9 @@ def run_bench(out: Path, quick: bool = False, runs: str | Path | None = None, st
 
     unknown = [b for b in (only or []) if b not in BENCHMARKS]
     if unknown:
-        raise ValueError(f"unknown benchmark(s) {unknown} (known: {', '.join(BENCHMARKS)})")
+        raise UsageError(f"unknown benchmark(s) {unknown} (known: {', '.join(BENCHMARKS)})")
     if (runs is None) != (store is None):
-        raise ValueError("--runs and --store go together (the trained run and the store it was trained on)")
+        raise UsageError("--runs and --store go together (the trained run and the store it was trained on)")
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)

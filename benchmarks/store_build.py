@@ -26,7 +26,7 @@ import soundfile as sf
 
 from benchmarks.common import fresh_dir, goal, interleaved, print_result, row, section, write_clips, write_empty_tables
 from store import build_store
-from store.builder import list_audio_files
+from store.audio import list_audio_files
 from store.dali_pipeline import dali_available
 from store.params import MelParams
 

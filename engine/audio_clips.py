@@ -13,6 +13,7 @@ import numpy as np
 
 from store import BadInputError, MelParams, Rejection, layout
 from store.audio import AUDIO_SUFFIXES, decode, probe
+from store.errors import InvalidInputError, NotFoundError
 from store.torch_mel import TorchLogMel
 
 
@@ -25,9 +26,9 @@ def find_audio(paths: Sequence[str | os.PathLike]) -> list[Path]:
         elif p.exists():
             found.append(p)
         else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
+            raise NotFoundError(f"{p}: no such file or folder")
     if not found:
-        raise ValueError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {', '.join(map(str, paths))}")
+        raise InvalidInputError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {', '.join(map(str, paths))}")
     return found
 
 
@@ -46,7 +47,7 @@ class AudioClips:
         self.rejected: list[Rejection] = []
         for f in map(Path, files):
             if f.stem in self.files:
-                raise ValueError(f"two files share the recording id {f.stem!r}: {self.files[f.stem]} and {f}")
+                raise InvalidInputError(f"two files share the recording id {f.stem!r}: {self.files[f.stem]} and {f}")
             try:
                 probe(f)
             except BadInputError as exc:

@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 
 from store import BadInputError, FeatureStore, MelParams
 from store.atomic import atomic_path, write_text_atomic
-from store.device import resolve_device  # also imported from here by rfcx.cli_engine
+from store.device import resolve_device
+from store.errors import InvalidInputError
 
 from .export import LoadedModel, load_model
 from .windows import window_starts
@@ -58,16 +59,16 @@ def score_columns(n_classes: int) -> list[str]:
 def check_models(models: Sequence[LoadedModel], params: MelParams, where: str) -> None:
     """All models were trained on features with ``params`` and agree on the classes; raise naming both otherwise."""
     if not models:
-        raise ValueError("no models to run")
+        raise InvalidInputError("no models to run")
     want = params.to_dict()
     for m in models:
         got = MelParams.from_dict(m.meta["mel"]).to_dict()
         if got != want:
             diff = ", ".join(f"{k}: {got[k]} (model) vs {want[k]} ({where})" for k in want if got.get(k) != want[k])
-            raise ValueError(f"{m.path}: the model was trained on other log-mel features than {where} has ({diff})")
+            raise InvalidInputError(f"{m.path}: the model was trained on other log-mel features than {where} has ({diff})")
     classes = {int(m.meta["n_classes"]) for m in models}
     if len(classes) != 1:
-        raise ValueError(f"the models disagree on the number of classes: {sorted(classes)}")
+        raise InvalidInputError(f"the models disagree on the number of classes: {sorted(classes)}")
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class _ChunkResult:
                 return cls(z["ids"].tolist(), z["clip"],
                            [(z[f"w{g}_offsets"], z[f"w{g}_scores"]) for g in range(n_groups)])
         except Exception as exc:
-            raise ValueError(f"{path}: unreadable partial result ({type(exc).__name__}: {exc}); "
+            raise InvalidInputError(f"{path}: unreadable partial result ({type(exc).__name__}: {exc}); "
                              "delete it and run again to recompute its clips") from None
 
 
@@ -211,7 +212,7 @@ def _open_checkpoint(directory: Path, fingerprint: dict, restart_other: bool) ->
     if known is not None or _parts(directory):
         if not restart_other:
             diff = sorted(k for k in fingerprint if (known or {}).get(k) != fingerprint[k])
-            raise ValueError(f"{directory}: holds partial results of another inference run (differs in: "
+            raise InvalidInputError(f"{directory}: holds partial results of another inference run (differs in: "
                              f"{', '.join(diff)}); delete it or choose another checkpoint directory")
         for part in _parts(directory):
             part.unlink()
@@ -263,15 +264,15 @@ def infer_clips(models: Sequence[LoadedModel], clips: Clips, ids: Sequence[str],
     left out of the results (``attrs["skipped_clips"]`` lists them).
     """
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
     if batch_size < 1 or chunk_clips < 1:
-        raise ValueError("batch_size and chunk_clips must be >= 1")
+        raise InvalidInputError("batch_size and chunk_clips must be >= 1")
     models = list(models)
     check_models(models, params, source or "the input")
     if mode == "fcn":
         missing = [m.path.name for m in models if not m.has_windows]
         if missing:
-            raise ValueError(f"mode 'fcn' needs the fully convolutional entry point, which {', '.join(missing)} "
+            raise InvalidInputError(f"mode 'fcn' needs the fully convolutional entry point, which {', '.join(missing)} "
                              "lack (backbone without an average-pooled head); use mode 'exact'")
     engine = _Engine(models, params, mode, batch_size)
     ids = list(ids)
@@ -352,7 +353,7 @@ def shard_ids(ids: Sequence[str], rank: int, world: int, chunk_clips: int = CHUN
     Whole chunks, so that each chunk holds the clips it holds in a one-process run: the same batches, and so
     bit for bit the same scores."""
     if world < 1 or not 0 <= rank < world or chunk_clips < 1:
-        raise ValueError(f"need 0 <= rank < world and chunk_clips >= 1, got rank {rank}, world {world}, "
+        raise InvalidInputError(f"need 0 <= rank < world and chunk_clips >= 1, got rank {rank}, world {world}, "
                          f"chunk_clips {chunk_clips}")
     return [rid for i, rid in enumerate(ids) if (i // chunk_clips) % world == rank]
 
@@ -368,7 +369,7 @@ def merge_shards(parts: Sequence[tuple[pd.DataFrame, pd.DataFrame | None]],
     clips = [c for c, _ in parts if len(c)] or [parts[0][0]]
     clip_scores = pd.concat(clips, ignore_index=True)
     if sorted(clip_scores["recording_id"]) != sorted(ids):
-        raise ValueError(f"the parts hold {len(clip_scores)} clips, not the {len(ids)} clips asked for")
+        raise InvalidInputError(f"the parts hold {len(clip_scores)} clips, not the {len(ids)} clips asked for")
     clip_scores = clip_scores.iloc[np.argsort(clip_scores["recording_id"].map(position).to_numpy(), kind="stable")]
     clip_scores = clip_scores.reset_index(drop=True)
     clip_scores.attrs = {key: sum(c.attrs.get(key, 0) for c, _ in parts)
@@ -419,4 +420,4 @@ def _assemble(results: list[_ChunkResult], ids: list[str], engine: _Engine) -> t
 
 
 __all__ = ["CHUNK_CLIPS", "Clips", "MODES", "check_models", "infer_clips", "infer_split", "merge_shards",
-           "resolve_device", "score_columns", "shard_ids"]
+           "score_columns", "shard_ids"]

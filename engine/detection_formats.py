@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from store.atomic import atomic_path, write_text_atomic
+from store.errors import InvalidInputError, NotFoundError
 
 from .events import EVENT_COLUMNS
 
@@ -162,7 +163,7 @@ def write_audacity(events: pd.DataFrame, path: str | os.PathLike, recordings: Se
             write_text_atomic(written[-1], audacity_text(events[events["recording_id"] == rid]))
         return written
     if len(set(recordings)) > 1:
-        raise ValueError(f"{path}: an Audacity label track holds one recording's labels, and {len(set(recordings))} "
+        raise InvalidInputError(f"{path}: an Audacity label track holds one recording's labels, and {len(set(recordings))} "
                          "were scored; give a folder (a path without a suffix) for one label file per recording")
     write_text_atomic(path, audacity_text(events))
     return [path]
@@ -181,11 +182,11 @@ def read_audacity(path: str | os.PathLike, recording_id: str | None = None) -> p
         fields = line.split("\t")
         if fields[0] == "\\":
             if not rows or len(fields) != 3:
-                raise ValueError(f"{path}: line {n}: a frequency line must follow a label and hold low and high")
+                raise InvalidInputError(f"{path}: line {n}: a frequency line must follow a label and hold low and high")
             rows[-1]["low_hz"], rows[-1]["high_hz"] = float(fields[1]), float(fields[2])
             continue
         if len(fields) != 3:
-            raise ValueError(f"{path}: line {n}: expected start, end and label separated by tabs")
+            raise InvalidInputError(f"{path}: line {n}: expected start, end and label separated by tabs")
         word, sid, score = fields[2].split(" ")
         rows.append({"recording_id": rid, "species_id": int(sid), "start_s": float(fields[0]),
                      "end_s": float(fields[1]), "low_hz": np.nan, "high_hz": np.nan, "peak_score": float(score),
@@ -217,10 +218,10 @@ def read_detections(path: str | os.PathLike, fmt: str | None = None) -> pd.DataF
     :func:`guess_format`."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: detections not found")
+        raise NotFoundError(f"{path}: detections not found")
     fmt = fmt or guess_format(path)
     if fmt not in FORMATS:
-        raise ValueError(f"detections format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise InvalidInputError(f"detections format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "raven":
         return read_raven(path)
     if fmt == "audacity":
@@ -235,5 +236,5 @@ def read_detections(path: str | os.PathLike, fmt: str | None = None) -> pd.DataF
                              "start_s": frame["start_s"].astype(np.float64), "end_s": frame["end_s"].astype(np.float64),
                              "low_hz": np.nan, "high_hz": np.nan, "peak_score": score, "mean_score": score,
                              "n_windows": 1})[EVENT_COLUMNS]
-    raise ValueError(f"{path}: not a detections table (expected the columns {','.join(EVENT_COLUMNS)} of events or "
+    raise InvalidInputError(f"{path}: not a detections table (expected the columns {','.join(EVENT_COLUMNS)} of events or "
                      f"{','.join(WINDOW_COLUMNS)} of windows, got {','.join(map(str, frame.columns))})")

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from store.errors import InvalidInputError
+
 EVENT_COLUMNS = ["recording_id", "species_id", "start_s", "end_s", "low_hz", "high_hz", "peak_score", "mean_score",
                  "n_windows"]
 BAND_QUANTILES = (0.05, 0.95)  # of the TP boxes' f_min and f_max
@@ -50,7 +52,7 @@ def threshold_vector(n_classes: int, threshold: float, per_species: Mapping[int,
     out = np.full(n_classes, float(threshold))
     for sid, t in (per_species or {}).items():
         if not 0 <= int(sid) < n_classes:
-            raise ValueError(f"species {sid} has a threshold, but the models have classes 0..{n_classes - 1}")
+            raise InvalidInputError(f"species {sid} has a threshold, but the models have classes 0..{n_classes - 1}")
         out[int(sid)] = float(t)
     return out
 

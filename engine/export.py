@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from store.atomic import atomic_path
-from store.errors import RfcxError
+from store.errors import InvalidInputError, NotFoundError, RfcxError
 
 from .net import prepare_input
 
@@ -174,7 +174,7 @@ class Deployable(nn.Module):
     def __init__(self, net: nn.Module, n_mels: int, window_frames: int) -> None:
         super().__init__()
         if getattr(net, "zero_freq_channel", False):
-            raise ValueError("refusing to export a model with zero_freq_channel set (a diagnostic switch)")
+            raise InvalidInputError("refusing to export a model with zero_freq_channel set (a diagnostic switch)")
         self.backbone = net.backbone
         self.freq_channel = bool(net.freq_channel)
         self.pool = (int(net.pool[0]), int(net.pool[1]))
@@ -222,7 +222,7 @@ class _WindowsProgram(nn.Module):
 def _complete_meta(model: nn.Module, meta: dict[str, Any], fmt: str) -> tuple[Deployable, dict[str, Any], torch.Tensor]:
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
-        raise ValueError(f"export meta lacks {missing} (needs at least {list(REQUIRED_META)})")
+        raise InvalidInputError(f"export meta lacks {missing} (needs at least {list(REQUIRED_META)})")
     mel = dict(meta["mel"])
     n_mels = int(mel["n_mels"])
     window_frames = int(round(float(meta["crop_seconds"]) * mel["sample_rate"] / mel["hop"]))
@@ -312,7 +312,7 @@ class LoadedModel:
     def windows(self, x: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, T) whole clips, (W,) window start frames -> (B, W, n_classes) logits (fcn path)."""
         if self._windows is None:
-            raise ValueError(f"{self.path}: has no fully convolutional 'windows' entry point "
+            raise InvalidInputError(f"{self.path}: has no fully convolutional 'windows' entry point "
                              f"(backbone {self.meta.get('backbone')!r} has no average-pooled head); use mode 'exact'")
         return self._windows(x.to(self.device, torch.float32), starts.to(self.device, torch.float32))
 
@@ -325,7 +325,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     path = Path(path)
     device = torch.device(device)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file not found")
+        raise NotFoundError(f"{path}: model file not found")
     if path.stat().st_size == 0:
         raise ModelFileError(f"{path}: empty file (0 bytes)")
     if path.suffix == ".ts":
@@ -442,7 +442,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The ``meta.json`` of an exported file, without loading its weights."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file not found")
+        raise NotFoundError(f"{path}: model file not found")
     try:
         with zipfile.ZipFile(path) as z:
             name = next((n for n in z.namelist() if n.endswith(f"extra/{META_FILE}") or n.endswith(f"/{META_FILE}")), None)

@@ -11,25 +11,57 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .detection_formats import (FORMATS, WINDOW_COLUMNS, default_format, is_folder_target, write_audacity,
-                                write_frame, write_raven)
+from store.errors import InvalidInputError, NotFoundError
+
+from .detection_formats import (
+    FORMATS,
+    WINDOW_COLUMNS,
+    default_format,
+    is_folder_target,
+    write_audacity,
+    write_frame,
+    write_raven,
+)
 from .events import EVENT_COLUMNS, merge_events, score_columns_of, threshold_vector
 
 DETECTION_COLUMNS = WINDOW_COLUMNS  # the windows level's table
+
+
+def read_scores(path: str | os.PathLike, what: str) -> pd.DataFrame:
+    """A ``recording_id,s0..sN`` CSV, checked: clear errors for a missing file, missing columns or bad values."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"{path}: {what} file not found")
+    try:
+        frame = pd.read_csv(path, dtype={"recording_id": str})
+    except Exception as exc:
+        raise InvalidInputError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    cols = [c for c in frame.columns if c != "recording_id"]
+    if "recording_id" not in frame.columns or not cols or cols != [f"s{i}" for i in range(len(cols))]:
+        raise InvalidInputError(f"{path}: expected columns recording_id,s0..sN, got {','.join(map(str, frame.columns))}")
+    if frame["recording_id"].duplicated().any():
+        dup = frame.loc[frame["recording_id"].duplicated(), "recording_id"].iloc[0]
+        raise InvalidInputError(f"{path}: recording {dup!r} appears more than once")
+    values = frame[cols].apply(pd.to_numeric, errors="coerce")
+    if values.isna().any().any():
+        row = int(values.isna().any(axis=1).to_numpy().argmax())
+        raise InvalidInputError(f"{path}:{row + 2}: a score is missing or not a number")
+    frame[cols] = values
+    return frame
 
 
 def check_writable(path: str | os.PathLike) -> Path:
     """Fail early (before any inference) where ``path`` cannot be written; creates its folder."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path}: is a folder, not a file")
+        raise InvalidInputError(f"{path}: is a folder, not a file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe = path.with_name(f".{path.name}.probe{os.getpid()}")
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise ValueError(f"{path}: cannot be written ({exc.strerror or exc})") from None
+        raise InvalidInputError(f"{path}: cannot be written ({exc.strerror or exc})") from None
     return path
 
 
@@ -48,7 +80,7 @@ def submission_frame(clip_scores: pd.DataFrame, order: Sequence[str] | None = No
         order = sorted(frame.index)
     missing = [rid for rid in order if rid not in frame.index]
     if missing:
-        raise ValueError(f"{len(missing)} recording(s) of the sample submission have no scores "
+        raise InvalidInputError(f"{len(missing)} recording(s) of the sample submission have no scores "
                          f"(e.g. {', '.join(missing[:3])}): not in the store's split, or rejected at build time")
     out = frame.loc[list(order)].reset_index()
     return out
@@ -120,22 +152,22 @@ def check_detections_target(path: str | os.PathLike, fmt: str | None, level: str
     (``fmt``, or :func:`engine.detection_formats.default_format` of the path)."""
     fmt = fmt or default_format(path)
     if fmt not in FORMATS:
-        raise ValueError(f"--detections-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise InvalidInputError(f"--detections-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if level not in LEVELS:
-        raise ValueError(f"--detections-level must be one of {', '.join(LEVELS)}, got {level!r}")
+        raise InvalidInputError(f"--detections-level must be one of {', '.join(LEVELS)}, got {level!r}")
     if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise ValueError(f"{path}: writing parquet needs pyarrow, which is not installed; use csv") from None
+            raise InvalidInputError(f"{path}: writing parquet needs pyarrow, which is not installed; use csv") from None
     if is_folder_target(path, fmt):
         path = Path(path)
         if path.exists() and not path.is_dir():
-            raise ValueError(f"{path}: is a file, and {fmt} writes a folder of per-recording tables here")
+            raise InvalidInputError(f"{path}: is a file, and {fmt} writes a folder of per-recording tables here")
         check_writable(path / "probe")
     else:
         if fmt == "audacity" and n_recordings > 1:
-            raise ValueError(f"{path}: an Audacity label track holds one recording's labels, and {n_recordings} are "
+            raise InvalidInputError(f"{path}: an Audacity label track holds one recording's labels, and {n_recordings} are "
                              "to be scored; give a folder (a path without a suffix) for one label file per recording")
         check_writable(path)
     return fmt

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from store.errors import InvalidInputError
+
 POSTPROCESS = ("none", "prior")
 _EPS = 1e-7
 
@@ -28,7 +30,7 @@ def prior_from_labels(labels: np.ndarray, smoothing: float = 1.0) -> np.ndarray:
     ``(sum_i labels[i, c] + smoothing) / (N + 2 * smoothing)``."""
     labels = np.asarray(labels, dtype=np.float64)
     if labels.ndim != 2:
-        raise ValueError(f"labels must be (clips, classes), got shape {labels.shape}")
+        raise InvalidInputError(f"labels must be (clips, classes), got shape {labels.shape}")
     return (labels.sum(axis=0) + smoothing) / (labels.shape[0] + 2 * smoothing)
 
 
@@ -37,7 +39,7 @@ def prior_from_boxes(recording_ids: Sequence[str], species_ids: Sequence[int], n
     """Class frequency from TP boxes: the share of (labelled) recordings with a TP box of each class."""
     frame = pd.DataFrame({"recording_id": list(recording_ids), "species_id": np.asarray(species_ids, dtype=int)})
     if ((frame.species_id < 0) | (frame.species_id >= n_classes)).any():
-        raise ValueError(f"species ids must lie in [0, {n_classes})")
+        raise InvalidInputError(f"species ids must lie in [0, {n_classes})")
     n = n_recordings if n_recordings is not None else frame.recording_id.nunique()
     labels = np.zeros((max(n, 1), n_classes))
     for i, (_, g) in enumerate(frame.groupby("recording_id")):
@@ -50,9 +52,9 @@ def apply_prior(scores: np.ndarray, prior: np.ndarray, strength: float = 1.0) ->
     scores = np.asarray(scores, dtype=np.float64)
     prior = np.asarray(prior, dtype=np.float64)
     if prior.shape != (scores.shape[1],):
-        raise ValueError(f"prior must have one value per class ({scores.shape[1]}), got shape {prior.shape}")
+        raise InvalidInputError(f"prior must have one value per class ({scores.shape[1]}), got shape {prior.shape}")
     if (prior <= 0).any() or not np.isfinite(prior).all():
-        raise ValueError("prior values must be positive and finite (smooth them)")
+        raise InvalidInputError("prior values must be positive and finite (smooth them)")
     s = np.clip(scores, _EPS, 1 - _EPS)
     logit = np.log(s) - np.log1p(-s) + strength * np.log(prior / prior.mean())
     return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
@@ -62,11 +64,11 @@ def postprocess(clip_scores: pd.DataFrame, method: str, prior: np.ndarray | None
                 strength: float = 1.0) -> pd.DataFrame:
     """``clip_scores`` (recording_id, s0..) post-processed by ``method`` (``none`` or ``prior``)."""
     if method not in POSTPROCESS:
-        raise ValueError(f"postprocess must be one of {POSTPROCESS}, got {method!r}")
+        raise InvalidInputError(f"postprocess must be one of {POSTPROCESS}, got {method!r}")
     if method == "none":
         return clip_scores
     if prior is None:
-        raise ValueError("postprocess 'prior' needs the class prior")
+        raise InvalidInputError("postprocess 'prior' needs the class prior")
     cols = [c for c in clip_scores.columns if c != "recording_id"]
     out = clip_scores.copy()
     out[cols] = apply_prior(clip_scores[cols].to_numpy(), prior, strength)

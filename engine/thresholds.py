@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from store.atomic import atomic_path
+from store.errors import InvalidInputError, NotFoundError
 
 MIN_POSITIVES = 3
 
@@ -30,21 +31,21 @@ def read_thresholds(path: str | os.PathLike, n_classes: int) -> dict[int, float]
     try:
         frame = pd.read_csv(path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: thresholds file not found") from None
+        raise NotFoundError(f"{path}: thresholds file not found") from None
     except (ValueError, pd.errors.ParserError) as exc:
-        raise ValueError(f"{path}: not a readable CSV ({exc})") from None
+        raise InvalidInputError(f"{path}: not a readable CSV ({exc})") from None
     if not {"species_id", "threshold"} <= set(frame.columns):
-        raise ValueError(f"{path}: expected columns species_id,threshold, got {','.join(map(str, frame.columns))}")
+        raise InvalidInputError(f"{path}: expected columns species_id,threshold, got {','.join(map(str, frame.columns))}")
     sid = pd.to_numeric(frame["species_id"], errors="coerce")
     thr = pd.to_numeric(frame["threshold"], errors="coerce")
     bad = frame[sid.isna() | thr.isna() | (sid != sid.round()) | (sid < 0) | (sid >= n_classes)
                 | ~thr.between(0.0, 1.0)]
     if len(bad):
         row = bad.iloc[0]
-        raise ValueError(f"{path}: line {bad.index[0] + 2}: species_id must be 0..{n_classes - 1} and threshold in "
+        raise InvalidInputError(f"{path}: line {bad.index[0] + 2}: species_id must be 0..{n_classes - 1} and threshold in "
                          f"0..1, got {row['species_id']!r},{row['threshold']!r}")
     if sid.duplicated().any():
-        raise ValueError(f"{path}: species {int(sid[sid.duplicated()].iloc[0])} is listed twice")
+        raise InvalidInputError(f"{path}: species {int(sid[sid.duplicated()].iloc[0])} is listed twice")
     return {int(s): float(t) for s, t in zip(sid, thr)}
 
 
@@ -85,7 +86,7 @@ def thresholds_for_precision(labelled: pd.DataFrame, target: float,
     """``{species_id: threshold}`` for the species of ``labelled`` (columns ``species_id, score, is_tp``: one
     row per labelled window of a species) that reach ``target`` (see :func:`threshold_for_precision`)."""
     if not 0.0 < target <= 1.0:
-        raise ValueError(f"the target precision must be in (0, 1], got {target}")
+        raise InvalidInputError(f"the target precision must be in (0, 1], got {target}")
     out = {}
     for sid, g in labelled.groupby("species_id"):
         t = threshold_for_precision(g["score"].to_numpy(), g["is_tp"].to_numpy(bool), target, min_positives)

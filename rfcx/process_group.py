@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from store.errors import RfcxError
+
 DEFAULT_TIMEOUT_MIN = 30.0
 DEFAULT_WORK_TIMEOUT_MIN = 24 * 60.0
 ENV_TIMEOUT = "RFCX_DIST_TIMEOUT_MIN"
@@ -41,7 +43,7 @@ ENV_WORK_TIMEOUT = "RFCX_DIST_WORK_TIMEOUT_MIN"
 TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-class DistributedError(RuntimeError):
+class DistributedError(RfcxError, RuntimeError):
     """A launch that cannot work, or a rank that did not take part in a collective in time."""
 
 

@@ -33,8 +33,8 @@ from . import layout
 from .audio import AudioInfo, list_audio_files, probe
 from .backends import _LogMel, choose_backend
 from .dali_pipeline import dali_available
-from .device import resolve_device as _resolve_device
-from .errors import BadInputError, Rejection
+from .device import resolve_device
+from .errors import BadInputError, InvalidInputError, NotFoundError, Rejection
 from .integrity import Damage, VerifyReport, verify_clips
 from .lock import NoLock, writer_lock
 from .params import MelParams
@@ -73,11 +73,6 @@ class BuildSummary:
     def x_realtime(self) -> float:
         return self.audio_seconds / self.elapsed_s if self.elapsed_s else 0.0
 
-
-def resolve_device(device: str) -> str:
-    """``gpu`` or ``cpu``: where :func:`store.device.resolve_device` puts ``device``. Kept for ``rfcx.cli`` (use
-    ``store.device.resolve_device(device).type == "cuda"``); to be removed."""
-    return "gpu" if _resolve_device(device).type == "cuda" else "cpu"
 
 def build_store(
     data_dir: str | Path,
@@ -134,19 +129,19 @@ def _build_store(data_dir: str | Path, store_path: str | Path, backend: str, dev
                  threads: int | None, repair: bool = False) -> BuildSummary:
     rank, world = shard
     if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
+        raise InvalidInputError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
     if world > 1 and gather is None:
-        raise ValueError("a sharded build (world > 1) needs gather, the ranks' all-gather")
+        raise InvalidInputError("a sharded build (world > 1) needs gather, the ranks' all-gather")
     gather = gather or _alone
     main = rank == 0
     data_dir = Path(data_dir)
     params = params or MelParams()
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"{data_dir}: data folder not found")
+        raise NotFoundError(f"{data_dir}: data folder not found")
     splits = [s for s in layout.SPLITS if (data_dir / s).is_dir()]
     if not splits:
-        raise FileNotFoundError(f"{data_dir}: has neither a train/ nor a test/ folder")
-    device = "gpu" if _resolve_device(device).type == "cuda" else "cpu"  # the summary's and the backends' word
+        raise NotFoundError(f"{data_dir}: has neither a train/ nor a test/ folder")
+    device = "gpu" if resolve_device(device).type == "cuda" else "cpu"  # the summary's and the backends' word
     backend = choose_backend(backend, device, store_path, storage_options)
     if backend == "dali" and not dali_available():
         log.warning("NVIDIA DALI is not installed: falling back to the torch backend")
@@ -294,7 +289,7 @@ def _open_root(store_path: str | Path, params: MelParams, backend: str, storage_
     if error is not None:
         raise error
     if first is not None:
-        raise ValueError(first)
+        raise InvalidInputError(first)
     return root if main else open_or_create(store_path, params, backend, storage_options)
 
 

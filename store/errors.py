@@ -41,6 +41,28 @@ class RfcxError(Exception):
     exit_code = 1
 
 
+class InvalidInputError(RfcxError, ValueError):
+    """A value, an option, or a file's content that cannot be used (the message names it and says why)."""
+
+
+class NotFoundError(RfcxError, FileNotFoundError):
+    """A file, folder, store, run or round that is not where it was asked for."""
+
+
+class MissingKeyError(RfcxError, KeyError):
+    """Something looked up by name that is not there (a table, a column, a split); a KeyError whose message reads
+    as a sentence (``str`` of a plain KeyError would quote it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class StoppedAtBadInput(InvalidInputError):
+    """``--strict``: the first input that cannot be used ended the job (exit code 2; what was done before stays)."""
+
+    exit_code = 2
+
+
 class StoreError(RfcxError):
     """The root of the errors the store raises about its input and its own files."""
 

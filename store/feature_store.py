@@ -15,7 +15,7 @@ import zarr
 
 from . import integrity, layout
 from .clip_cache import ClipCache
-from .errors import Rejection
+from .errors import InvalidInputError, MissingKeyError, NotFoundError, Rejection
 from .location import Location
 from .params import MelParams
 from .tables import BOX_COLUMNS, empty_boxes
@@ -44,7 +44,7 @@ class FeatureStore:
     def __init__(self, root: zarr.Group, path: str, location: Location | None = None, cache_mb: float = 0) -> None:
         attrs = dict(root.attrs)
         if attrs.get("format") != layout.FORMAT:
-            raise ValueError(f"{path}: not an rfcx feature store (no format attribute {layout.FORMAT!r})")
+            raise InvalidInputError(f"{path}: not an rfcx feature store (no format attribute {layout.FORMAT!r})")
         self.path = path
         self.location = location or Location.parse(path)  # where it lives: a local path or an fsspec URL
         self.root = root
@@ -77,18 +77,18 @@ class FeatureStore:
         loc = Location.parse(path, storage_options)
         path = loc.text
         if not loc.exists():
-            raise FileNotFoundError(f"{path}: feature store not found (build it with `rfcx build-store`)")
+            raise NotFoundError(f"{path}: feature store not found (build it with `rfcx build-store`)")
         try:
             root = zarr.open_group(loc.zarr_store(read_only=True), mode="r")
         except Exception as exc:
-            raise ValueError(f"{path}: not a Zarr group ({exc})") from None
+            raise InvalidInputError(f"{path}: not a Zarr group ({exc})") from None
         return cls(root, path, loc, cache_mb=cache_mb)
 
     def _read_index(self, split: str) -> pd.DataFrame:
         group = self.root[split]
         cols = {name: group[name][:] for name in layout.INDEX_ARRAYS}
         if len({len(c) for c in cols.values()}) != 1:
-            raise ValueError(f"{self.path}: the index of split {split!r} is inconsistent (an interrupted build?); "
+            raise InvalidInputError(f"{self.path}: the index of split {split!r} is inconsistent (an interrupted build?); "
                              "run `rfcx build-store` again to repair it")
         frame = pd.DataFrame({k: v for k, v in cols.items() if k != "ids"}, index=pd.Index(cols["ids"].tolist(), dtype=object))
         frame.index.name = "recording_id"
@@ -109,14 +109,14 @@ class FeatureStore:
 
     def _split_index(self, split: str) -> pd.DataFrame:
         if split not in self._index:
-            raise KeyError(f"{self.path}: no split {split!r} (has: {', '.join(self.splits) or 'none'})")
+            raise MissingKeyError(f"{self.path}: no split {split!r} (has: {', '.join(self.splits) or 'none'})")
         return self._index[split]
 
     def split_of(self, recording_id: str) -> str:
         try:
             return self._split_of[recording_id]
         except KeyError:
-            raise KeyError(f"{self.path}: no recording {recording_id!r}") from None
+            raise MissingKeyError(f"{self.path}: no recording {recording_id!r}") from None
 
     def n_frames(self, recording_id: str) -> int:
         frames = self._n_frames.get(recording_id)
@@ -163,7 +163,7 @@ class FeatureStore:
     def crop(self, recording_id: str, start_frame: int, n_frames: int) -> np.ndarray:
         """float32 (n_mels, n_frames); frames outside the clip hold the silence floor (``params.floor_db``)."""
         if n_frames <= 0:
-            raise ValueError(f"n_frames must be positive, got {n_frames}")
+            raise InvalidInputError(f"n_frames must be positive, got {n_frames}")
         total = self.n_frames(recording_id)
         lo, hi = max(0, start_frame), min(total, start_frame + n_frames)
         if hi <= lo:
@@ -185,7 +185,7 @@ class FeatureStore:
             return np.zeros((0, self.params.n_mels, 0), dtype=np.float32)
         n = reqs[0].n_frames
         if any(r.n_frames != n for r in reqs):
-            raise ValueError("all crops of a batch must have the same n_frames")
+            raise InvalidInputError("all crops of a batch must have the same n_frames")
         out = np.empty((len(reqs), self.params.n_mels, n), dtype=np.float32)
 
         def read(i: int) -> None:
@@ -211,10 +211,10 @@ class FeatureStore:
     def boxes(self, kind: str) -> pd.DataFrame:
         """The checked ``tp`` or ``fp`` boxes (columns of ``train_tp.csv``)."""
         if kind not in layout.TABLE_KINDS:
-            raise ValueError(f"kind must be one of {layout.TABLE_KINDS}, got {kind!r}")
+            raise InvalidInputError(f"kind must be one of {layout.TABLE_KINDS}, got {kind!r}")
         key = f"tables/{kind}"
         if key not in self.root:
-            raise KeyError(f"{self.path}: has no {kind.upper()} table (was train_{kind}.csv given to build-store?)")
+            raise MissingKeyError(f"{self.path}: has no {kind.upper()} table (was train_{kind}.csv given to build-store?)")
         group = self.root[key]
         if "recording_id" not in group:
             return empty_boxes()
@@ -240,7 +240,7 @@ class FeatureStore:
         """Clip-level 0/1 truth (uint8; index recording_id, columns s0..s23) from the ``test_labels.csv`` the
         store was built with; ``None`` when it has none."""
         if split not in layout.SPLITS:
-            raise ValueError(f"split must be one of {layout.SPLITS}, got {split!r}")
+            raise InvalidInputError(f"split must be one of {layout.SPLITS}, got {split!r}")
         key = f"tables/{split}_labels"
         if key not in self.root:
             return None

@@ -29,7 +29,7 @@ import fsspec.implementations.local
 from fsspec.registry import known_implementations
 from zarr.abc.store import Store
 
-from .errors import RfcxError
+from .errors import InvalidInputError, RfcxError
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 LOCAL_PROTOCOLS = ("file", "local")
@@ -77,7 +77,7 @@ def check_backend(url: str) -> None:
                                       f"(to use {url})") from None
         except ValueError:
             known = ", ".join(sorted(p for p in fsspec.available_protocols() if len(p) < 12)[:30])
-            raise ValueError(f"{url}: unknown URL protocol {protocol!r} (fsspec knows: {known})") from None
+            raise InvalidInputError(f"{url}: unknown URL protocol {protocol!r} (fsspec knows: {known})") from None
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class Location:
         if self.protocol is None:
             return Path(self.text)
         if not self.is_local:
-            raise ValueError(f"{self.text}: not a local path")
+            raise InvalidInputError(f"{self.text}: not a local path")
         return Path(fsspec.implementations.local.LocalFileSystem._strip_protocol(self.text))
 
     @property

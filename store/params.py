@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from .errors import InvalidInputError
+
 
 @dataclass(frozen=True)
 class MelParams:
@@ -25,9 +27,9 @@ class MelParams:
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.n_fft <= 0 or self.hop <= 0 or self.n_mels <= 0:
-            raise ValueError(f"mel parameters must be positive: {self}")
+            raise InvalidInputError(f"mel parameters must be positive: {self}")
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
-            raise ValueError(
+            raise InvalidInputError(
                 f"need 0 <= f_min < f_max <= sample_rate/2, got f_min={self.f_min}, f_max={self.f_max}"
             )
 
@@ -57,5 +59,5 @@ class MelParams:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"unknown mel parameter(s): {sorted(unknown)}")
+            raise InvalidInputError(f"unknown mel parameter(s): {sorted(unknown)}")
         return cls(**d)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import Rejection
+from .errors import InvalidInputError, NotFoundError, Rejection
 from .rejections import MISSING_AUDIO, REJECTED_AUDIO
 
 BOX_COLUMNS = ("recording_id", "species_id", "songtype_id", "t_min", "f_min", "t_max", "f_max")
@@ -49,7 +49,7 @@ def read_boxes(path: Path, n_species: int = N_SPECIES, max_hz: float | None = No
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: label table not found")
+        raise NotFoundError(f"{path}: label table not found")
     good: list[tuple] = []
     lines: list[int] = []
     rejected: list[Rejection] = []
@@ -58,7 +58,7 @@ def read_boxes(path: Path, n_species: int = N_SPECIES, max_hz: float | None = No
     first = next(records, None)
     header = first[1] if first is not None else None
     if header is None or tuple(h.strip() for h in header) != BOX_COLUMNS:
-        raise ValueError(f"{path}: header must be {','.join(BOX_COLUMNS)}, got {','.join(header or [])!r}")
+        raise InvalidInputError(f"{path}: header must be {','.join(BOX_COLUMNS)}, got {','.join(header or [])!r}")
     for line, fields_, reason in records:
         if fields_ is not None and all(not f.strip() for f in fields_):
             continue
@@ -166,5 +166,5 @@ def read_submission_ids(path: Path) -> list[str]:
     path = Path(path)
     frame = pd.read_csv(path, dtype={"recording_id": str})
     if "recording_id" not in frame.columns:
-        raise ValueError(f"{path}: no recording_id column")
+        raise InvalidInputError(f"{path}: no recording_id column")
     return frame["recording_id"].astype(str).tolist()

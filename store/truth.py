@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import Rejection
+from .errors import InvalidInputError, Rejection
 from .rejections import MISSING_AUDIO, REJECTED_AUDIO
 from .tables import N_SPECIES, CheckedTable, csv_records
 
@@ -36,7 +36,7 @@ def read_truth(path: Path, n_species: int = N_SPECIES) -> CheckedTable:
     first = next(records, None)
     header = first[1] if first is not None else None
     if header is None or tuple(h.strip() for h in header) != columns:
-        raise ValueError(f"{path}: header must be recording_id,s0..s{n_species - 1}, "
+        raise InvalidInputError(f"{path}: header must be recording_id,s0..s{n_species - 1}, "
                          f"got {','.join(header or [])!r}")
     for line, fields_, reason in records:
         if fields_ is not None and all(not f.strip() for f in fields_):
@@ -67,15 +67,15 @@ def read_calls(path: Path, stored: Mapping[str, set[str]], n_species: int = N_SP
     try:
         frame = pd.read_csv(path, dtype={"recording_id": str, "split": str})
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable CSV ({exc})") from None
+        raise InvalidInputError(f"{path}: not a readable CSV ({exc})") from None
     missing = [c for c in CALLS_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(CALLS_COLUMNS)})")
+        raise InvalidInputError(f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(CALLS_COLUMNS)})")
     frame = frame[list(CALLS_COLUMNS)]
     bad = ~frame.species_id.between(0, n_species - 1) | ~(frame.t_min < frame.t_max) | frame.isna().any(axis=1)
     if bad.any():
         line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-        raise ValueError(f"{path}:{line}: a species id outside 0..{n_species - 1}, t_min >= t_max or an empty field")
+        raise InvalidInputError(f"{path}:{line}: a species id outside 0..{n_species - 1}, t_min >= t_max or an empty field")
     keep = np.array([rid in stored.get(split, ()) for split, rid in zip(frame.split, frame.recording_id)], dtype=bool)
     return frame[keep].astype({"species_id": "int64"}).reset_index(drop=True)
 

@@ -14,6 +14,7 @@ import zarr
 from . import layout
 from .audio import AudioInfo
 from .dali_pipeline import dali_available
+from .errors import InvalidInputError
 from .location import Location
 from .params import MelParams
 
@@ -32,22 +33,22 @@ def open_or_create(store_path: str | Path | Location, params: MelParams, backend
         root = None
     if root is None:
         if loc.has_content():
-            raise ValueError(f"{store_path}: exists and is not a feature store; choose another --store")
+            raise InvalidInputError(f"{store_path}: exists and is not a feature store; choose another --store")
         root = zarr.open_group(loc.zarr_store(), mode="w")
         root.attrs.update({"format": layout.FORMAT, "version": layout.VERSION, "mel": params.to_dict(),
                            "backend": backend, "rejected": []})
         return root
     attrs = dict(root.attrs)
     if attrs.get("format") != layout.FORMAT:
-        raise ValueError(f"{store_path}: not an rfcx feature store (format={attrs.get('format')!r})")
+        raise InvalidInputError(f"{store_path}: not an rfcx feature store (format={attrs.get('format')!r})")
     stored = MelParams.from_dict(attrs["mel"])
     if stored != params:
         diff = {k: (v, params.to_dict()[k]) for k, v in stored.to_dict().items() if params.to_dict()[k] != v}
-        raise ValueError(f"{store_path}: made with other mel parameters {diff} (stored, asked); use a new --store")
+        raise InvalidInputError(f"{store_path}: made with other mel parameters {diff} (stored, asked); use a new --store")
     built_with = attrs.get("backend")
     if built_with != backend:
         if built_with is not None and layout.holds_clips(root):
-            raise ValueError(_backend_mix(store_path, built_with, backend))
+            raise InvalidInputError(_backend_mix(store_path, built_with, backend))
         root.attrs["backend"] = backend  # no clip is stored yet: the store takes this run's backend
     return root
 

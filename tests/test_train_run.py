@@ -157,7 +157,7 @@ def test_optimizer_field_is_honoured(tiny_store, tmp_path) -> None:
 def test_round_1_resumes_after_clips_were_added_to_the_store(tiny_store, tmp_path) -> None:
     """Round 0's pseudo labels lack a clip (added to the store after round 0): round 1 trains without it and
     says so once, instead of a bare KeyError."""
-    from rfcx.runs.directory import write_json_atomic
+    from store.atomic import write_json_atomic
     from rfcx.train.pseudo import write_pseudo_labels
     from store import FeatureStore
 
@@ -179,7 +179,7 @@ def test_round_1_resumes_after_clips_were_added_to_the_store(tiny_store, tmp_pat
 
 def test_until_converged_records_the_better_round(tiny_store, tmp_path) -> None:
     """``--until-converged`` stops after completing a worse round; best_round.json keeps the better one."""
-    from rfcx.runs.directory import write_json_atomic
+    from store.atomic import write_json_atomic
 
     run = RunDir(tmp_path / "runs")
     for k, value in ((0, 0.30), (1, 0.45), (2, 0.41)):  # complete rounds, skipped by train_rounds

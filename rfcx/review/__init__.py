@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rfcx.errors import InvalidInputError, NotFoundError
 from rfcx.runs.directory import RunDir
 
 from .content import (
@@ -68,11 +69,11 @@ def check_out(out: Path) -> None:
     if not out.exists():
         return
     if not out.is_dir():
-        raise ValueError(f"{out}: is a file; --out takes a folder")
+        raise InvalidInputError(f"{out}: is a file; --out takes a folder")
     index = out / "index.html"
     ours = index.is_file() and f'content="{GENERATOR}"' in index.read_text(errors="replace")[:4000]
     if not ours and any(out.iterdir()):
-        raise ValueError(f"{out}: a folder holding other files than a review page; give a new or empty folder "
+        raise InvalidInputError(f"{out}: a folder holding other files than a review page; give a new or empty folder "
                          "(a page written before is replaced)")
 
 
@@ -94,14 +95,14 @@ def write_review(runs: str | os.PathLike, store: str | os.PathLike, out: str | o
     started = time.perf_counter()
     runs, out = Path(runs), Path(out)
     if not runs.is_dir():
-        raise FileNotFoundError(f"{runs}: run directory not found (train with `rfcx train`, or give --runs)")
+        raise NotFoundError(f"{runs}: run directory not found (train with `rfcx train`, or give --runs)")
     if top < 0 or train_clips < 0:
-        raise ValueError(f"--top and --train-clips must be >= 0, got {top} and {train_clips}")
+        raise InvalidInputError(f"--top and --train-clips must be >= 0, got {top} and {train_clips}")
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"--threshold must be in 0..1, got {threshold}")
+        raise InvalidInputError(f"--threshold must be in 0..1, got {threshold}")
     data = Path(data) if data is not None else None
     if data is not None and not data.is_dir():
-        raise FileNotFoundError(f"{data}: data folder not found (--data: the folder with train/ and test/)")
+        raise NotFoundError(f"{data}: data folder not found (--data: the folder with train/ and test/)")
     check_out(out)
     run = RunDir(runs)
     shown = select_rounds(run, round_)
@@ -116,7 +117,7 @@ def write_review(runs: str | os.PathLike, store: str | os.PathLike, out: str | o
     try:
         grid = run_grid(run)
     except (FileNotFoundError, ValueError, KeyError) as exc:
-        raise ValueError(f"{run.config_file}: cannot read the run's config ({exc})") from None
+        raise InvalidInputError(f"{run.config_file}: cannot read the run's config ({exc})") from None
     nyquist = fs.params.sample_rate / 2
     bands = species_bands(boxes[boxes.is_tp], N_CLASSES, nyquist)
     if data is None:

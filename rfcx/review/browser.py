@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from store.errors import RfcxError
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = ("--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
          "--virtual-time-budget=15000")
@@ -60,6 +62,14 @@ class PageCheck:
         return all(ok for _, ok in self.images) and all(ok for _, ok in self.audio) and not self.console
 
 
+class BrowserError(RfcxError, RuntimeError):
+    """Chromium did not do what was asked: it did not finish, or wrote no result."""
+
+
+class NoBrowserError(BrowserError, FileNotFoundError):
+    """No Chromium on the PATH."""
+
+
 def find_browser() -> str | None:
     """The first headless-capable Chromium on the PATH, or None."""
     for name in BROWSERS:
@@ -91,7 +101,9 @@ def _run(browser: str, args: Sequence[str], timeout: float) -> subprocess.Comple
     try:
         return subprocess.run([browser, *FLAGS, *args], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{browser}: did not finish in {timeout:g} s") from None
+        raise BrowserError(f"{browser}: did not finish in {timeout:g} s") from None
+    except OSError as exc:  # it did not start
+        raise BrowserError(f"{browser}: could not be run ({exc})") from exc
 
 
 def _console(stderr: str) -> list[str]:
@@ -103,7 +115,7 @@ def check_page(index: str | Path, browser: str | None = None, timeout: float = 1
     index = Path(index).resolve()
     browser = browser or find_browser()
     if browser is None:
-        raise FileNotFoundError(f"no Chromium on the PATH (looked for {', '.join(BROWSERS)})")
+        raise NoBrowserError(f"no Chromium on the PATH (looked for {', '.join(BROWSERS)})")
     copy = _copy_with(index, ".check.html", extra_body=CHECK_SCRIPT)
     try:
         done = _run(browser, ["--dump-dom", copy.as_uri()], timeout)
@@ -111,7 +123,7 @@ def check_page(index: str | Path, browser: str | None = None, timeout: float = 1
         copy.unlink(missing_ok=True)
     found = re.search(r'<pre id="review-check">(.*?)</pre>', done.stdout, re.S)
     if found is None:
-        raise RuntimeError(f"{browser}: the page's check did not finish (exit {done.returncode}); stderr ends: "
+        raise BrowserError(f"{browser}: the page's check did not finish (exit {done.returncode}); stderr ends: "
                            f"{done.stderr[-2000:]}")
     result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<")
                         .replace("&gt;", ">"))
@@ -128,7 +140,7 @@ def screenshot(index: str | Path, png: str | Path, sections: Sequence[str] | Non
     index, png = Path(index).resolve(), Path(png).resolve()
     browser = browser or find_browser()
     if browser is None:
-        raise FileNotFoundError(f"no Chromium on the PATH (looked for {', '.join(BROWSERS)})")
+        raise NoBrowserError(f"no Chromium on the PATH (looked for {', '.join(BROWSERS)})")
     hide = ""
     if sections:
         shown = ", ".join(f"#{s}" for s in sections)
@@ -140,7 +152,7 @@ def screenshot(index: str | Path, png: str | Path, sections: Sequence[str] | Non
     finally:
         copy.unlink(missing_ok=True)
     if not png.is_file():
-        raise RuntimeError(f"{browser}: no screenshot written (exit {done.returncode}); stderr ends: "
+        raise BrowserError(f"{browser}: no screenshot written (exit {done.returncode}); stderr ends: "
                            f"{done.stderr[-2000:]}")
     with Image.open(png) as image:
         small = image.convert("RGB").quantize(colors=colours, method=Image.Quantize.MEDIANCUT)

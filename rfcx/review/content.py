@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rfcx.errors import InvalidInputError
 from rfcx.runs.directory import RunDir
 from rfcx.scoring.metrics import per_class_average_precision
 from rfcx.train.config import TrainConfig
@@ -70,12 +71,12 @@ def select_rounds(run: RunDir, round_: int | str | None) -> list[int]:
     done = complete_rounds(run)
     if not done:
         present = ", ".join(map(str, run.rounds())) or "none"
-        raise ValueError(f"{run.root}: no complete round to review (rounds present: {present}; a round is complete "
+        raise InvalidInputError(f"{run.root}: no complete round to review (rounds present: {present}; a round is complete "
                          f"once {run.complete_marker(0).name} is written)")
     if round_ in (None, "all"):
         return done
     if not isinstance(round_, int) or round_ not in done:
-        raise ValueError(f"{run.root}: round {round_} is not complete (complete: {', '.join(map(str, done))})")
+        raise InvalidInputError(f"{run.root}: round {round_} is not complete (complete: {', '.join(map(str, done))})")
     return [round_]
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rfcx.errors import InvalidInputError
 from rfcx.train.config import ModelSpec
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ def open_run(location: str | os.PathLike, pull: str = "all") -> RunDir:
     from store.location import Location
 
     if pull not in PULLS:
-        raise ValueError(f"pull must be one of {PULLS}, got {pull!r}")
+        raise InvalidInputError(f"pull must be one of {PULLS}, got {pull!r}")
     loc = Location.parse(location)
     if loc.is_local:
         return RunDir(loc.local_path)
@@ -175,11 +176,3 @@ def open_run(location: str | os.PathLike, pull: str = "all") -> RunDir:
     if pull != "none":
         mirror.pull({"all": None, "active": _active, "meta": _meta}[pull])
     return RunDir(mirror.cache, mirror)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that a reader never sees half a file (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(tmp, path)

@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from store.atomic import write_text_atomic
+from store.errors import RfcxError
 from store.location import Location
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,10 @@ MARKERS = ("complete.json", "best_round.json")  # pushed after everything else, 
 CACHE_ENV = "RFCX_CACHE_DIR"
 _VERSION_KEYS = ("ETag", "etag", "md5Hash", "generation", "mtime", "LastModified", "last_modified", "updated",
                  "created")
+
+
+class UploadError(RfcxError, OSError):
+    """A run's files could not reach its URL (the run itself is complete in the local cache)."""
 
 
 def cache_root() -> Path:
@@ -94,10 +100,8 @@ class RunMirror:
         return data.get("files", {}) if data.get("url") == self.url else {}
 
     def _save(self, files: dict[str, dict[str, Any]]) -> None:
-        self.cache.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache / f".{MANIFEST}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"url": self.url, "files": files}, indent=0, sort_keys=True))
-        os.replace(tmp, self.cache / MANIFEST)
+        write_text_atomic(self.cache / MANIFEST, json.dumps({"url": self.url, "files": files}, indent=0,
+                                                          sort_keys=True))
 
     def remote_path(self, rel: str) -> str:
         return f"{self.root}/{rel}"
@@ -187,8 +191,8 @@ class RunMirror:
                 pushed.append(rel)
         except Exception as exc:
             if strict:
-                raise OSError(f"{self.url}: could not upload {rel} ({type(exc).__name__}: {exc}); "
-                              f"the run is complete in {self.cache} and the next run pushes it") from exc
+                raise UploadError(f"{self.url}: could not upload {rel} ({type(exc).__name__}: {exc}); "
+                                  f"the run is complete in {self.cache} and the next run pushes it") from exc
             log.warning("%s: could not upload %s (%s: %s); retrying at the next checkpoint", self.url, rel,
                         type(exc).__name__, exc)
         finally:

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from engine.outputs import read_scores
+from rfcx.errors import InvalidInputError, NotFoundError
 from rfcx.scoring.metrics import lwlrap, per_class_lwlrap
 from rfcx.scoring.yardsticks import prior_lwlrap, random_lwlrap, tp_prior
 
@@ -22,39 +24,16 @@ class Evaluation:
     yardsticks: dict | None = None  # random and (with the train TP table) prior-only LWLRAP on the same clips
 
 
-def read_scores(path: str | os.PathLike, what: str) -> pd.DataFrame:
-    """A ``recording_id,s0..sN`` CSV, checked: clear errors for a missing file, missing columns or bad values."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} file not found")
-    try:
-        frame = pd.read_csv(path, dtype={"recording_id": str})
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    cols = [c for c in frame.columns if c != "recording_id"]
-    if "recording_id" not in frame.columns or not cols or cols != [f"s{i}" for i in range(len(cols))]:
-        raise ValueError(f"{path}: expected columns recording_id,s0..sN, got {','.join(map(str, frame.columns))}")
-    if frame["recording_id"].duplicated().any():
-        dup = frame.loc[frame["recording_id"].duplicated(), "recording_id"].iloc[0]
-        raise ValueError(f"{path}: recording {dup!r} appears more than once")
-    values = frame[cols].apply(pd.to_numeric, errors="coerce")
-    if values.isna().any().any():
-        row = int(values.isna().any(axis=1).to_numpy().argmax())
-        raise ValueError(f"{path}:{row + 2}: a score is missing or not a number")
-    frame[cols] = values
-    return frame
-
-
 def evaluate(pred: str | os.PathLike, truth: str | os.PathLike, train_tp: str | os.PathLike | None = None) -> Evaluation:
     """LWLRAP of the predictions on the clips of ``truth`` (every truth clip must be predicted), beside random
     scores and, given the training ``train_tp.csv``, prior-only scores (rfcx.scoring.yardsticks)."""
     p, t = read_scores(pred, "prediction"), read_scores(truth, "truth")
     if p.shape[1] != t.shape[1]:
-        raise ValueError(f"{pred} has {p.shape[1] - 1} classes, {truth} has {t.shape[1] - 1}")
+        raise InvalidInputError(f"{pred} has {p.shape[1] - 1} classes, {truth} has {t.shape[1] - 1}")
     p, t = p.set_index("recording_id"), t.set_index("recording_id")
     missing = t.index.difference(p.index)
     if len(missing):
-        raise ValueError(f"{pred}: no prediction for {len(missing)} clip(s) of {truth} (e.g. {', '.join(missing[:3])})")
+        raise InvalidInputError(f"{pred}: no prediction for {len(missing)} clip(s) of {truth} (e.g. {', '.join(missing[:3])})")
     scores = p.loc[t.index].to_numpy(np.float64)
     labels = t.to_numpy()
     per_class, weight = per_class_lwlrap(labels, scores)
@@ -69,10 +48,10 @@ def evaluate(pred: str | os.PathLike, truth: str | os.PathLike, train_tp: str | 
 def _tp_ranking(path: Path, n_classes: int) -> np.ndarray:
     """Recordings with a TP box, per species, from a ``train_tp.csv`` (the prior-only ranking)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: train TP table not found")
+        raise NotFoundError(f"{path}: train TP table not found")
     try:
         tp = pd.read_csv(path, usecols=["recording_id", "species_id"], dtype={"recording_id": str})
     except (ValueError, pd.errors.ParserError) as exc:
-        raise ValueError(f"{path}: not a TP table with recording_id and species_id ({str(exc).splitlines()[0]})") from None
+        raise InvalidInputError(f"{path}: not a TP table with recording_id and species_id ({str(exc).splitlines()[0]})") from None
     ids = tp.recording_id.unique()
     return tp_prior(tp[tp.species_id.between(0, n_classes - 1)], ids, n_classes)

@@ -29,6 +29,7 @@ import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
+from rfcx.errors import InvalidInputError
 from rfcx.synth.calls import SR, Call, CallShape, render_call, species_shapes
 from rfcx.synth.species import N_SPECIES, band_similarity, load_layout_stats, load_species_table
 
@@ -127,9 +128,9 @@ class Mix:
             value = getattr(self, name)
             if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value)
                     or not lo <= value <= hi):
-                raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {value!r}")
+                raise InvalidInputError(f"{name} must be a number in [{lo:g}, {hi:g}], got {value!r}")
         if len(self.snr_db) != 2 or not self.snr_db[0] <= self.snr_db[1]:
-            raise ValueError(f"snr_db must be two levels lo <= hi (dB), got {self.snr_db!r}")
+            raise InvalidInputError(f"snr_db must be two levels lo <= hi (dB), got {self.snr_db!r}")
 
     def popularity(self, seed: int) -> np.ndarray:
         """P(species) of one draw: Zipf weights over a seeded ranking of the species."""
@@ -227,13 +228,13 @@ def _check_tp_fraction(tp_fraction: float | None) -> None:
         return
     if (not isinstance(tp_fraction, numbers.Real) or isinstance(tp_fraction, bool)
             or not math.isfinite(tp_fraction) or not 0 < tp_fraction <= 1):
-        raise ValueError(f"tp_fraction must be None or a number in (0, 1], got {tp_fraction!r}")
+        raise InvalidInputError(f"tp_fraction must be None or a number in (0, 1], got {tp_fraction!r}")
 
 
 def _check_label_density(label_density: float) -> None:
     if (not isinstance(label_density, numbers.Real) or isinstance(label_density, bool)
             or not math.isfinite(label_density) or label_density < 1):
-        raise ValueError(f"label_density must be a number >= 1, got {label_density!r}")
+        raise InvalidInputError(f"label_density must be a number >= 1, got {label_density!r}")
 
 
 def _round_half_up(x: float) -> int:
@@ -462,10 +463,10 @@ def _load_background(path: Path) -> np.ndarray:
     try:
         x, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types for unreadable files
-        raise ValueError(f"background file {path} is not a readable audio file: {e}") from e
+        raise InvalidInputError(f"background file {path} is not a readable audio file: {e}") from e
     x = x.mean(axis=1)
     if x.size == 0:
-        raise ValueError(f"background file {path} holds no samples")
+        raise InvalidInputError(f"background file {path} holds no samples")
     if sr != SR:
         from scipy.signal import resample_poly
 
@@ -498,14 +499,14 @@ def _validate(out_dir: Path, n_train: int, n_test: int, seconds: float, workers:
               label_density: float = 1.0) -> None:
     for name, value, low in (("n_train", n_train, 1), ("n_test", n_test, 0), ("workers", workers, 1)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            raise InvalidInputError(f"{name} must be an integer >= {low}, got {value!r}")
     if not isinstance(seconds, numbers.Real) or not math.isfinite(seconds) or seconds < MIN_SECONDS:
-        raise ValueError(f"seconds must be a number >= {MIN_SECONDS}, got {seconds!r}")
+        raise InvalidInputError(f"seconds must be a number >= {MIN_SECONDS}, got {seconds!r}")
     _check_tp_fraction(tp_fraction)
     _check_label_density(label_density)
     background_files(background)
     if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"out_dir {out_dir} exists and is not a directory")
+        raise InvalidInputError(f"out_dir {out_dir} exists and is not a directory")
 
 
 def background_files(background: Path | str | Sequence[Path | str] | None) -> list[Path]:
@@ -518,12 +519,12 @@ def background_files(background: Path | str | Sequence[Path | str] | None) -> li
         if item.is_dir():
             found = sorted(item.glob("*.flac"))
             if not found:
-                raise ValueError(f"background folder {item} holds no .flac file")
+                raise InvalidInputError(f"background folder {item} holds no .flac file")
             files += found
         elif item.is_file():
             files.append(item)
         else:
-            raise ValueError(f"background file {item} does not exist or is not a file")
+            raise InvalidInputError(f"background file {item} does not exist or is not a file")
     return files
 
 
@@ -546,7 +547,7 @@ def synthesize(out_dir: Path, n_train: int = 100, n_test: int = 40, seconds: flo
     out_dir = Path(out_dir)
     _validate(out_dir, n_train, n_test, seconds, workers, background, tp_fraction, label_density)
     if mix is not None and (tp_fraction is not None or label_density != 1.0):
-        raise ValueError("tp_fraction and label_density shape the labels-first species plan; a Mix sets its own "
+        raise InvalidInputError("tp_fraction and label_density shape the labels-first species plan; a Mix sets its own "
                          "label density (tp_per_clip, fp_per_clip)")
     files = background_files(background)
     real = [_load_background(f) for f in files] if len(files) > 1 else (_load_background(files[0]) if files else None)
@@ -555,7 +556,7 @@ def synthesize(out_dir: Path, n_train: int = 100, n_test: int = 40, seconds: flo
         folder = out_dir / split
         stale = sorted(p.name for p in folder.glob("*.flac") if p.stem not in set(ids)) if folder.is_dir() else []
         if stale:
-            raise ValueError(f"{folder} already holds other recordings ({stale[0]}, ...); use an empty out_dir")
+            raise InvalidInputError(f"{folder} already holds other recordings ({stale[0]}, ...); use an empty out_dir")
         folder.mkdir(parents=True, exist_ok=True)
 
     tasks = [(TRAIN, i, r) for i, r in enumerate(train_ids)] + [(TEST, i, r) for i, r in enumerate(test_ids)]

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rfcx.errors import InvalidInputError
+
 N_SPECIES = 24
 SPECIES_CSV = "species.csv"
 LAYOUT_CSV = "layout.csv"
@@ -28,7 +30,7 @@ def _read_labels(path: Path | str) -> pd.DataFrame:
     df = pd.read_csv(path)
     missing = {"recording_id", "species_id", "songtype_id", "t_min", "f_min", "t_max", "f_max"} - set(df.columns)
     if missing:
-        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+        raise InvalidInputError(f"{path}: missing columns {sorted(missing)}")
     return df.assign(duration=df.t_max - df.t_min)
 
 
@@ -41,7 +43,7 @@ def derive_species_table(tp_csv: Path | str, fp_csv: Path | str) -> pd.DataFrame
         if boxes.empty:  # fall back on the FP boxes (same templates)
             boxes = fp[fp.species_id == sid]
         if boxes.empty:
-            raise ValueError(f"species {sid} has no boxes in {tp_csv} or {fp_csv}")
+            raise InvalidInputError(f"species {sid} has no boxes in {tp_csv} or {fp_csv}")
         songtypes = boxes.songtype_id.value_counts()
         main_songtype = int(songtypes[songtypes == songtypes.max()].index.min())
         rows.append({
@@ -58,7 +60,7 @@ def derive_species_table(tp_csv: Path | str, fp_csv: Path | str) -> pd.DataFrame
         })
     table = pd.DataFrame(rows, columns=SPECIES_COLUMNS)
     if not ((table.f_min < table.f_max) & (table.duration > 0)).all():
-        raise ValueError("derived species table has an empty band or duration")
+        raise InvalidInputError("derived species table has an empty band or duration")
     return table
 
 
@@ -92,7 +94,7 @@ def load_species_table() -> pd.DataFrame:
     with _data_file(SPECIES_CSV).open("r") as f:
         table = pd.read_csv(f)
     if len(table) != N_SPECIES or list(table.species_id) != list(range(N_SPECIES)):
-        raise ValueError(f"rfcx/data/{SPECIES_CSV} must list species 0..{N_SPECIES - 1} in order")
+        raise InvalidInputError(f"rfcx/data/{SPECIES_CSV} must list species 0..{N_SPECIES - 1} in order")
     return table
 
 

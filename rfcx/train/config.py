@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from rfcx.errors import ConfigError
 from rfcx.train.teachers import COMBINES
 
 OPTIMIZERS = ("adamw", "sgd")  # sgd: momentum 0.9, Nesterov (rfcx.train.member.make_optimizer)
@@ -49,12 +50,12 @@ def _close(name: str, choices: typing.Iterable[str]) -> str:
 
 def _check_range(name: str, value: float, lo: float, hi: float = float("inf")) -> None:
     if not lo <= value <= hi:
-        raise ValueError(f"{name} = {value!r} is outside [{lo}, {hi}]")
+        raise ConfigError(f"{name} = {value!r} is outside [{lo}, {hi}]")
 
 
 def _check_choice(name: str, value: str, choices: typing.Sequence[str]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} = {value!r} is not one of {list(choices)}{_close(value, choices)}")
+        raise ConfigError(f"{name} = {value!r} is not one of {list(choices)}{_close(value, choices)}")
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class ModelSpec:
         import timm  # deferred: importing timm is slow and only needed to validate
 
         if not timm.is_model(self.backbone):
-            raise ValueError(
+            raise ConfigError(
                 f"backbone {self.backbone!r} is not a timm model{_close(self.backbone, timm.list_models())}"
             )
         _check_range("crop_seconds", self.crop_seconds, 0.1)
@@ -185,7 +186,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not self.backbones:
-            raise ValueError("backbones must list at least one model")
+            raise ConfigError("backbones must list at least one model")
         _check_range("folds", self.folds, 2)
         for name in ("epochs", "batches_per_epoch", "batch_size"):
             _check_range(name, getattr(self, name), 1)
@@ -205,20 +206,20 @@ class TrainConfig:
         _check_choice("pseudo_teacher", self.pseudo_teacher, PSEUDO_TEACHERS)
         _check_choice("pseudo_templates_combine", self.pseudo_templates_combine, TEMPLATE_COMBINES)
         if len(self.pseudo_quantiles) != 2 or not 0.0 <= self.pseudo_quantiles[0] < self.pseudo_quantiles[1] <= 1.0:
-            raise ValueError(f"pseudo_quantiles = {self.pseudo_quantiles!r} must be two quantiles 0 <= lo < hi <= 1")
+            raise ConfigError(f"pseudo_quantiles = {self.pseudo_quantiles!r} must be two quantiles 0 <= lo < hi <= 1")
         _check_range("num_workers", self.num_workers, 0)
         _check_range("cpu_processes", self.cpu_processes, 0)
         _check_range("store_cache_mb", self.store_cache_mb, 0)
         if len(self.input_pool) != 2 or min(self.input_pool) < 1:
-            raise ValueError(f"input_pool = {self.input_pool!r} must be two factors >= 1 (freq, time)")
+            raise ConfigError(f"input_pool = {self.input_pool!r} must be two factors >= 1 (freq, time)")
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("distribute", self.distribute, DISTRIBUTE)
         if not (self.pretrained is False or (isinstance(self.pretrained, str) and self.pretrained.strip())):
-            raise ValueError(f"pretrained = {self.pretrained!r} must be false, 'imagenet' (timm's weights, downloaded) "
+            raise ConfigError(f"pretrained = {self.pretrained!r} must be false, 'imagenet' (timm's weights, downloaded) "
                              f"or the path of a local weights file (.pth/.pt state dict or .safetensors)")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ValueError(f"device = {self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+            raise ConfigError(f"device = {self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
     def epochs_of(self, round_idx: int) -> int:
         """Epochs a member of round ``round_idx`` trains: ``epochs`` in round 0, ``pseudo_epochs`` (where set) in
@@ -276,22 +277,22 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
-            raise ValueError(f"{name} must be a table/mapping, got {value!r}")
+            raise ConfigError(f"{name} must be a table/mapping, got {value!r}")
         return _build(tp, value, f"{name}.")
     origin = typing.get_origin(tp)
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{name} must be a list, got {value!r}")
+            raise ConfigError(f"{name} must be a list, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(args[0], v, f"{name}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
-            raise ValueError(f"{name} must have {len(args)} items, got {value!r}")
+            raise ConfigError(f"{name} must have {len(args)} items, got {value!r}")
         return tuple(_coerce(a, v, f"{name}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool) and (type(value) is not tp):
-        raise ValueError(f"{name} must be of type {tp.__name__}, got {value!r}")
+        raise ConfigError(f"{name} must be of type {tp.__name__}, got {value!r}")
     return value
 
 
@@ -300,15 +301,15 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
-            raise ValueError(f"unknown config field '{prefix}{key}'{_close(key, names)}")
+            raise ConfigError(f"unknown config field '{prefix}{key}'{_close(key, names)}")
     kwargs = {k: _coerce(hints[k], v, f"{prefix}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
     except TypeError as e:  # missing required fields
-        raise ValueError(f"incomplete config{(' section ' + prefix.rstrip('.')) if prefix else ''}: {e}") from None
+        raise ConfigError(f"incomplete config{(' section ' + prefix.rstrip('.')) if prefix else ''}: {e}") from None
     except ValueError as e:  # value checks of a nested section: say which one
         if prefix:
-            raise ValueError(f"{prefix.rstrip('.')}: {e}") from None
+            raise ConfigError(f"{prefix.rstrip('.')}: {e}") from None
         raise
 
 
@@ -451,9 +452,9 @@ def _load_file(path: Path) -> dict[str, Any]:
         with path.open() as f:
             data = yaml.safe_load(f) or {}
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
+            raise ConfigError(f"{path}: expected a mapping at the top level")
         return data
-    raise ValueError(f"{path}: config files must be .toml, .yaml or .yml")
+    raise ConfigError(f"{path}: config files must be .toml, .yaml or .yml")
 
 
 def get_config(name_or_path: str | Path) -> TrainConfig:
@@ -466,21 +467,33 @@ def get_config(name_or_path: str | Path) -> TrainConfig:
         return _REGISTRY[key]()
     path = Path(key)
     if not path.is_file():
-        raise ValueError(f"unknown config {key!r}: not a registered name {list_configs()}{_close(key, _REGISTRY)} nor a file")
+        raise ConfigError(f"unknown config {key!r}: not a registered name {list_configs()}{_close(key, _REGISTRY)} nor a file")
     data = _load_file(path)
     data.setdefault("name", path.stem)
     base = data.pop("base", None)
     if base is None:
         return TrainConfig.from_dict(data)
     if base not in _REGISTRY:
-        raise ValueError(f"{path}: unknown base config {base!r}{_close(str(base), _REGISTRY)}")
+        raise ConfigError(f"{path}: unknown base config {base!r}{_close(str(base), _REGISTRY)}")
     return _merge(_REGISTRY[base](), data)
+
+
+def apply_overrides(cfg: TrainConfig, items: typing.Iterable[str]) -> TrainConfig:
+    """``cfg`` with ``key=value`` overrides (``rfcx train --set``; the value is read as YAML: 3, 0.5, true, [a, b])."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set takes key=value, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return cfg.replace(**overrides) if overrides else cfg
 
 
 __all__ = [
     "AugmentConfig",
     "ModelSpec",
     "TrainConfig",
+    "apply_overrides",
     "get_config",
     "list_configs",
     "register_config",

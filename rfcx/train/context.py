@@ -10,10 +10,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from rfcx.runs.directory import RunDir, open_run, write_json_atomic
+from rfcx.errors import InvalidInputError, NotFoundError
+from rfcx.runs.directory import RunDir, open_run
+from store.atomic import write_json_atomic
 from rfcx.train.config import EXECUTION_FIELDS, ModelSpec, TrainConfig
 from rfcx.train.folds import assign_folds
 from store import FeatureStore, MelParams
+from store.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -40,31 +43,21 @@ class Context:
         return (self.cfg.seed * 1_000_003 + k * 10_007 + fold * 101 + i) % 2**31
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available; ``gpu`` is an alias of ``cuda``."""
-    name = "cuda" if name == "gpu" else name
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was asked for, but no CUDA GPU is visible")
-    return torch.device(name)
-
-
 def open_context(store: str, runs: str | Path, cfg: TrainConfig, device: str | None = None,
                  progress: bool = True, writer: bool = True) -> Context:
     """Check the store and the run directory, write/verify the run's config and folds (``writer=False``: only
     read them, as the ranks other than 0 of a launch do once rank 0 has written them)."""
     fs = FeatureStore.open(store, cache_mb=cfg.store_cache_mb)
     if "train" not in fs.splits:
-        raise ValueError(f"{store}: the store has no train split (was DIR/train/ given to build-store?)")
+        raise InvalidInputError(f"{store}: the store has no train split (was DIR/train/ given to build-store?)")
     try:
         tp, fp = fs.boxes("tp"), fs.boxes("fp")
     except KeyError as exc:
-        raise ValueError(f"{store}: {exc.args[0]}") from None
+        raise InvalidInputError(f"{store}: {exc.args[0]}") from None
     if tp.empty and fp.empty:
-        raise ValueError(f"{store}: the store has no TP/FP boxes to learn from (train_tp.csv / train_fp.csv)")
+        raise InvalidInputError(f"{store}: the store has no TP/FP boxes to learn from (train_tp.csv / train_fp.csv)")
     if tp.empty and not cfg.oracle:
-        raise ValueError(f"{store}: the store has no TP box ({len(fp)} FP): round 0 learns from the TP boxes, so "
+        raise InvalidInputError(f"{store}: the store has no TP box ({len(fp)} FP): round 0 learns from the TP boxes, so "
                          f"there is nothing to train on (was train_tp.csv empty, or were all its rows rejected? "
                          f"`rfcx info --store {store}` lists the rejected rows)")
     boxes = pd.concat([tp.assign(is_tp=True), fp.assign(is_tp=False)], ignore_index=True)
@@ -83,11 +76,11 @@ def open_context(store: str, runs: str | Path, cfg: TrainConfig, device: str | N
     if cfg.oracle:
         truth = fs.calls("train")
         if truth is None or truth.empty:
-            raise ValueError(f"{store}: --oracle learns from every call's truth, and the store has none (build it "
+            raise InvalidInputError(f"{store}: --oracle learns from every call's truth, and the store has none (build it "
                              f"from a data folder with calls_truth.csv, as rfcx synth writes)")
     if not writer:
         if not run.config_file.is_file():
-            raise FileNotFoundError(f"{run.config_file}: missing (rank 0 writes it before the other ranks start)")
+            raise NotFoundError(f"{run.config_file}: missing (rank 0 writes it before the other ranks start)")
     else:
         if fresh:
             write_json_atomic(run.config_file, cfg.to_dict())
@@ -112,7 +105,7 @@ def _check_run_config(run: RunDir, runs: str | Path, cfg: TrainConfig) -> bool:
     if not run.rounds():
         log.warning("%s: the run directory has no round yet: its config is replaced (%s)", runs, listed)
         return True
-    raise ValueError(f"{runs}: this run directory was made with another config ({listed}); "
+    raise InvalidInputError(f"{runs}: this run directory was made with another config ({listed}); "
                      f"use a new --runs directory, or the run's own config")
 
 
@@ -133,10 +126,10 @@ def check_same_store(run: RunDir, runs: str | Path, store: str | Path, fs: Featu
     mel = record.get("mel")
     if mel is not None and MelParams.from_dict(mel) != fs.params:
         diff = {k: (v, fs.params.to_dict()[k]) for k, v in mel.items() if fs.params.to_dict().get(k) != v}
-        raise ValueError(f"{runs}: this run was trained on {made_on}, and {store} holds other log-mel features "
+        raise InvalidInputError(f"{runs}: this run was trained on {made_on}, and {store} holds other log-mel features "
                          f"({', '.join(f'{k}: {a} (run) vs {b}' for k, (a, b) in diff.items())}): {hint}")
     ids = set(fs.ids("train"))
     missing = sorted(rid for rid in known if rid not in ids)
     if missing:
-        raise ValueError(f"{runs}: this run was trained on {made_on}, and {store} lacks {len(missing)} of its "
+        raise InvalidInputError(f"{runs}: this run was trained on {made_on}, and {store} lacks {len(missing)} of its "
                          f"{len(known)} train recordings (e.g. {', '.join(missing[:3])}): {hint}")

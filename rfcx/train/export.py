@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from engine.export import SUFFIXES, export_program, export_torchscript
+from rfcx.errors import InvalidInputError
 from rfcx.runs.directory import RunDir, member_name, open_run
 from rfcx.train.config import ModelSpec, TrainConfig
 from rfcx.train.models import build_classifier
@@ -34,14 +35,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-        raise ValueError(f"{path}: unreadable checkpoint ({reason})") from None
+        raise InvalidInputError(f"{path}: unreadable checkpoint ({reason})") from None
     if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: not a training checkpoint (a {type(ckpt).__name__}, not a dict)")
+        raise InvalidInputError(f"{path}: not a training checkpoint (a {type(ckpt).__name__}, not a dict)")
     missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
     if missing:
-        raise ValueError(f"{path}: checkpoint lacks {missing}")
+        raise InvalidInputError(f"{path}: checkpoint lacks {missing}")
     if not ckpt.get("complete", False):
-        raise ValueError(f"{path}: the member has not finished training (epoch {ckpt.get('epoch')}, not complete)")
+        raise InvalidInputError(f"{path}: the member has not finished training (epoch {ckpt.get('epoch')}, not complete)")
     return ckpt
 
 
@@ -54,7 +55,7 @@ def export_checkpoint(path: Path, out_dir: Path, k: int, formats: Sequence[str])
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not fit {spec.backbone} ({str(exc).splitlines()[0]})") from None
+        raise InvalidInputError(f"{path}: weights do not fit {spec.backbone} ({str(exc).splitlines()[0]})") from None
     model.eval()
     fold = int(ckpt["fold"])
     meta = {"config_name": cfg.name, "config": cfg.to_dict(), "backbone": spec.backbone,
@@ -98,7 +99,7 @@ def export_round_files(runs_dir: str | os.PathLike | RunDir, k: int, formats: Se
     """
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
-        raise ValueError(f"formats must be among {FORMATS}, got {list(formats)}")
+        raise InvalidInputError(f"formats must be among {FORMATS}, got {list(formats)}")
     run = runs_dir if isinstance(runs_dir, RunDir) else open_run(runs_dir, pull="none")
     for part in ("members", "models"):
         run.fetch(run.round_dir(k) / part)
@@ -110,10 +111,10 @@ def export_round_files(runs_dir: str | os.PathLike | RunDir, k: int, formats: Se
 def _export_round(run: RunDir, k: int, formats: Sequence[str], force: bool) -> ExportedFiles:
     if not run.round_dir(k).is_dir():
         known = ", ".join(map(str, run.rounds())) or "none"
-        raise ValueError(f"{run.describe(run.round_dir(k))}: no such round (rounds in {run.location}: {known})")
+        raise InvalidInputError(f"{run.describe(run.round_dir(k))}: no such round (rounds in {run.location}: {known})")
     checkpoints = member_checkpoints(run.root, k)
     if not checkpoints:
-        raise ValueError(f"{run.describe(run.round_dir(k))}: no member checkpoints (members/*/checkpoint.pt) to export")
+        raise InvalidInputError(f"{run.describe(run.round_dir(k))}: no member checkpoints (members/*/checkpoint.pt) to export")
     out_dir = run.models_dir(k)
     exported = ExportedFiles()
     for path in checkpoints:

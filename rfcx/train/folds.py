@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from rfcx.errors import InvalidInputError
+
 
 def assign_folds(ids: list[str], boxes: pd.DataFrame, k: int, seed: int = 0) -> dict[str, int]:
     """``{recording_id: fold}``: recordings grouped by their first TP species (else first FP species, else
     none), each group shuffled with ``seed`` and dealt round-robin, so every fold sees every species."""
     if k < 2:
-        raise ValueError(f"need at least 2 folds, got {k}")
+        raise InvalidInputError(f"need at least 2 folds, got {k}")
     if len(ids) < k:
-        raise ValueError(f"{len(ids)} train recordings cannot be split into {k} folds (every fold holds out at "
+        raise InvalidInputError(f"{len(ids)} train recordings cannot be split into {k} folds (every fold holds out at "
                          f"least one recording: use --folds {len(ids)} or fewer)")
     key: dict[str, str] = {}
     if len(boxes):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rfcx.errors import InvalidInputError
 from rfcx.process_group import SINGLE, DistributedError, ProcessGroup
 from rfcx.runs.directory import member_name
 from rfcx.runs.predictions import stack
@@ -53,7 +54,7 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:  # noqa: 
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-    raise ValueError(f"optimizer = {cfg.optimizer!r} is not one of ['adamw', 'sgd']")
+    raise InvalidInputError(f"optimizer = {cfg.optimizer!r} is not one of ['adamw', 'sgd']")
 
 
 def _save(obj: dict, path: Path) -> None:
@@ -71,7 +72,7 @@ def uses_ddp(cfg: TrainConfig, group: ProcessGroup) -> bool:
 def check_ddp_batch(cfg: TrainConfig, group: ProcessGroup) -> None:
     """DDP keeps the global batch at ``batch_size``: it must split evenly over the ranks."""
     if uses_ddp(cfg, group) and cfg.batch_size % group.world:
-        raise ValueError(f"distribute = 'ddp' splits each batch of batch_size = {cfg.batch_size} crops over the "
+        raise InvalidInputError(f"distribute = 'ddp' splits each batch of batch_size = {cfg.batch_size} crops over the "
                          f"{group.world} ranks, which needs a batch_size divisible by {group.world} (e.g. "
                          f"{max(group.world, cfg.batch_size // group.world * group.world)}; set it with --set "
                          f"batch_size=N), or use distribute = 'folds'")

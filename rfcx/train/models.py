@@ -12,6 +12,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from rfcx.errors import InvalidInputError
 from rfcx.train.config import ModelSpec, TrainConfig
 
 
@@ -34,7 +35,7 @@ def build_model(
                 model = timm.create_model(name, pretrained=True, num_classes=n_classes, in_chans=in_chans)
         except Exception as exc:  # offline (huggingface_hub / urllib errors), or no weights for this model
             reason = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
-            raise ValueError(
+            raise InvalidInputError(
                 f"pretrained = 'imagenet': could not get timm's pretrained weights of {name} ({type(exc).__name__}: "
                 f"{reason}); they are downloaded, which needs a network. Offline, set pretrained to a local weights "
                 f"file instead (--set pretrained=PATH), e.g. one saved on a machine with a network by "
@@ -80,7 +81,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     checkpoint dict under ``state_dict`` / ``model``; a DataParallel ``module.`` prefix is removed)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"pretrained = {str(path)!r}: weights file not found (give a .pth/.pt state dict or a "
+        raise InvalidInputError(f"pretrained = {str(path)!r}: weights file not found (give a .pth/.pt state dict or a "
                          f".safetensors file, 'imagenet', or false)")
     try:
         if path.suffix == ".safetensors":
@@ -91,14 +92,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         reason = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
-        raise ValueError(f"{path}: not a readable weights file ({reason})") from None
+        raise InvalidInputError(f"{path}: not a readable weights file ({reason})") from None
     if isinstance(state, dict):
         for key in ("state_dict", "model", "model_state_dict"):
             if isinstance(state.get(key), dict):
                 state = state[key]
                 break
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: not a state dict (a mapping of parameter names to tensors)")
+        raise InvalidInputError(f"{path}: not a state dict (a mapping of parameter names to tensors)")
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
@@ -137,7 +138,7 @@ def load_backbone_weights(model: torch.nn.Module, path: str | Path, in_chans: in
         parts = [f"missing keys: {few(missing)}" if missing else "",
                  f"unexpected keys: {few(unexpected)}" if unexpected else "",
                  f"shapes differ (file vs model): {few(shapes)}" if shapes else ""]
-        raise ValueError(f"{path}: the weights do not fit the backbone {name} ({'; '.join(p for p in parts if p)}); "
+        raise InvalidInputError(f"{path}: the weights do not fit the backbone {name} ({'; '.join(p for p in parts if p)}); "
                          f"is it a state dict of {name}?")
     model.load_state_dict(state, strict=False)
 

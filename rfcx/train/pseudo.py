@@ -20,6 +20,7 @@ import torch
 import zarr
 
 from engine.windows import frame_windows, window_starts
+from rfcx.errors import InvalidInputError, NotFoundError
 from rfcx.runs.predictions import stack
 from rfcx.train.calibration import class_rates, rescale_by_rate
 from rfcx.train.config import SCORE_MODES
@@ -65,7 +66,7 @@ def predict_windows(model: torch.nn.Module, fs: FeatureStore, ids: list[str], gr
     windows, about ``crop / hop`` times less compute, scores within the README's measured tolerance of exact. A
     backbone without a fully convolutional path is scored exactly."""
     if mode not in SCORE_MODES:
-        raise ValueError(f"score mode {mode!r} is not one of {list(SCORE_MODES)}")
+        raise InvalidInputError(f"score mode {mode!r} is not one of {list(SCORE_MODES)}")
     model.eval()
     if mode == "fcn":
         from engine.export import Deployable
@@ -209,17 +210,17 @@ def rescale(labels: PseudoLabels, mode: str, quantiles: tuple[float, float] = (0
         return labels
     if mode == "tp_clips":  # the raw scores, and in a clip holding a TP box of a species its other calls
         if boxes is None:
-            raise ValueError("pseudo_rescale = 'tp_clips' needs the TP boxes")
+            raise InvalidInputError("pseudo_rescale = 'tp_clips' needs the TP boxes")
         return PseudoLabels(labels.ids, labels.offsets, tp_clip_labels(labels, boxes), labels.window_seconds,
                             labels.hop_seconds)
     if mode == "prior":  # each class at its own positive rate, estimated from its TP windows (rfcx.train.calibration)
         if boxes is None:
-            raise ValueError("pseudo_rescale = 'prior' needs the TP boxes")
+            raise InvalidInputError("pseudo_rescale = 'prior' needs the TP boxes")
         rates, _ = class_rates(labels.scores, tp_windows(labels, boxes))
         out = rescale_by_rate(labels.scores, rates)
         return PseudoLabels(labels.ids, labels.offsets, out, labels.window_seconds, labels.hop_seconds)
     if mode != "quantile":
-        raise ValueError(f"unknown pseudo-label rescaling {mode!r} (none, quantile, prior, tp_clips)")
+        raise InvalidInputError(f"unknown pseudo-label rescaling {mode!r} (none, quantile, prior, tp_clips)")
     lo_q, hi_q = quantiles
     scores = labels.scores.astype(np.float64)
     lo, hi = np.quantile(scores, [lo_q, hi_q], axis=0) if len(scores) else (0.0, 1.0)
@@ -229,7 +230,7 @@ def rescale(labels: PseudoLabels, mode: str, quantiles: tuple[float, float] = (0
 
 def read_pseudo_labels(path: Path) -> PseudoLabels:
     if not Path(path).is_dir():
-        raise FileNotFoundError(f"{path}: pseudo labels not found (is the previous round complete?)")
+        raise NotFoundError(f"{path}: pseudo labels not found (is the previous round complete?)")
     group = zarr.open_group(str(path), mode="r")
     return PseudoLabels(ids=group["ids"][:].tolist(), offsets=group["offsets"][:], scores=group["scores"][:],
                         window_seconds=float(group.attrs["window_seconds"]),

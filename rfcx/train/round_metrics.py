@@ -14,7 +14,8 @@ import torch
 
 from engine.postprocess import apply_prior
 from rfcx.runs import report
-from rfcx.runs.directory import RunDir, member_name, write_json_atomic
+from rfcx.runs.directory import RunDir, member_name
+from store.atomic import write_json_atomic
 from rfcx.runs.predictions import load_infold, load_predictions, stack
 from rfcx.scoring import yardsticks
 from rfcx.scoring.metrics import lwlrap

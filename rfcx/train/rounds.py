@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rfcx.process_group import SINGLE, ProcessGroup, run_local, thread_budget
-from rfcx.runs.directory import member_name, write_json_atomic
+from rfcx.errors import InvalidInputError
+from rfcx.process_group import SINGLE, DistributedError, ProcessGroup, run_local, thread_budget
+from rfcx.runs.directory import member_name
+from store.atomic import write_json_atomic
 from rfcx.train import member, teachers, templates
 from rfcx.train.config import TrainConfig, get_config
-from rfcx.train.context import Context, open_context, resolve_device
+from rfcx.train.context import Context, open_context
 from rfcx.train.models import check_pretrained
 from rfcx.train.pseudo import (
     read_pseudo_labels,
@@ -37,6 +39,7 @@ from rfcx.train.round_metrics import (
     template_summary,
 )
 from rfcx.train.sampling import N_CLASSES, PseudoLabels
+from store.device import resolve_device
 from store.lock import NoLock, writer_lock
 
 log = logging.getLogger(__name__)
@@ -60,7 +63,7 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
     (:func:`cpu_processes`, :func:`rfcx.process_group.run_local`); ``echo`` must then pickle (else ``print``).
     """
     if until_round < 0:
-        raise ValueError(f"--round must be 0 or more (rounds 0..N are run), got {until_round}")
+        raise InvalidInputError(f"--round must be 0 or more (rounds 0..N are run), got {until_round}")
     cfg = get_config(config) if isinstance(config, str) else config
     if folds is not None:
         cfg = cfg.replace(folds=folds)
@@ -207,7 +210,7 @@ def with_templates(ctx: Context, k: int, pseudo: PseudoLabels, group: ProcessGro
     group.barrier("train: rank 0 writes the template teacher's labels", work=True)
     cached = cached or usable()
     if cached is None:
-        raise RuntimeError(f"{path}: the template teacher's labels are missing or stale after rank 0 wrote them")
+        raise DistributedError(f"{path}: the template teacher's labels are missing or stale after rank 0 wrote them")
     summary = template_summary(path)
     species = [int(s) for s in summary.get("species_calibrated", range(N_CLASSES))]
     network_auc = template_auc = None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from rfcx.errors import InvalidInputError
 from store.melbank import hz_to_mel_bin
 from store.params import MelParams
 
@@ -84,14 +85,14 @@ class CropSampler:
                  unlabelled_weight: float = 0.0, random_crop_p: float = 0.0,
                  pseudo_negative_weight: float = 1.0, tp_box_share: float = 0.0) -> None:
         if round_idx > 0 and pseudo is None and truth is None:
-            raise ValueError("rounds >= 1 need the previous round's pseudo labels")
+            raise InvalidInputError("rounds >= 1 need the previous round's pseudo labels")
         # rounds >= 1: clips without pseudo labels (added to the store after the previous round) are left out of
         # the draws, random and box crops alike (train.py says how many, once per round)
         self.unlabelled = sorted(r for r in n_frames if r not in pseudo) if round_idx > 0 else []
         if self.unlabelled:
             n_frames = {r: n for r, n in n_frames.items() if r in pseudo}
             if not n_frames:
-                raise ValueError(f"none of the {len(self.unlabelled)} training clips has pseudo labels from the "
+                raise InvalidInputError(f"none of the {len(self.unlabelled)} training clips has pseudo labels from the "
                                  f"previous round (e.g. {', '.join(self.unlabelled[:3])})")
         self.ids = sorted(n_frames)
         self.boxes = boxes[boxes.recording_id.isin(n_frames)].reset_index(drop=True)
@@ -99,13 +100,13 @@ class CropSampler:
         if truth is not None:  # the oracle: every call of the training clips
             calls = truth[truth.recording_id.isin(n_frames)].reset_index(drop=True)
             if calls.empty:
-                raise ValueError("the oracle needs the calls' truth (calls_truth.csv) of the training recordings")
+                raise InvalidInputError("the oracle needs the calls' truth (calls_truth.csv) of the training recordings")
             self.truth = (calls.recording_id.to_numpy(dtype=object), calls[["t_min", "t_max"]].to_numpy(np.float64),
                           {rid: (calls.t_min.to_numpy()[idx], calls.t_max.to_numpy()[idx],
                                  calls.species_id.to_numpy()[idx])
                            for rid, idx in calls.groupby("recording_id").indices.items()})
         if round_idx == 0 and self.boxes.empty and truth is None:
-            raise ValueError("round 0 needs TP/FP boxes, and none of the training recordings has any")
+            raise InvalidInputError("round 0 needs TP/FP boxes, and none of the training recordings has any")
         self.n_frames, self.params, self.crop = n_frames, params, crop_frames
         self.round, self.pseudo = round_idx, pseudo
         self.tp_fp_sampling, self.tp_fp_p = tp_fp_sampling, tp_fp_p

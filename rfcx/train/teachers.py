@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from rfcx.errors import InvalidInputError
+
 COMBINES = ("max", "mean", "select")
 SELECT_MARGIN = 0.02  # "select": the network's TP AUC may lag the templates' this much and still add its labels
 
@@ -79,7 +81,7 @@ def combine(network: np.ndarray, template: np.ndarray, how: str, species: Sequen
         out[:, species] = (network[:, species] + template[:, species]) / 2
         return out
     if how != "select":
-        raise ValueError(f"unknown template combine {how!r}: one of {COMBINES}")
+        raise InvalidInputError(f"unknown template combine {how!r}: one of {COMBINES}")
     out = np.maximum(network, template).astype(np.float32, copy=False)
     only = template_only(species, network_auc or {}, template_auc or {})
     out[:, only] = template[:, only]

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from engine.thresholds import MIN_POSITIVES, thresholds_for_precision
+from rfcx.errors import NotFoundError
 from rfcx.runs.directory import RunDir
 from rfcx.runs.predictions import load_predictions
 from rfcx.train.config import TrainConfig
@@ -29,7 +30,7 @@ def oof_window_scores(run: RunDir, k: int | Sequence[int]) -> tuple[dict[str, np
     for r in ([k] if isinstance(k, int) else list(k)):
         found = sorted((run.round_dir(r) / "members").glob("*/predictions.npz"))
         if not found:
-            raise FileNotFoundError(f"{run.describe(run.round_dir(r) / 'members')}: no predictions.npz of round {r} "
+            raise NotFoundError(f"{run.describe(run.round_dir(r) / 'members')}: no predictions.npz of round {r} "
                                     "(the out-of-fold scores --target-precision chooses thresholds on)")
         files += found
     cfg = TrainConfig.from_dict(json.loads(run.config_file.read_text()))

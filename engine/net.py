@@ -21,6 +21,12 @@ def prepare_input(x: torch.Tensor, ramp: torch.Tensor | None, pool: tuple[int, i
     x = (x - DB_OFFSET) / DB_SCALE
     if ramp is not None:
         x = torch.cat([x, ramp.to(x.dtype).expand(x.shape[0], 1, x.shape[2], x.shape[3])], dim=1)
+    return pool_input(x, pool)
+
+
+def pool_input(x: torch.Tensor, pool: tuple[int, int]) -> torch.Tensor:
+    """Average-pool a (B, C, n_mels, T) batch by ``(freq, time)`` factors, e.g. (2, 2): 256 x 376 -> 128 x 188 (a
+    trailing partial window is dropped); (1, 1) returns it as it is."""
     if pool[0] > 1 or pool[1] > 1:
         x = F.avg_pool2d(x, kernel_size=pool, stride=pool)
     return x

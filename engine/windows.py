@@ -22,12 +22,6 @@ def window_starts(n_frames: int, frames_per_second: float, window_seconds: float
     return np.round(np.arange(n) * hop_seconds * frames_per_second).astype(np.int64)
 
 
-def window_centres_s(n_frames: int, frames_per_second: float, window_seconds: float, hop_seconds: float) -> np.ndarray:
-    """Centre time (s) of each window."""
-    n = n_windows(n_frames, frames_per_second, window_seconds, hop_seconds)
-    return np.arange(n) * hop_seconds + window_seconds / 2
-
-
 def frame_windows(mel: np.ndarray, starts: np.ndarray, length: int, fill: float) -> np.ndarray:
     """Stack the windows of a (n_mels, frames) spectrogram into (n, n_mels, length), padding with ``fill``."""
     n_mels, frames = mel.shape

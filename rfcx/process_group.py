@@ -74,7 +74,7 @@ def torchrun_launch(environ: Mapping[str, str] | None = None) -> Launch | None:
         local_world = int(env.get("LOCAL_WORLD_SIZE") or world)
     except ValueError:
         raise DistributedError("WORLD_SIZE, RANK, LOCAL_RANK and LOCAL_WORLD_SIZE must be integers, got "
-                               + ", ".join(f"{v}={env.get(v)!r}" for v in (*TORCHRUN_VARS[:3], "LOCAL_WORLD_SIZE")))
+                               + ", ".join(f"{v}={env.get(v)!r}" for v in (*TORCHRUN_VARS[:3], "LOCAL_WORLD_SIZE"))) from None
     if world < 1 or not 0 <= rank < world or not 0 <= local_rank < local_world:
         raise DistributedError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world}, "
                                f"LOCAL_RANK={local_rank}, LOCAL_WORLD_SIZE={local_world}")

@@ -26,8 +26,6 @@ from zarr.core.sync import sync
 from . import layout
 from .errors import DamagedStoreError
 
-CHECKSUM = "crc32c"
-
 
 @dataclass(frozen=True)
 class Damage:

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from rfcx.runs.directory import RunDir, member_name
-from store.atomic import write_json_atomic
 from rfcx.train.config import ModelSpec, TrainConfig, get_config
 from rfcx.train.models import build_classifier
 from store import FeatureStore, build_store
+from store.atomic import write_json_atomic
 from tests.conftest import make_dataset
 
 _CACHE: dict[str, Any] = {}

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.net import pool_input
 from rfcx.train.config import AugmentConfig, ModelSpec, TrainConfig, get_config, list_configs
-from rfcx.train.models import build_model, pool_input
+from rfcx.train.models import build_model
 
 
 def test_registry() -> None:

@@ -154,7 +154,7 @@ def test_audacity_labels_round_trip(tmp_path: Path) -> None:
     assert [p.name for p in written] == ["a.txt", "b.txt"]
     lines = written[1].read_text().splitlines()
     low, high = species_bands(BOXES, 24, 24_000).loc[5].tolist()
-    assert lines == [f"1.000000\t3.000000\tspecies 5 0.950", f"\\\t{low:.6f}\t{high:.6f}"]
+    assert lines == ["1.000000\t3.000000\tspecies 5 0.950", f"\\\t{low:.6f}\t{high:.6f}"]
     _same(read_audacity(tmp_path / "labels"), ev,
           ["recording_id", "species_id", "start_s", "end_s", "low_hz", "high_hz", "peak_score"])
     one = write_audacity(ev[ev.recording_id == "a"], tmp_path / "a.txt", ["a"])[0]

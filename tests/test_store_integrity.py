@@ -172,8 +172,8 @@ def test_one_backend_per_store(built) -> None:
             "NVIDIA DALI is not installed here: resume it where DALI is, or use a new --store") in text
     assert FeatureStore.open(store).backend == "dali"
 
-    from store.writer import open_or_create
     from store.params import MelParams
+    from store.writer import open_or_create
 
     empty = store.parent / "empty.zarr"  # a store without a clip takes the backend of the run
     open_or_create(empty, MelParams(), "dali")

@@ -212,7 +212,7 @@ def _check_clip_labels(clip, tp_calls: int) -> None:  # noqa: ANN001 (rfcx.synth
 def test_label_density_labels_more() -> None:
     counts = {}
     for density in (1.0, 4.0):
-        n_tp = n_fp = n_tp_only = 0
+        n_tp = n_fp = 0
         for i in range(30):
             clip = make_clip("train", i, SEED, 20.0, tp_fraction=1.0, label_density=density)
             _check_clip_labels(clip, round(density))

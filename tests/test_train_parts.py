@@ -184,7 +184,7 @@ def test_round0_crops_are_around_boxes_with_masked_box_labels() -> None:
         assert 0 <= bins[0] <= bins[1] < 256
     # the bands of the TP boxes that label each crop go along (the frequency masking drops a label it erased)
     assert b.label_boxes.shape[0] == 200 and b.label_boxes.shape[2] == 3
-    for rid, target, rows, bins in zip(b.recording_ids, b.target, b.label_boxes, b.box_bins):
+    for rid, target, rows, _bins in zip(b.recording_ids, b.target, b.label_boxes, b.box_bins):
         rows = rows[rows[:, 0] >= 0]
         assert sorted(rows[:, 0]) == sorted(np.flatnonzero(target == 1))
         if rid == "a" and len(rows):

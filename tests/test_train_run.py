@@ -157,9 +157,9 @@ def test_optimizer_field_is_honoured(tiny_store, tmp_path) -> None:
 def test_round_1_resumes_after_clips_were_added_to_the_store(tiny_store, tmp_path) -> None:
     """Round 0's pseudo labels lack a clip (added to the store after round 0): round 1 trains without it and
     says so once, instead of a bare KeyError."""
-    from store.atomic import write_json_atomic
     from rfcx.train.pseudo import write_pseudo_labels
     from store import FeatureStore
+    from store.atomic import write_json_atomic
 
     cfg = _cfg(batches_per_epoch=1)
     run = RunDir(tmp_path / "runs")

@@ -11,8 +11,7 @@ training crop, every ``pseudo_hop_seconds``). The round's ensemble averages its 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -21,8 +20,7 @@ from rfcx.errors import InvalidInputError
 from rfcx.runs.directory import RunDir
 from rfcx.scoring.metrics import per_class_average_precision
 from rfcx.train.config import TrainConfig
-
-N_CLASSES = 24
+from store.tables import N_SPECIES as N_CLASSES
 
 
 @dataclass
@@ -49,17 +47,6 @@ class Grid:
 
     def centres(self, n: int) -> np.ndarray:
         return self.starts(n) + self.window_s / 2
-
-
-@dataclass
-class RoundView:
-    """One round's section: its metrics.json, its loss plot and its per-class table (:func:`per_class_table`)."""
-
-    round: int
-    metrics: dict
-    loss_png: Path | None
-    per_class: pd.DataFrame
-    notes: list[str] = field(default_factory=list)
 
 
 def complete_rounds(run: RunDir) -> list[int]:

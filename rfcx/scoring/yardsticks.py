@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from rfcx.scoring.metrics import lwlrap
+from store.tables import N_SPECIES
 
 DRAWS = 50
 
 
-def tp_prior(tp: pd.DataFrame, train_ids: Iterable[str], n_classes: int = 24) -> np.ndarray:
+def tp_prior(tp: pd.DataFrame, train_ids: Iterable[str], n_classes: int = N_SPECIES) -> np.ndarray:
     """Per species, the share of the training recordings that hold one of its TP boxes."""
     ids = set(train_ids)
     if not ids:

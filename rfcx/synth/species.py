@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from rfcx.errors import InvalidInputError
+from store.tables import N_SPECIES
 
-N_SPECIES = 24
 SPECIES_CSV = "species.csv"
 LAYOUT_CSV = "layout.csv"
 SPECIES_COLUMNS = [

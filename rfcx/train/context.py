@@ -12,10 +12,10 @@ import torch
 
 from rfcx.errors import InvalidInputError, NotFoundError
 from rfcx.runs.directory import RunDir, open_run
-from store.atomic import write_json_atomic
 from rfcx.train.config import EXECUTION_FIELDS, ModelSpec, TrainConfig
 from rfcx.train.folds import assign_folds
 from store import FeatureStore, MelParams
+from store.atomic import write_json_atomic
 from store.device import resolve_device
 
 log = logging.getLogger(__name__)

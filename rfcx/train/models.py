@@ -10,14 +10,15 @@ from urllib.parse import urlparse
 
 import timm
 import torch
-import torch.nn.functional as F
 
+from engine.net import SpectrogramClassifier
 from rfcx.errors import InvalidInputError
 from rfcx.train.config import ModelSpec, TrainConfig
+from store.tables import N_SPECIES
 
 
 def build_model(
-    spec: ModelSpec | str, n_classes: int = 24, in_chans: int = 2, channels_last: bool = False,
+    spec: ModelSpec | str, n_classes: int = N_SPECIES, in_chans: int = 2, channels_last: bool = False,
     pretrained: bool | str = False,
 ) -> torch.nn.Module:
     """A timm classifier emitting ``n_classes`` logits from (B, in_chans, n_mels, T) input.
@@ -152,21 +153,12 @@ def check_pretrained(cfg: TrainConfig) -> None:
         build_model(backbone, in_chans=cfg.in_chans, pretrained=cfg.pretrained)
 
 
-def pool_input(x: torch.Tensor, pool: tuple[int, int]) -> torch.Tensor:
-    """Average-pool a (B, C, n_mels, T) batch by ``(freq, time)`` factors, e.g. (2, 2):
-    256 x 376 -> 128 x 188 (a trailing partial window is dropped)."""
-    if tuple(pool) == (1, 1):
-        return x
-    return F.avg_pool2d(x, kernel_size=tuple(pool), stride=tuple(pool))
-
-
-def build_classifier(cfg: TrainConfig, spec: ModelSpec, n_classes: int = 24,
-                     pretrained: bool = False) -> "SpectrogramClassifier":
+def build_classifier(cfg: TrainConfig, spec: ModelSpec, n_classes: int = N_SPECIES,
+                     pretrained: bool = False) -> SpectrogramClassifier:
     """The trained/exported network of one ensemble member: dB crop in, logits out (see engine.net).
 
     ``pretrained=True`` starts the backbone from ``cfg.pretrained`` (a new member's training); otherwise the
     weights are random (to be replaced by a checkpoint's)."""
-    from engine.net import SpectrogramClassifier
 
     backbone = build_model(spec, n_classes=n_classes, in_chans=cfg.in_chans, channels_last=False,
                            pretrained=cfg.pretrained if pretrained else False)

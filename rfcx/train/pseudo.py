@@ -26,8 +26,7 @@ from rfcx.train.calibration import class_rates, rescale_by_rate
 from rfcx.train.config import SCORE_MODES
 from rfcx.train.sampling import PseudoLabels
 from store import FeatureStore
-
-N_CLASSES = 24
+from store.tables import N_SPECIES as N_CLASSES
 
 
 def member_windows(frames: int, fps: float, grid_window_s: float, hop_s: float,

@@ -15,7 +15,6 @@ import torch
 from engine.postprocess import apply_prior
 from rfcx.runs import report
 from rfcx.runs.directory import RunDir, member_name
-from store.atomic import write_json_atomic
 from rfcx.runs.predictions import load_infold, load_predictions, stack
 from rfcx.scoring import yardsticks
 from rfcx.scoring.metrics import lwlrap
@@ -30,6 +29,7 @@ from rfcx.train.pseudo import (
     write_pseudo_labels,
 )
 from rfcx.train.sampling import N_CLASSES, CropSampler, PseudoLabels
+from store.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 

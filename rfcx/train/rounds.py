@@ -19,7 +19,6 @@ import numpy as np
 from rfcx.errors import InvalidInputError
 from rfcx.process_group import SINGLE, DistributedError, ProcessGroup, run_local, thread_budget
 from rfcx.runs.directory import member_name
-from store.atomic import write_json_atomic
 from rfcx.train import member, teachers, templates
 from rfcx.train.config import TrainConfig, get_config
 from rfcx.train.context import Context, open_context
@@ -39,6 +38,7 @@ from rfcx.train.round_metrics import (
     template_summary,
 )
 from rfcx.train.sampling import N_CLASSES, PseudoLabels
+from store.atomic import write_json_atomic
 from store.device import resolve_device
 from store.lock import NoLock, writer_lock
 

@@ -21,8 +21,8 @@ import pandas as pd
 from rfcx.errors import InvalidInputError
 from store.melbank import hz_to_mel_bin
 from store.params import MelParams
+from store.tables import N_SPECIES as N_CLASSES
 
-N_CLASSES = 24
 COVER = 0.5  # a box counts for a crop when at least this share of it lies inside
 
 

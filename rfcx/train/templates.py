@@ -36,8 +36,8 @@ from rfcx.train.sampling import PseudoLabels
 from rfcx.train.teachers import auc
 from store import FeatureStore
 from store.melbank import hz_to_mel_bin
+from store.tables import N_SPECIES as N_CLASSES
 
-N_CLASSES = 24
 POOL = (2, 2)  # (mel bins, frames) pooled before matching: 4x less work, calls of 0.5 s still span ~23 frames
 SHIFT = 1  # pooled mel bins of pitch a template may move (a call's pitch varies from one to the next)
 

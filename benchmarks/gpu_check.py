@@ -549,6 +549,7 @@ class Check:
                 row["delivered_over_consumed"] = r3(row["crops_per_s"] / max(consumed))
 
         # the training loop itself: rfcx.train.member.train_member for one epoch of each backbone (round 0, fold 0)
+        from rfcx.train.checkpoint import Checkpoint
         from rfcx.train.context import open_context
         from rfcx.train.member import train_member
 
@@ -562,13 +563,14 @@ class Check:
             t0 = time.perf_counter()
             ckpt = attempt(errors, f"train_member {spec.backbone}", train_member, ctx, 0, spec, 0, None)
             if ckpt:
-                h = ckpt["history"][-1]
+                ckpt = Checkpoint.from_dict(ckpt)
+                h = ckpt.history[-1]
                 loop.append({"backbone": spec.backbone, "crop_seconds": spec.crop_seconds, "batch": loop_cfg.batch_size,
                              "batches": loop_cfg.batches_per_epoch, "num_workers": loop_cfg.num_workers,
                              "crops_per_s": r3(h["crops_per_s"]), "data_wait_s": r3(h["data_wait_s"]),
                              "epoch_s": r3(h["seconds"]), "data_wait_share": r3(h["data_wait_s"] / h["seconds"]),
                              "wall_s": r3(time.perf_counter() - t0), "loss": r3(h["loss"]),
-                             "checkpoint_device": str(next(iter(ckpt["state_dict"].values())).device)})
+                             "checkpoint_device": str(next(iter(ckpt.state_dict.values())).device)})
                 say(f"  train_member {spec.backbone} {spec.crop_seconds:g} s: {loop[-1]['crops_per_s']} crops/s, "
                     f"waiting for data {100 * loop[-1]['data_wait_share']:.0f} % of the epoch")
         return {"device": str(dev), "batch": b, "num_workers_config": cfg.num_workers, "rows": rows,
@@ -581,9 +583,8 @@ class Check:
 
     # 7. train_rounds ---------------------------------------------------------------------------------------
     def stage_train_rounds(self, deadline: float, errors: list[dict]) -> dict:
-        import torch
-
         from rfcx.runs.directory import RunDir
+        from rfcx.train.checkpoint import Checkpoint, load_checkpoint_file
         from rfcx.train.rounds import train_rounds
 
         cfg, dev, s = self.config(), self.device, self.size
@@ -600,8 +601,8 @@ class Check:
         members = {name: {"crops_per_s": r3(h[-1]["crops_per_s"]), "data_wait_s": r3(h[-1]["data_wait_s"]),
                           "seconds": r3(h[-1]["seconds"]), "loss": r3(h[-1]["loss"])}
                    for name, h in metrics.get("members", {}).items()}
-        ckpt = torch.load(sorted(run.round_dir(0).glob("members/*/checkpoint.pt"))[0], map_location="cpu",
-                          weights_only=False)
+        first = sorted(run.round_dir(0).glob("members/*/checkpoint.pt"))[0]
+        ckpt = Checkpoint.from_dict(load_checkpoint_file(first, "cpu"))
         return {"config": cfg.name, "device": str(dev), "epochs": cfg.epochs,
                 "batches_per_epoch": cfg.batches_per_epoch,
                 "folds": cfg.folds, "members": members, "wall_s": r3(wall),
@@ -609,7 +610,7 @@ class Check:
                 "oof_lwlrap": r3(metrics.get("oof_lwlrap")), "oof_box_auc": r3(metrics.get("oof_box_auc")),
                 "freq_channel_check": metrics.get("freq_channel_check"),
                 "complete": run.is_complete(0), "exported_torchscript": [m.name for m in models],
-                "checkpoint_complete": bool(ckpt.get("complete")),
+                "checkpoint_complete": bool(ckpt.complete),
                 "about": "rfcx.train.rounds.train_rounds round 0 on the device: every member trained, its held-out and "
                          "test clips scored, metrics, plots, TorchScript export, complete.json (.pt2 programs: stage "
                          "export)"}
@@ -620,6 +621,7 @@ class Check:
 
         from engine.export import load_model, read_meta
         from rfcx.runs.directory import RunDir, member_name
+        from rfcx.train.checkpoint import Checkpoint
         from rfcx.train.export import export_checkpoint, load_checkpoint
         from rfcx.train.models import build_classifier
 
@@ -659,7 +661,7 @@ class Check:
                 rows.append(row)
                 continue
             net = build_classifier(cfg, spec)
-            net.load_state_dict(ckpt["state_dict"])
+            net.load_state_dict(Checkpoint.from_dict(ckpt).state_dict)
             net.eval()
             g = torch.Generator().manual_seed(0)
             window = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,3 +57,25 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as JSON atomically: ``indent=2``, keys in their order, numpy-style scalars as floats
     (``default=float``), no trailing newline: the bytes ``rfcx.runs.write_json_atomic`` writes."""
     return write_text_atomic(path, json.dumps(data, indent=2, default=float))
+
+
+def temp_dir(path: str | os.PathLike) -> Path:
+    """An empty temp folder beside the folder ``path`` (same name scheme as :func:`temp_path`), to fill and then
+    move into place with :func:`replace_dir`."""
+    tmp = temp_path(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def replace_dir(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Folder ``tmp`` becomes ``path``; a folder there before is moved aside first and removed after, so ``path``
+    is at every moment either the old folder or the new one."""
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path

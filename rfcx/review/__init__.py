@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import pandas as pd
 
 from rfcx.errors import InvalidInputError, NotFoundError
 from rfcx.runs.directory import RunDir
+from store.atomic import replace_dir, temp_dir
 
 from .content import (
     N_CLASSES,
@@ -123,9 +123,8 @@ def write_review(runs: str | os.PathLike, store: str | os.PathLike, out: str | o
     if data is None:
         notes.append("no --data folder: the events have no audio players")
 
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "img").mkdir(parents=True)
+    tmp = temp_dir(out)
+    (tmp / "img").mkdir()
     (tmp / "audio").mkdir()
     images = snippets = 0
 
@@ -247,7 +246,7 @@ def write_review(runs: str | os.PathLike, store: str | os.PathLike, out: str | o
         notes=notes, table=table, best_round=(run.best_round() or {}).get("round"), lwlrap_png=lwlrap_png,
         rounds=sections, species=views, events_source=events_source, pseudo_source=pseudo_source)
     (tmp / "index.html").write_text(render(page), encoding="utf-8")
-    _replace(tmp, out)
+    replace_dir(tmp, out)
     return ReviewSummary(out / "index.html", shown, images, snippets, int(sum(len(v.events) for v in views)), notes,
                          time.perf_counter() - started)
 
@@ -313,16 +312,6 @@ def _event_job(fs, event, card: EventCard, tmp: Path, data: Path | None,  # noqa
             card.audio_note = f"no audio: {why}"
 
     return job
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """``tmp`` becomes ``out`` (a page written there before is removed)."""
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 __all__ = ["ReviewSummary", "check_out", "write_review"]

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from store.atomic import write_text_atomic
+from store.atomic import atomic_path, write_text_atomic
 from store.errors import RfcxError
 from store.location import Location
 
@@ -163,12 +163,8 @@ class RunMirror:
 
     def _download(self, rel: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.pull{os.getpid()}")
-        try:
+        with atomic_path(local) as tmp:
             self.fs.get_file(self.remote_path(rel), str(tmp))
-            os.replace(tmp, local)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     # -- push -------------------------------------------------------------------------------------------------
     def push(self, strict: bool = True) -> list[str]:
@@ -227,7 +223,7 @@ def _relative(path: str, root: str) -> str | None:
 
 
 def _hidden(rel: str) -> bool:
-    """Temp files (``.name.tmp``, ``.name.push123``) and the manifest are not part of a run."""
+    """Temp files (``.name.tmp123``, ``.name.push123``) and the manifest are not part of a run."""
     return any(part.startswith(".") for part in rel.split("/"))
 
 

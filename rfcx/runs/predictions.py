@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from store.atomic import atomic_path
 from store.tables import N_SPECIES as N_CLASSES
 
 
@@ -21,6 +22,18 @@ def stack(scores: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray, np.ndar
 
 def unstack(ids: list[str], offsets: np.ndarray, flat: np.ndarray) -> dict[str, np.ndarray]:
     return {rid: flat[offsets[i]:offsets[i + 1]] for i, rid in enumerate(ids)}
+
+
+def save_predictions(path: Path, oof: dict[str, np.ndarray], test: dict[str, np.ndarray],
+                     infold: dict[str, np.ndarray] | None = None) -> None:
+    """A member's window scores (out-of-fold, test, and in-fold where given) as ``path`` (.npz), atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, scores in (("oof", oof), ("test", test), ("infold", infold)):
+        if scores is not None:
+            ids, offsets, flat = stack(scores)
+            arrays.update({f"{name}_ids": np.array(ids), f"{name}_offsets": offsets, f"{name}_scores": flat})
+    with atomic_path(path, keep_suffix=True) as tmp:  # np.savez keeps a name ending .npz as it is
+        np.savez(tmp, **arrays)
 
 
 def load_predictions(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

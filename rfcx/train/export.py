@@ -10,18 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from engine.export import SUFFIXES, export_program, export_torchscript
 from rfcx.errors import InvalidInputError
 from rfcx.runs.directory import RunDir, member_name, open_run
+from rfcx.train.checkpoint import MODEL_KEYS, Checkpoint, load_checkpoint_file
 from rfcx.train.config import ModelSpec, TrainConfig
 from rfcx.train.models import build_classifier
 
 log = logging.getLogger(__name__)
 
 FORMATS = tuple(SUFFIXES)  # ("torchscript", "export")
-CHECKPOINT_KEYS = ("state_dict", "config", "member", "fold", "mel")
+CHECKPOINT_KEYS = MODEL_KEYS  # what export needs of a checkpoint
 
 
 def member_checkpoints(runs_dir: str | os.PathLike, k: int) -> list[Path]:
@@ -32,7 +31,7 @@ def member_checkpoints(runs_dir: str | os.PathLike, k: int) -> list[Path]:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A member checkpoint, checked for the keys export needs; errors name the file and say why."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint_file(path, "cpu")
     except Exception as exc:
         reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
         raise InvalidInputError(f"{path}: unreadable checkpoint ({reason})") from None
@@ -41,27 +40,28 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
     if missing:
         raise InvalidInputError(f"{path}: checkpoint lacks {missing}")
-    if not ckpt.get("complete", False):
-        raise InvalidInputError(f"{path}: the member has not finished training (epoch {ckpt.get('epoch')}, not complete)")
+    member = Checkpoint.from_dict(ckpt)
+    if not member.complete:
+        raise InvalidInputError(f"{path}: the member has not finished training (epoch {member.epoch}, not complete)")
     return ckpt
 
 
 def export_checkpoint(path: Path, out_dir: Path, k: int, formats: Sequence[str]) -> list[Path]:
     """Export one member checkpoint into ``out_dir`` in ``formats``; returns the files written."""
-    ckpt = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    spec = ModelSpec(**ckpt["member"])
+    ckpt = Checkpoint.from_dict(load_checkpoint(path))
+    cfg = TrainConfig.from_dict(ckpt.config)
+    spec = ModelSpec(**ckpt.member)
     model = build_classifier(cfg, spec)
     try:
-        model.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict(ckpt.state_dict)
     except RuntimeError as exc:
         raise InvalidInputError(f"{path}: weights do not fit {spec.backbone} ({str(exc).splitlines()[0]})") from None
     model.eval()
-    fold = int(ckpt["fold"])
+    fold = int(ckpt.fold)
     meta = {"config_name": cfg.name, "config": cfg.to_dict(), "backbone": spec.backbone,
             "crop_seconds": float(spec.crop_seconds), "hop_seconds": float(cfg.pseudo_hop_seconds),
-            "mel": dict(ckpt["mel"]), "round": int(ckpt.get("round", k)), "fold": fold,
-            "epoch": ckpt.get("epoch"), "member": member_name(spec), "checkpoint": str(path)}
+            "mel": dict(ckpt.mel), "round": int(k if ckpt.round is None else ckpt.round), "fold": fold,
+            "epoch": ckpt.epoch, "member": member_name(spec), "checkpoint": str(path)}
     written = []
     for fmt in formats:
         target = out_dir / f"{member_name(spec)}_fold{fold}{SUFFIXES[fmt]}"

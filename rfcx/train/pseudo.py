@@ -10,8 +10,6 @@ round's models line up and can be averaged, and a member's clip scores (max over
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from rfcx.train.calibration import class_rates, rescale_by_rate
 from rfcx.train.config import SCORE_MODES
 from rfcx.train.sampling import PseudoLabels
 from store import FeatureStore
+from store.atomic import replace_dir, temp_dir
 from store.tables import N_SPECIES as N_CLASSES
 
 
@@ -144,15 +143,13 @@ def _predict_fcn(deployable: torch.nn.Module, fs: FeatureStore, ids: list[str], 
 def write_pseudo_labels(path: Path, scores: dict[str, np.ndarray], window_seconds: float, hop_seconds: float) -> None:
     """A Zarr group ``ids``, ``offsets``, ``scores`` (total windows x 24), written beside and renamed into place."""
     ids, offsets, flat = stack(scores)
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_dir(path)
     group = zarr.open_group(str(tmp), mode="w")
     group.attrs.update({"window_seconds": window_seconds, "hop_seconds": hop_seconds, "n_classes": N_CLASSES})
     group.create_array("ids", shape=(len(ids),), dtype=str, chunks=(max(1, len(ids)),))[:] = np.array(ids, dtype=object)
     group.create_array("offsets", data=offsets, chunks=(len(offsets),))
     group.create_array("scores", data=flat, chunks=(min(max(1, len(flat)), 65536), N_CLASSES))
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    replace_dir(tmp, path)
 
 
 def tp_windows(labels: PseudoLabels, boxes: pd.DataFrame) -> list[np.ndarray]:

@@ -20,6 +20,7 @@ from rfcx.scoring import yardsticks
 from rfcx.scoring.metrics import lwlrap
 from rfcx.train import teachers
 from rfcx.train.calibration import class_priors
+from rfcx.train.checkpoint import Checkpoint, load_checkpoint_file
 from rfcx.train.config import ModelSpec
 from rfcx.train.context import Context
 from rfcx.train.losses import masked_bce
@@ -97,9 +98,9 @@ def freq_channel_check(ctx: Context, k: int, spec: ModelSpec) -> dict | None:
     crop = ctx.fs.params.seconds_to_frames(spec.crop_seconds)
     losses = {"loss": [], "loss_zeroed_freq_channel": []}
     for fold in range(ctx.cfg.folds):
-        ckpt = torch.load(ctx.runs.checkpoint(k, spec, fold), map_location=ctx.device, weights_only=False)
+        ckpt = Checkpoint.from_dict(load_checkpoint_file(ctx.runs.checkpoint(k, spec, fold), ctx.device))
         model = build_classifier(ctx.cfg, spec).to(ctx.device).eval()
-        model.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict(ckpt.state_dict)
         held = {rid: ctx.fs.n_frames(rid) for rid, f in ctx.folds.items() if f == fold}
         try:
             sampler = CropSampler(ctx.boxes, held, ctx.fs.params, crop, 0, seed=fold)
@@ -138,8 +139,8 @@ def finish_round(ctx: Context, k: int, started: float, export_formats: tuple[str
                     teach_n[rid] = teach_n.get(rid, 0) + 1
             for rid, s in test.items():
                 test_clip.setdefault(rid, []).append(s.max(axis=0))
-            ckpt = torch.load(runs.checkpoint(k, spec, fold), map_location="cpu", weights_only=False)
-            members[f"{member_name(spec)}_fold{fold}"] = ckpt["history"]
+            ckpt = Checkpoint.from_dict(load_checkpoint_file(runs.checkpoint(k, spec, fold), "cpu"))
+            members[f"{member_name(spec)}_fold{fold}"] = ckpt.history
     oof = {rid: oof_sum[rid] / oof_n[rid] for rid in oof_sum}
     teacher = {rid: (oof_sum[rid] + teach_sum.get(rid, 0)) / (oof_n[rid] + teach_n.get(rid, 0)) for rid in oof_sum}
     write_pseudo_labels(runs.pseudo_labels(k), teacher, ctx.grid_window_s, cfg.pseudo_hop_seconds)

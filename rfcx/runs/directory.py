@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rfcx.errors import InvalidInputError
-from rfcx.train.config import ModelSpec
 
 if TYPE_CHECKING:
+    from rfcx.train.config import ModelSpec
     from rfcx.runs.mirror import RunMirror
 
 _ROUND = re.compile(r"^round(\d+)$")

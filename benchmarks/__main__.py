@@ -11,8 +11,10 @@ from benchmarks.run import BENCHMARKS, run_bench
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks", description="Benchmark every stage against what a "
-                                 "user would pick instead (the same as `rfcx bench`).")
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark every stage against what a user would pick instead (the same as `rfcx bench`).",
+    )
     ap.add_argument("--quick", action="store_true", help="small sizes (minutes on 2 cores); numbers are indicative")
     ap.add_argument("--out", type=Path, default=Path("demo/bench"), help="where bench.json, bench.md, *.png go")
     ap.add_argument("--runs", help="a trained run directory or URL (with --store): fcn vs exact LWLRAP")
@@ -22,8 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice, or OMP_NUM_THREADS)")
     args = ap.parse_args(argv)
     try:
-        result = run_bench(args.out, quick=args.quick, runs=args.runs, store=args.store,
-                           quality_runs=args.quality_runs, only=args.only, threads=args.threads)
+        result = run_bench(
+            args.out,
+            quick=args.quick,
+            runs=args.runs,
+            store=args.store,
+            quality_runs=args.quality_runs,
+            only=args.only,
+            threads=args.threads,
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

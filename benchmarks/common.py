@@ -28,8 +28,10 @@ SAMPLE_RATE = 48_000
 
 # -- timing --------------------------------------------------------------------------------------------------
 
-def interleaved(candidates: dict[str, Callable[[], float]], repeats: int,
-                warmup: bool = False) -> dict[str, list[float]]:
+
+def interleaved(
+    candidates: dict[str, Callable[[], float]], repeats: int, warmup: bool = False
+) -> dict[str, list[float]]:
     """Rate (work / second) of each candidate in each of ``repeats`` interleaved repeats.
 
     A candidate is a function doing one unit of measured work and returning how much work it did (clips,
@@ -43,7 +45,7 @@ def interleaved(candidates: dict[str, Callable[[], float]], repeats: int,
             candidates[name]()
     rates: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             t0 = time.perf_counter()
             work = candidates[name]()
@@ -67,12 +69,26 @@ def for_seconds(fn: Callable[[], Any], work_per_call: float, seconds: float, min
 def row(name: str, rates: Iterable[float], **extra: Any) -> dict:
     """A result row: median, min and max of the repeats' rates (and any extra fields)."""
     rates = [float(r) for r in rates]
-    return {"name": name, "median": statistics.median(rates), "min": min(rates), "max": max(rates),
-            "repeats": rates, **extra}
+    return {
+        "name": name,
+        "median": statistics.median(rates),
+        "min": min(rates),
+        "max": max(rates),
+        "repeats": rates,
+        **extra,
+    }
 
 
-def section(key: str, title: str, unit: str, rows: list[dict], baseline: str | None,
-            columns: list[tuple[str, str, str]] | None = None, note: str = "", plot: bool = True) -> dict:
+def section(
+    key: str,
+    title: str,
+    unit: str,
+    rows: list[dict],
+    baseline: str | None,
+    columns: list[tuple[str, str, str]] | None = None,
+    note: str = "",
+    plot: bool = True,
+) -> dict:
     """One comparison: rows with ``ratio`` (median over the baseline row's median) filled in.
 
     ``columns``: extra ``(field, header, format)`` columns for the markdown table beyond name, median, min-max
@@ -82,8 +98,16 @@ def section(key: str, title: str, unit: str, rows: list[dict], baseline: str | N
     for r in rows:
         if "median" in r:
             r["ratio"] = r["median"] / base["median"] if base and base["median"] else None
-    return {"key": key, "title": title, "unit": unit, "baseline": baseline, "rows": rows,
-            "columns": [list(c) for c in (columns or [])], "note": note, "plot": plot}
+    return {
+        "key": key,
+        "title": title,
+        "unit": unit,
+        "baseline": baseline,
+        "rows": rows,
+        "columns": [list(c) for c in (columns or [])],
+        "note": note,
+        "plot": plot,
+    }
 
 
 def find(sec: dict, name: str) -> dict | None:
@@ -101,6 +125,7 @@ def goal(text: str, value: float | None, target: float, detail: str = "", higher
 
 # -- data ----------------------------------------------------------------------------------------------------
 
+
 def write_clips(folder: Path, n: int, seconds: float | None = None, prefix: str = "clip") -> tuple[list[Path], str]:
     """``n`` FLAC clips in ``folder``: copies of the real recording (its first ``seconds`` when given), or
     synthetic clips (``rfcx.synth.dataset.make_clip``, 60 s unless ``seconds``) where the real one is absent.
@@ -117,7 +142,7 @@ def write_clips(folder: Path, n: int, seconds: float | None = None, prefix: str 
                 shutil.copy(REAL_CLIP, f)
             return files, f"copies of the real recording {REAL_CLIP.name}"
         audio, sr = sf.read(str(REAL_CLIP), dtype="int16", always_2d=False)
-        part = audio[:int(round(seconds * sr))]
+        part = audio[: int(round(seconds * sr))]
         for f in files:
             sf.write(str(f), part, sr, format="FLAC", subtype="PCM_16")
         return files, f"copies of the first {seconds:g} s of the real recording {REAL_CLIP.name}"

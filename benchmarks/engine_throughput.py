@@ -46,8 +46,16 @@ def _member(config: str, tmp: Path) -> tuple:
     params = MelParams()
     torch.manual_seed(0)
     net = build_classifier(cfg, spec).eval()
-    meta = {"config_name": cfg.name, "config": cfg.to_dict(), "backbone": spec.backbone,
-            "crop_seconds": spec.crop_seconds, "hop_seconds": 0.5, "mel": params.to_dict(), "round": 0, "fold": 0}
+    meta = {
+        "config_name": cfg.name,
+        "config": cfg.to_dict(),
+        "backbone": spec.backbone,
+        "crop_seconds": spec.crop_seconds,
+        "hop_seconds": 0.5,
+        "mel": params.to_dict(),
+        "round": 0,
+        "fold": 0,
+    }
     timings = {}
     t0 = time.perf_counter()
     ts = export_torchscript(net, meta, tmp / "m.ts")
@@ -88,27 +96,49 @@ def synthetic_sections(config: str, batch_sizes: list[int], seconds: float, repe
         for fn in candidates.values():  # TorchScript's profiling executor optimises on the first calls
             fn()
         rates = interleaved(candidates, repeats)
-        rows = [row(name, r, clips_per_s=float(np.median(r)) / per_clip,
-                    per_pass=f"{clips} clip{'s' if clips > 1 else ''}" if name.startswith("fcn") else f"{b} windows")
-                for name, r in rates.items()]
+        rows = [
+            row(
+                name,
+                r,
+                clips_per_s=float(np.median(r)) / per_clip,
+                per_pass=f"{clips} clip{'s' if clips > 1 else ''}" if name.startswith("fcn") else f"{b} windows",
+            )
+            for name, r in rates.items()
+        ]
         med = {r["name"]: r["median"] for r in rows}
         for r in rows:
             exact = {FCN_TS: TS, FCN_PT2: PT2}.get(r["name"])
             r["fcn_vs_exact"] = med[r["name"]] / med[exact] if exact else None
-        sections.append(section(
-            f"batch_{b}", f"Inference, batch {b} (windows of {spec.crop_seconds:g} s)", "windows/s", rows,
-            baseline=EAGER,
-            columns=[("clips_per_s", "60 s clips/s", ".2f"), ("per_pass", "per forward", ""),
-                     ("fcn_vs_exact", "fcn / exact (same format)", ".2f")],
-            note=f"{spec.backbone} (config {cfg.name}, random weights), {per_clip} windows per 60 s clip; "
-                 f"ratio = to eager."))
-    info = {"backbone": spec.backbone, "config": cfg.name, "pool": list(cfg.input_pool), "window_s": spec.crop_seconds,
-            "windows_per_clip": per_clip, **{k: round(v, 2) for k, v in timings.items()}}
+        sections.append(
+            section(
+                f"batch_{b}",
+                f"Inference, batch {b} (windows of {spec.crop_seconds:g} s)",
+                "windows/s",
+                rows,
+                baseline=EAGER,
+                columns=[
+                    ("clips_per_s", "60 s clips/s", ".2f"),
+                    ("per_pass", "per forward", ""),
+                    ("fcn_vs_exact", "fcn / exact (same format)", ".2f"),
+                ],
+                note=f"{spec.backbone} (config {cfg.name}, random weights), {per_clip} windows per 60 s clip; "
+                f"ratio = to eager.",
+            )
+        )
+    info = {
+        "backbone": spec.backbone,
+        "config": cfg.name,
+        "pool": list(cfg.input_pool),
+        "window_s": spec.crop_seconds,
+        "windows_per_clip": per_clip,
+        **{k: round(v, 2) for k, v in timings.items()},
+    }
     return sections, info
 
 
-def real_section(runs: str | Path, store: str | Path, clips: int | None, repeats: int,
-                 batch_size: int = 64) -> tuple[dict, dict]:
+def real_section(
+    runs: str | Path, store: str | Path, clips: int | None, repeats: int, batch_size: int = 64
+) -> tuple[dict, dict]:
     """The trained ensemble of the latest complete round end to end on test clips, exact vs fcn: clips/s, LWLRAP.
 
     ``runs`` and ``store`` may be fsspec URLs (the run's models are fetched into its local cache)."""
@@ -139,6 +169,7 @@ def real_section(runs: str | Path, store: str | Path, clips: int | None, repeats
             scores, _ = infer_clips(models, fs, ids, fs.params, mode=m, batch_size=batch_size, progress=False)
             results[m] = scores.drop(columns="recording_id").to_numpy()
             return len(ids)
+
         return go
 
     rates = interleaved({"exact": mode("exact"), "fcn": mode("fcn")}, repeats)
@@ -150,17 +181,27 @@ def real_section(runs: str | Path, store: str | Path, clips: int | None, repeats
     delta = lw["fcn"] - lw["exact"] if truth is not None else None
     for r in rows:
         r["delta_lwlrap"] = (r["lwlrap"] - lw["exact"]) if truth is not None else None
-    sec = section("real", f"Inference end to end: trained ensemble of round {k}", "clips/s", rows,
-                  baseline="exact (engine.batch.infer_clips)",
-                  columns=[("lwlrap", "LWLRAP", ".4f"), ("delta_lwlrap", "LWLRAP - exact", "+.4f")],
-                  note=f"{len(models)} TorchScript models of {runs}/round{k}, {len(ids)} test clips of {store}, "
-                       f"batch {batch_size}; ratio = to exact." + ("" if truth is not None else
-                                                                   " The store has no test truth: no LWLRAP."))
+    sec = section(
+        "real",
+        f"Inference end to end: trained ensemble of round {k}",
+        "clips/s",
+        rows,
+        baseline="exact (engine.batch.infer_clips)",
+        columns=[("lwlrap", "LWLRAP", ".4f"), ("delta_lwlrap", "LWLRAP - exact", "+.4f")],
+        note=f"{len(models)} TorchScript models of {runs}/round{k}, {len(ids)} test clips of {store}, "
+        f"batch {batch_size}; ratio = to exact."
+        + ("" if truth is not None else " The store has no test truth: no LWLRAP."),
+    )
     return sec, {"round": k, "models": len(models), "clips": len(ids), "delta_lwlrap": delta}
 
 
-def run(quick: bool, workdir: Path, runs: str | Path | None = None, store: str | Path | None = None,
-        sizes: dict | None = None) -> dict:
+def run(
+    quick: bool,
+    workdir: Path,
+    runs: str | Path | None = None,
+    store: str | Path | None = None,
+    sizes: dict | None = None,
+) -> dict:
     size = {**(QUICK if quick else FULL), **(sizes or {})}
     sections, info = synthetic_sections(size["config"], size["batch_sizes"], size["seconds"], size["repeats"])
     goals, notes = [], []
@@ -169,31 +210,62 @@ def run(quick: bool, workdir: Path, runs: str | Path | None = None, store: str |
         ts = next(r for r in sec["rows"] if r["name"] == TS)
         eager = next(r for r in sec["rows"] if r["name"] == EAGER)
         fcn = next(r for r in sec["rows"] if r["name"] == FCN_TS)
-        goals.append(goal(f"batch {b}: TorchScript >= eager", ts["ratio"], 1.0,
-                          f"{ts['median']:.0f} vs {eager['median']:.0f} windows/s"))
-        goals.append(goal(f"batch {b}: fcn >= 5x exact (TorchScript)", fcn["fcn_vs_exact"], 5.0,
-                          f"{fcn['median']:.0f} vs {ts['median']:.0f} windows/s"))
+        goals.append(
+            goal(
+                f"batch {b}: TorchScript >= eager",
+                ts["ratio"],
+                1.0,
+                f"{ts['median']:.0f} vs {eager['median']:.0f} windows/s",
+            )
+        )
+        goals.append(
+            goal(
+                f"batch {b}: fcn >= 5x exact (TorchScript)",
+                fcn["fcn_vs_exact"],
+                5.0,
+                f"{fcn['median']:.0f} vs {ts['median']:.0f} windows/s",
+            )
+        )
     real = None
     if runs is not None and store is not None:
         sec, real = real_section(runs, store, size["real_clips"], size["repeats"])
         sections.append(sec)
         d = real["delta_lwlrap"]
-        goals.append(goal("trained ensemble: |LWLRAP(fcn) - LWLRAP(exact)| <= 0.005",
-                          None if d is None else abs(d), 0.005,
-                          "no test truth in the store" if d is None else f"delta {d:+.4f} on {real['clips']} clips",
-                          higher_is_better=False))
+        goals.append(
+            goal(
+                "trained ensemble: |LWLRAP(fcn) - LWLRAP(exact)| <= 0.005",
+                None if d is None else abs(d),
+                0.005,
+                "no test truth in the store" if d is None else f"delta {d:+.4f} on {real['clips']} clips",
+                higher_is_better=False,
+            )
+        )
         fcn_row = next(r for r in sec["rows"] if r["name"].startswith("fcn"))
-        goals.append(goal("trained ensemble end to end: fcn >= 5x exact (clips/s)", fcn_row["ratio"], 5.0,
-                          f"{fcn_row['median']:.2f} clips/s"))
+        goals.append(
+            goal(
+                "trained ensemble end to end: fcn >= 5x exact (clips/s)",
+                fcn_row["ratio"],
+                5.0,
+                f"{fcn_row['median']:.2f} clips/s",
+            )
+        )
     else:
         notes.append("LWLRAP of fcn vs exact: not measured (give `--runs DIR --store PATH` of a trained run).")
-    notes.append(f"export {info['export_ts_s']:.1f} s (.ts) / {info['export_pt2_s']:.1f} s (.pt2); "
-                 f"load {info['load_ts_s']:.2f} s (.ts) / {info['load_pt2_s']:.2f} s (.pt2).")
-    return {"name": "inference", "title": "4. Inference",
-            "about": "Windows/s and 60 s clips/s of one ensemble member: eager PyTorch vs the exported TorchScript "
-                     "and torch.export programs (one forward per 4 s window) vs the fully convolutional `fcn` path "
-                     "(one forward per clip), over batch sizes.",
-            "params": {**size, **info, "real": real}, "sections": sections, "goals": goals, "notes": notes}
+    notes.append(
+        f"export {info['export_ts_s']:.1f} s (.ts) / {info['export_pt2_s']:.1f} s (.pt2); "
+        f"load {info['load_ts_s']:.2f} s (.ts) / {info['load_pt2_s']:.2f} s (.pt2)."
+    )
+    return {
+        "name": "inference",
+        "title": "4. Inference",
+        "about": "Windows/s and 60 s clips/s of one ensemble member: eager PyTorch vs the exported TorchScript "
+        "and torch.export programs (one forward per 4 s window) vs the fully convolutional `fcn` path "
+        "(one forward per clip), over batch sizes.",
+        "params": {**size, **info, "real": real},
+        "sections": sections,
+        "goals": goals,
+        "notes": notes,
+    }
 
 
 def main() -> None:
@@ -208,8 +280,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    sizes = {k: v for k, v in (("config", args.config), ("batch_sizes", args.batch_sizes),
-                                ("seconds", args.seconds)) if v}
+    sizes = {
+        k: v for k, v in (("config", args.config), ("batch_sizes", args.batch_sizes), ("seconds", args.seconds)) if v
+    }
     with tempfile.TemporaryDirectory(prefix="rfcx-engine-") as tmp:
         print(json.dumps(run(args.quick, Path(tmp), args.runs, args.store, sizes), indent=1))
 

@@ -50,28 +50,70 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("wheels", "env", "synth", "store_build", "train_model", "train_input", "train_rounds", "export", "infer")
-NEEDS = {"store_build": ("synth",), "train_model": ("env",), "train_input": ("store_build",),
-         "train_rounds": ("store_build",), "export": ("store_build",), "infer": ("export",)}
+NEEDS = {
+    "store_build": ("synth",),
+    "train_model": ("env",),
+    "train_input": ("store_build",),
+    "train_rounds": ("store_build",),
+    "export": ("store_build",),
+    "infer": ("export",),
+}
 # the time schedule: each stage's share of the budget. A stage may run until the end of its slot in the schedule
 # (time the stages before it saved is its to use) or for half its share, whichever is later, and never past the
 # budget; it stops between measurements (a measurement under way runs to its end). train_rounds cannot stop early.
-SHARE = {"wheels": 0.01, "env": 0.04, "synth": 0.04, "store_build": 0.08, "train_model": 0.14, "train_input": 0.12,
-         "train_rounds": 0.30, "export": 0.14, "infer": 0.13}
+SHARE = {
+    "wheels": 0.01,
+    "env": 0.04,
+    "synth": 0.04,
+    "store_build": 0.08,
+    "train_model": 0.14,
+    "train_input": 0.12,
+    "train_rounds": 0.30,
+    "export": 0.14,
+    "infer": 0.13,
+}
 # seconds a stage needs at least: with less budget left it is skipped (full sizes; the dry run needs none)
 MIN_LEFT = {"train_rounds": 60.0, "export": 15.0, "infer": 15.0}
 WHEEL_MODULES = ("zarr", "numcodecs", "donfig", "google_crc32c", "soundfile", "cffi")
 
-FULL = {"train": 48, "test": 16, "seconds": 60.0, "label_density": 6.0, "build_batch": 16,
-        "model_batches": [16, 64], "model_steps": 20, "model_warmup": 3,
-        "input_batches": 40, "loop_batches": 60, "round_batches": 10, "folds": 2,
-        "infer_batches": [64, 256], "pt2_members": 4, "budget_s": 390.0}
-DRY = {"train": 4, "test": 2, "seconds": 5.0, "label_density": 2.0, "build_batch": 4,
-       "model_batches": [4], "model_steps": 2, "model_warmup": 1,
-       "input_batches": 2, "loop_batches": 2, "round_batches": 2, "folds": 2,
-       "infer_batches": [8, 32], "pt2_members": 1, "budget_s": 300.0}
+FULL = {
+    "train": 48,
+    "test": 16,
+    "seconds": 60.0,
+    "label_density": 6.0,
+    "build_batch": 16,
+    "model_batches": [16, 64],
+    "model_steps": 20,
+    "model_warmup": 3,
+    "input_batches": 40,
+    "loop_batches": 60,
+    "round_batches": 10,
+    "folds": 2,
+    "infer_batches": [64, 256],
+    "pt2_members": 4,
+    "budget_s": 390.0,
+}
+DRY = {
+    "train": 4,
+    "test": 2,
+    "seconds": 5.0,
+    "label_density": 2.0,
+    "build_batch": 4,
+    "model_batches": [4],
+    "model_steps": 2,
+    "model_warmup": 1,
+    "input_batches": 2,
+    "loop_batches": 2,
+    "round_batches": 2,
+    "folds": 2,
+    "infer_batches": [8, 32],
+    "pt2_members": 1,
+    "budget_s": 300.0,
+}
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
+
 
 def tail(lines: int = 12) -> list[str]:
     """The last lines of the traceback being handled."""
@@ -129,11 +171,12 @@ class Budget:
 
     def deadline(self, stage: str) -> float:
         now = time.perf_counter()
-        slot_end = self.t0 + self.total * sum(SHARE[s] for s in STAGES[:STAGES.index(stage) + 1])
+        slot_end = self.t0 + self.total * sum(SHARE[s] for s in STAGES[: STAGES.index(stage) + 1])
         return min(self.t0 + self.total, max(slot_end, now + 0.5 * SHARE[stage] * self.total))
 
 
 # -- the check -------------------------------------------------------------------------------------------------
+
 
 class Check:
     """Runs the stages in order, keeping ``bench.json`` / ``bench.md`` in ``out`` up to date."""
@@ -143,9 +186,16 @@ class Check:
         self.state: dict[str, Any] = {}  # what later stages use (paths, device, config)
         self.current: dict[str, Any] = {}  # the result of the stage under way, as far as it got
         self.result: dict[str, Any] = {
-            "check": "benchmarks.gpu_check", "version": 1, "dry_run": dry_run,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sizes": sizes,
-            "budget_s": budget.total, "argv": sys.argv[1:], "stages": {}, "failures": [], "wall_s": None,
+            "check": "benchmarks.gpu_check",
+            "version": 1,
+            "dry_run": dry_run,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "sizes": sizes,
+            "budget_s": budget.total,
+            "argv": sys.argv[1:],
+            "stages": {},
+            "failures": [],
+            "wall_s": None,
         }
 
     # running -----------------------------------------------------------------------------------------------
@@ -159,8 +209,10 @@ class Check:
         self.result["wall_s"] = round(self.budget.elapsed(), 1)
         self.write()
         bad = [n for n, s in self.result["stages"].items() if s["status"] not in ("ok",)]
-        say(f"done in {self.result['wall_s']:.0f} s; stages not ok: {', '.join(bad) or 'none'}; "
-            f"wrote {self.out / 'bench.json'} and {self.out / 'bench.md'}")
+        say(
+            f"done in {self.result['wall_s']:.0f} s; stages not ok: {', '.join(bad) or 'none'}; "
+            f"wrote {self.out / 'bench.json'} and {self.out / 'bench.md'}"
+        )
         return 130 if interrupted else (1 if bad else 0)
 
     def _stage(self, name: str) -> bool:
@@ -168,14 +220,21 @@ class Check:
         stages = self.result["stages"]
         missing = [n for n in NEEDS.get(name, ()) if stages.get(n, {}).get("status") not in ("ok", "partial")]
         if missing:
-            self._record(name, {"status": "skipped", "reason": f"needs stage {', '.join(missing)}, which did not "
-                                                              "succeed"})
+            self._record(
+                name, {"status": "skipped", "reason": f"needs stage {', '.join(missing)}, which did not succeed"}
+            )
             return False
         need = 0.0 if self.dry_run else MIN_LEFT.get(name, 5.0)
         if self.budget.left() < need:
-            self._record(name, {"status": "skipped", "reason": f"time budget spent ({self.budget.left():.0f} s left "
-                                                              f"of {self.budget.total:.0f} s, the stage needs "
-                                                              f"{need:.0f} s)"})
+            self._record(
+                name,
+                {
+                    "status": "skipped",
+                    "reason": f"time budget spent ({self.budget.left():.0f} s left "
+                    f"of {self.budget.total:.0f} s, the stage needs "
+                    f"{need:.0f} s)",
+                },
+            )
             return False
         say(f"stage {name} ({self.budget.elapsed():.0f} s into the run)")
         deadline = self.budget.deadline(name)
@@ -187,9 +246,12 @@ class Check:
             result = getattr(self, f"stage_{name}")(deadline, errors)
             record = {"status": "partial" if errors else "ok", "result": result}
         except KeyboardInterrupt:
-            record = {"status": "interrupted", "reason": "interrupted (SIGINT/SIGTERM: the time limit of "
-                                                         "gpu_check.sh?)", "traceback": tail(),
-                      "result": self.current}
+            record = {
+                "status": "interrupted",
+                "reason": "interrupted (SIGINT/SIGTERM: the time limit of gpu_check.sh?)",
+                "traceback": tail(),
+                "result": self.current,
+            }
             record["seconds"] = round(time.perf_counter() - t0, 2)
             self._record(name, record, errors)
             return True
@@ -197,8 +259,10 @@ class Check:
             record = {"status": "failed", **error_record(name, exc), "result": self.current or None}
         record["seconds"] = round(time.perf_counter() - t0, 2)
         self._record(name, record, errors)
-        say(f"stage {name}: {record['status']} ({record['seconds']:.1f} s)"
-            + (f": {record.get('error', '').splitlines()[0][:300]}" if record["status"] == "failed" else ""))
+        say(
+            f"stage {name}: {record['status']} ({record['seconds']:.1f} s)"
+            + (f": {record.get('error', '').splitlines()[0][:300]}" if record["status"] == "failed" else "")
+        )
         return False
 
     def _record(self, name: str, record: dict, errors: list[dict] | None = None) -> None:
@@ -206,8 +270,9 @@ class Check:
             record["errors"] = errors
         self.result["stages"][name] = record
         if record["status"] == "failed":
-            self.result["failures"].append({"stage": name, "error": record.get("error"),
-                                            "traceback": record.get("traceback")})
+            self.result["failures"].append(
+                {"stage": name, "error": record.get("error"), "traceback": record.get("traceback")}
+            )
         for e in errors or []:
             self.result["failures"].append({"stage": name, **e})
         if record["status"] in ("skipped", "interrupted"):
@@ -236,8 +301,9 @@ class Check:
             elif torch.cuda.is_available():
                 self.state["device"] = torch.device("cuda", torch.cuda.current_device())
             else:
-                raise RuntimeError("no CUDA GPU is visible (torch.cuda.is_available() is False); run with --dry-run "
-                                   "for the CPU check")
+                raise RuntimeError(
+                    "no CUDA GPU is visible (torch.cuda.is_available() is False); run with --dry-run for the CPU check"
+                )
         return self.state["device"]
 
     def config(self):  # noqa: ANN201 - TrainConfig
@@ -246,9 +312,17 @@ class Check:
 
         cfg = get_config("seed")
         if self.dry_run:
-            cfg = cfg.replace(backbones=[{"backbone": "test_efficientnet", "crop_seconds": 2.0},
-                                         {"backbone": "test_efficientnet", "crop_seconds": 3.0}],
-                              input_pool=[4, 4], batch_size=4, num_workers=0, store_cache_mb=64, device="cpu")
+            cfg = cfg.replace(
+                backbones=[
+                    {"backbone": "test_efficientnet", "crop_seconds": 2.0},
+                    {"backbone": "test_efficientnet", "crop_seconds": 3.0},
+                ],
+                input_pool=[4, 4],
+                batch_size=4,
+                num_workers=0,
+                store_cache_mb=64,
+                device="cpu",
+            )
         return cfg
 
     # 1. wheels ---------------------------------------------------------------------------------------------
@@ -257,21 +331,32 @@ class Check:
 
         rc = os.environ.get("GPU_CHECK_INSTALL_RC")
         log_path = os.environ.get("GPU_CHECK_INSTALL_LOG")
-        out: dict[str, Any] = {"installed_by_gpu_check_sh": rc is not None, "pip_exit_status": None,
-                               "site": os.environ.get("GPU_CHECK_SITE"), "modules": {}}
+        out: dict[str, Any] = {
+            "installed_by_gpu_check_sh": rc is not None,
+            "pip_exit_status": None,
+            "site": os.environ.get("GPU_CHECK_SITE"),
+            "modules": {},
+        }
         if rc is not None:
             out["pip_exit_status"] = int(rc) if rc.lstrip("-").isdigit() else rc
             out["wheels"] = os.environ.get("GPU_CHECK_WHEELS", "").split()
             if log_path and Path(log_path).is_file():
                 out["pip_log_tail"] = Path(log_path).read_text(errors="replace").strip().splitlines()[-15:]
             if str(rc) != "0":
-                errors.append({"what": "pip install of .whl/*.whl", "error": f"pip exited with {rc}",
-                               "traceback": out.get("pip_log_tail", [])})
+                errors.append(
+                    {
+                        "what": "pip install of .whl/*.whl",
+                        "error": f"pip exited with {rc}",
+                        "traceback": out.get("pip_log_tail", []),
+                    }
+                )
         for name in WHEEL_MODULES:
             try:
                 mod = importlib.import_module(name)
-                out["modules"][name] = {"version": getattr(mod, "__version__", None),
-                                        "file": str(getattr(mod, "__file__", ""))}
+                out["modules"][name] = {
+                    "version": getattr(mod, "__version__", None),
+                    "file": str(getattr(mod, "__file__", "")),
+                }
             except Exception as exc:  # noqa: BLE001
                 out["modules"][name] = {"error": f"{type(exc).__name__}: {exc}"}
                 errors.append(error_record(f"import {name}", exc))
@@ -292,17 +377,35 @@ class Check:
         import torch
 
         out: dict[str, Any] = {
-            "python": sys.version.split()[0], "executable": sys.executable, "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+            "python": sys.version.split()[0],
+            "executable": sys.executable,
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-            "torch_threads": torch.get_num_threads(), "cuda_available": torch.cuda.is_available(),
+            "torch_threads": torch.get_num_threads(),
+            "cuda_available": torch.cuda.is_available(),
             "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
             "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-            "float32_matmul_precision": torch.get_float32_matmul_precision(), "packages": {},
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "packages": {},
         }
-        for pkg in ("timm", "torchvision", "numpy", "pandas", "scipy", "zarr", "numcodecs", "soundfile", "fsspec",
-                    "matplotlib", "nvidia-dali-cuda120", "nvidia-dali-cuda130"):
+        for pkg in (
+            "timm",
+            "torchvision",
+            "numpy",
+            "pandas",
+            "scipy",
+            "zarr",
+            "numcodecs",
+            "soundfile",
+            "fsspec",
+            "matplotlib",
+            "nvidia-dali-cuda120",
+            "nvidia-dali-cuda130",
+        ):
             try:
                 out["packages"][pkg] = metadata.version(pkg)
             except metadata.PackageNotFoundError:
@@ -313,18 +416,26 @@ class Check:
         if torch.cuda.is_available():
             i = torch.cuda.current_device()
             props = torch.cuda.get_device_properties(i)
-            out["gpu"] = {"index": i, "count": torch.cuda.device_count(), "name": props.name,
-                          "memory_gib": round(props.total_memory / 2**30, 1),
-                          "capability": f"{props.major}.{props.minor}",
-                          "multiprocessors": props.multi_processor_count,
-                          "bf16": torch.cuda.is_bf16_supported()}
+            out["gpu"] = {
+                "index": i,
+                "count": torch.cuda.device_count(),
+                "name": props.name,
+                "memory_gib": round(props.total_memory / 2**30, 1),
+                "capability": f"{props.major}.{props.minor}",
+                "multiprocessors": props.multi_processor_count,
+                "bf16": torch.cuda.is_bf16_supported(),
+            }
             t0 = time.perf_counter()
             a = torch.randn(4096, 4096, device="cuda")
             (a @ a).sum().item()
             out["gpu"]["first_matmul_s"] = round(time.perf_counter() - t0, 3)
             try:
-                smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,power.limit",
-                                      "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+                smi = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,power.limit", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                )
                 out["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
             except (OSError, subprocess.SubprocessError) as exc:
                 out["nvidia_smi"] = f"not available ({type(exc).__name__})"
@@ -341,12 +452,28 @@ class Check:
         s = self.size
         data = self.work / "data"
         workers = max(1, min(16, os.cpu_count() or 1))
-        summary = synthesize(data, n_train=s["train"], n_test=s["test"], seconds=s["seconds"], seed=0, progress=False,
-                             workers=workers, tp_fraction=1.0, label_density=s["label_density"])
+        summary = synthesize(
+            data,
+            n_train=s["train"],
+            n_test=s["test"],
+            seconds=s["seconds"],
+            seed=0,
+            progress=False,
+            workers=workers,
+            tp_fraction=1.0,
+            label_density=s["label_density"],
+        )
         self.state["data"] = data
-        return {"train": s["train"], "test": s["test"], "seconds": s["seconds"], "workers": workers,
-                "tp_boxes": summary.n_tp_rows, "fp_boxes": summary.n_fp_rows, "elapsed_s": round(summary.elapsed_s, 2),
-                "clips_per_s": r3((s["train"] + s["test"]) / summary.elapsed_s)}
+        return {
+            "train": s["train"],
+            "test": s["test"],
+            "seconds": s["seconds"],
+            "workers": workers,
+            "tp_boxes": summary.n_tp_rows,
+            "fp_boxes": summary.n_fp_rows,
+            "elapsed_s": round(summary.elapsed_s, 2),
+            "clips_per_s": r3((s["train"] + s["test"]) / summary.elapsed_s),
+        }
 
     # 4. store ----------------------------------------------------------------------------------------------
     def stage_store_build(self, deadline: float, errors: list[dict]) -> dict:
@@ -365,16 +492,30 @@ class Check:
             summary = build_store(data, path, backend="torch", device=device, progress=False, batch_size=batch)
             clips = sum(summary.stored.values())
             role = "the main build" if path == main else "the same clips on the CPU"
-            row = {"name": f"torch backend on {summary.device} ({role})", "backend": summary.backend,
-                   "device": summary.device, "clips": clips, "elapsed_s": round(summary.elapsed_s, 2),
-                   "clips_per_s": r3(summary.clips_per_s), "x_realtime": r3(summary.x_realtime),
-                   "rejected": len(summary.rejected), "batch_size": batch}
+            row = {
+                "name": f"torch backend on {summary.device} ({role})",
+                "backend": summary.backend,
+                "device": summary.device,
+                "clips": clips,
+                "elapsed_s": round(summary.elapsed_s, 2),
+                "clips_per_s": r3(summary.clips_per_s),
+                "x_realtime": r3(summary.x_realtime),
+                "rejected": len(summary.rejected),
+                "batch_size": batch,
+            }
             out["builds"].append(row)
-            say(f"  build-store on {summary.device}: {clips} clips, {summary.clips_per_s:.2f} clips/s, "
-                f"{summary.x_realtime:.0f}x real time")
+            say(
+                f"  build-store on {summary.device}: {clips} clips, {summary.clips_per_s:.2f} clips/s, "
+                f"{summary.x_realtime:.0f}x real time"
+            )
             if summary.rejected:
-                errors.append({"what": f"build-store on {device}", "error": f"{len(summary.rejected)} clips rejected",
-                               "traceback": [f"{r.file}: {r.reason}" for r in summary.rejected[:10]]})
+                errors.append(
+                    {
+                        "what": f"build-store on {device}",
+                        "error": f"{len(summary.rejected)} clips rejected",
+                        "traceback": [f"{r.file}: {r.reason}" for r in summary.rejected[:10]],
+                    }
+                )
             return row
 
         first = attempt(errors, f"build-store on {gpu}", build, gpu, main)
@@ -450,25 +591,36 @@ class Check:
                 loss = step()
             sync(dev)
             dt = time.perf_counter() - t0
-            row = {"backbone": spec.backbone, "crop_seconds": spec.crop_seconds, "batch": batch,
-                   "cudnn_benchmark": benchmark, "bf16_autocast": use_amp, "channels_last": cfg.channels_last,
-                   "steps": s["model_steps"], "crops_per_s": r3(s["model_steps"] * batch / dt),
-                   "step_ms": r3(1000 * dt / s["model_steps"]), "loss": r3(float(loss)),
-                   "params_m": r3(sum(p.numel() for p in net.parameters()) / 1e6)}
+            row = {
+                "backbone": spec.backbone,
+                "crop_seconds": spec.crop_seconds,
+                "batch": batch,
+                "cudnn_benchmark": benchmark,
+                "bf16_autocast": use_amp,
+                "channels_last": cfg.channels_last,
+                "steps": s["model_steps"],
+                "crops_per_s": r3(s["model_steps"] * batch / dt),
+                "step_ms": r3(1000 * dt / s["model_steps"]),
+                "loss": r3(float(loss)),
+                "params_m": r3(sum(p.numel() for p in net.parameters()) / 1e6),
+            }
             if dev.type == "cuda":
                 row["peak_memory_gib"] = r3(torch.cuda.max_memory_allocated(dev) / 2**30)
-            say(f"  {spec.backbone} {spec.crop_seconds:g} s, batch {batch}, cudnn.benchmark={benchmark}: "
-                f"{row['crops_per_s']} crops/s")
+            say(
+                f"  {spec.backbone} {spec.crop_seconds:g} s, batch {batch}, cudnn.benchmark={benchmark}: "
+                f"{row['crops_per_s']} crops/s"
+            )
             return row
 
         before = torch.backends.cudnn.benchmark
         try:
-            for benchmark in ((False, True) if dev.type == "cuda" else (False,)):
+            for benchmark in (False, True) if dev.type == "cuda" else (False,):
                 for spec in cfg.backbones:
                     for batch in s["model_batches"]:
                         if time.perf_counter() > deadline:
-                            cut.append(f"{spec.backbone} {spec.crop_seconds:g} s batch {batch} "
-                                       f"cudnn.benchmark={benchmark}")
+                            cut.append(
+                                f"{spec.backbone} {spec.crop_seconds:g} s batch {batch} cudnn.benchmark={benchmark}"
+                            )
                             continue
                         row = attempt(errors, f"{spec.backbone} batch {batch}", measure, spec, batch, benchmark)
                         if row:
@@ -477,11 +629,17 @@ class Check:
                             torch.cuda.empty_cache()
         finally:
             torch.backends.cudnn.benchmark = before
-        self.state["model_rates"] = {(r["backbone"], r["crop_seconds"], r["batch"]): r["crops_per_s"]
-                                     for r in rows if not r["cudnn_benchmark"]}
-        return {"config": cfg.name, "device": str(dev), "rows": rows, "cut_for_time": cut,
-                "about": "forward + backward + AdamW of the model alone on random dB crops already on the device, "
-                         "as rfcx.train.member.train_member steps (bf16 autocast on CUDA, channels_last as the config says)"}
+        self.state["model_rates"] = {
+            (r["backbone"], r["crop_seconds"], r["batch"]): r["crops_per_s"] for r in rows if not r["cudnn_benchmark"]
+        }
+        return {
+            "config": cfg.name,
+            "device": str(dev),
+            "rows": rows,
+            "cut_for_time": cut,
+            "about": "forward + backward + AdamW of the model alone on random dB crops already on the device, "
+            "as rfcx.train.member.train_member steps (bf16 autocast on CUDA, channels_last as the config says)",
+        }
 
     # 6. training input -------------------------------------------------------------------------------------
     def stage_train_input(self, deadline: float, errors: list[dict]) -> dict:
@@ -522,23 +680,42 @@ class Check:
                 crops += x.shape[0]
             sync(dev)
             dt = time.perf_counter() - t0
-            name = f"crop_loader, num_workers={workers}" + {None: "", "cpu": " + Augmenter on the CPU (as training)",
-                                                             "device": f" + Augmenter on {dev.type}"}[augment]
-            row = {"name": name, "crop_seconds": crop_s, "workers": workers, "augment": augment, "batch": b,
-                   "batches": n_batches, "crops_per_s": r3(crops / dt), "seconds": r3(dt)}
+            name = (
+                f"crop_loader, num_workers={workers}"
+                + {None: "", "cpu": " + Augmenter on the CPU (as training)", "device": f" + Augmenter on {dev.type}"}[
+                    augment
+                ]
+            )
+            row = {
+                "name": name,
+                "crop_seconds": crop_s,
+                "workers": workers,
+                "augment": augment,
+                "batch": b,
+                "batches": n_batches,
+                "crops_per_s": r3(crops / dt),
+                "seconds": r3(dt),
+            }
             say(f"  {name}, {crop_s:g} s crops: {row['crops_per_s']} crops/s")
             return row
 
         deliver(crops_seen[0], 0, None)  # warm the clip cache (training's is warm after its first pass)
         for crop_s in crops_seen:
             for workers in workers_options:
-                for augment in (None, "cpu") + (("device",) if dev.type == "cuda" and workers == max(workers_options)
-                                                else ()):
+                for augment in (None, "cpu") + (
+                    ("device",) if dev.type == "cuda" and workers == max(workers_options) else ()
+                ):
                     if time.perf_counter() > deadline:
                         cut.append(f"{crop_s:g} s, workers {workers}, augment {augment}")
                         continue
-                    row = attempt(errors, f"loader {crop_s:g} s workers {workers} augment {augment}", deliver,
-                                  crop_s, workers, augment)
+                    row = attempt(
+                        errors,
+                        f"loader {crop_s:g} s workers {workers} augment {augment}",
+                        deliver,
+                        crop_s,
+                        workers,
+                        augment,
+                    )
                     if row:
                         rows.append(row)
         rates = self.state.get("model_rates", {})
@@ -565,21 +742,39 @@ class Check:
             if ckpt:
                 ckpt = Checkpoint.from_dict(ckpt)
                 h = ckpt.history[-1]
-                loop.append({"backbone": spec.backbone, "crop_seconds": spec.crop_seconds, "batch": loop_cfg.batch_size,
-                             "batches": loop_cfg.batches_per_epoch, "num_workers": loop_cfg.num_workers,
-                             "crops_per_s": r3(h["crops_per_s"]), "data_wait_s": r3(h["data_wait_s"]),
-                             "epoch_s": r3(h["seconds"]), "data_wait_share": r3(h["data_wait_s"] / h["seconds"]),
-                             "wall_s": r3(time.perf_counter() - t0), "loss": r3(h["loss"]),
-                             "checkpoint_device": str(next(iter(ckpt.state_dict.values())).device)})
-                say(f"  train_member {spec.backbone} {spec.crop_seconds:g} s: {loop[-1]['crops_per_s']} crops/s, "
-                    f"waiting for data {100 * loop[-1]['data_wait_share']:.0f} % of the epoch")
-        return {"device": str(dev), "batch": b, "num_workers_config": cfg.num_workers, "rows": rows,
-                "train_member": loop, "cut_for_time": cut,
-                "about": "crops/s rfcx.train.loader.crop_loader delivers (round-0 box crops from the store built on the GPU, "
-                         "through training's clip cache, warm), with rfcx.train.augment.Augmenter after it on the CPU (as "
-                         "training runs it) or on the device, against what the fastest model alone consumes at the "
-                         "same batch (stage train_model); then rfcx.train.member.train_member (one epoch, loader + "
-                         "augmentation + step, worker start-up included) for each backbone"}
+                loop.append(
+                    {
+                        "backbone": spec.backbone,
+                        "crop_seconds": spec.crop_seconds,
+                        "batch": loop_cfg.batch_size,
+                        "batches": loop_cfg.batches_per_epoch,
+                        "num_workers": loop_cfg.num_workers,
+                        "crops_per_s": r3(h["crops_per_s"]),
+                        "data_wait_s": r3(h["data_wait_s"]),
+                        "epoch_s": r3(h["seconds"]),
+                        "data_wait_share": r3(h["data_wait_s"] / h["seconds"]),
+                        "wall_s": r3(time.perf_counter() - t0),
+                        "loss": r3(h["loss"]),
+                        "checkpoint_device": str(next(iter(ckpt.state_dict.values())).device),
+                    }
+                )
+                say(
+                    f"  train_member {spec.backbone} {spec.crop_seconds:g} s: {loop[-1]['crops_per_s']} crops/s, "
+                    f"waiting for data {100 * loop[-1]['data_wait_share']:.0f} % of the epoch"
+                )
+        return {
+            "device": str(dev),
+            "batch": b,
+            "num_workers_config": cfg.num_workers,
+            "rows": rows,
+            "train_member": loop,
+            "cut_for_time": cut,
+            "about": "crops/s rfcx.train.loader.crop_loader delivers (round-0 box crops from the store built on the "
+            "GPU, through training's clip cache, warm), with rfcx.train.augment.Augmenter after it on the CPU (as "
+            "training runs it) or on the device, against what the fastest model alone consumes at the "
+            "same batch (stage train_model); then rfcx.train.member.train_member (one epoch, loader + "
+            "augmentation + step, worker start-up included) for each backbone",
+        }
 
     # 7. train_rounds ---------------------------------------------------------------------------------------
     def stage_train_rounds(self, deadline: float, errors: list[dict]) -> dict:
@@ -592,28 +787,50 @@ class Check:
         runs = self.work / "runs"
         self.state.update(runs=runs, cfg=cfg)  # stage export works from the checkpoints, even if the round fails later
         t0 = time.perf_counter()
-        metrics = train_rounds(self.state["store"], runs, cfg, until_round=0, device=str(dev), progress=False,
-                               echo=lambda *a, **k: say("  " + " ".join(map(str, a))),
-                               export_formats=("torchscript",))[0]
+        metrics = train_rounds(
+            self.state["store"],
+            runs,
+            cfg,
+            until_round=0,
+            device=str(dev),
+            progress=False,
+            echo=lambda *a, **k: say("  " + " ".join(map(str, a))),
+            export_formats=("torchscript",),
+        )[0]
         wall = time.perf_counter() - t0
         run = RunDir(runs)
         models = sorted(run.models_dir(0).glob("*.ts"))
-        members = {name: {"crops_per_s": r3(h[-1]["crops_per_s"]), "data_wait_s": r3(h[-1]["data_wait_s"]),
-                          "seconds": r3(h[-1]["seconds"]), "loss": r3(h[-1]["loss"])}
-                   for name, h in metrics.get("members", {}).items()}
+        members = {
+            name: {
+                "crops_per_s": r3(h[-1]["crops_per_s"]),
+                "data_wait_s": r3(h[-1]["data_wait_s"]),
+                "seconds": r3(h[-1]["seconds"]),
+                "loss": r3(h[-1]["loss"]),
+            }
+            for name, h in metrics.get("members", {}).items()
+        }
         first = sorted(run.round_dir(0).glob("members/*/checkpoint.pt"))[0]
         ckpt = Checkpoint.from_dict(load_checkpoint_file(first, "cpu"))
-        return {"config": cfg.name, "device": str(dev), "epochs": cfg.epochs,
-                "batches_per_epoch": cfg.batches_per_epoch,
-                "folds": cfg.folds, "members": members, "wall_s": r3(wall),
-                "train_seconds": r3(metrics.get("train_seconds")), "test_lwlrap": r3(metrics.get("test_lwlrap")),
-                "oof_lwlrap": r3(metrics.get("oof_lwlrap")), "oof_box_auc": r3(metrics.get("oof_box_auc")),
-                "freq_channel_check": metrics.get("freq_channel_check"),
-                "complete": run.is_complete(0), "exported_torchscript": [m.name for m in models],
-                "checkpoint_complete": bool(ckpt.complete),
-                "about": "rfcx.train.rounds.train_rounds round 0 on the device: every member trained, its held-out and "
-                         "test clips scored, metrics, plots, TorchScript export, complete.json (.pt2 programs: stage "
-                         "export)"}
+        return {
+            "config": cfg.name,
+            "device": str(dev),
+            "epochs": cfg.epochs,
+            "batches_per_epoch": cfg.batches_per_epoch,
+            "folds": cfg.folds,
+            "members": members,
+            "wall_s": r3(wall),
+            "train_seconds": r3(metrics.get("train_seconds")),
+            "test_lwlrap": r3(metrics.get("test_lwlrap")),
+            "oof_lwlrap": r3(metrics.get("oof_lwlrap")),
+            "oof_box_auc": r3(metrics.get("oof_box_auc")),
+            "freq_channel_check": metrics.get("freq_channel_check"),
+            "complete": run.is_complete(0),
+            "exported_torchscript": [m.name for m in models],
+            "checkpoint_complete": bool(ckpt.complete),
+            "about": "rfcx.train.rounds.train_rounds round 0 on the device: every member trained, its held-out and "
+            "test clips scored, metrics, plots, TorchScript export, complete.json (.pt2 programs: stage "
+            "export)",
+        }
 
     # 8. export ---------------------------------------------------------------------------------------------
     def stage_export(self, deadline: float, errors: list[dict]) -> dict:
@@ -649,8 +866,9 @@ class Check:
                 row["pt2"] = f"skipped: .pt2 of the first {self.size['pt2_members']} member(s) only"
             else:
                 t0 = time.perf_counter()
-                written = attempt(errors, f"export {name}.pt2", export_checkpoint, path, run.models_dir(0), 0,
-                                  ["export"])
+                written = attempt(
+                    errors, f"export {name}.pt2", export_checkpoint, path, run.models_dir(0), 0, ["export"]
+                )
                 if written:
                     row["pt2_export_s"] = r3(time.perf_counter() - t0)
                     row["pt2_bytes"] = written[0].stat().st_size
@@ -702,12 +920,16 @@ class Check:
         self.state["loaded"] = loaded
         if not any(loaded.values()):
             raise RuntimeError(f"no exported member loaded on {dev} (see errors)")
-        return {"device": str(dev), "rows": rows, "ensemble": {k: [p.name for p in v] for k, v in ensemble.items()},
-                "running_torch": torch.__version__,
-                "about": ".pt2 (torch.export) programs of the fold-0 members exported on the CPU "
-                         "(rfcx.train.export.export_checkpoint); each .ts and .pt2 loaded on the device "
-                         "(engine.export.load_model) and its forward / fcn windows compared with the eager float32 "
-                         "network on the CPU (TF32 on the GPU allows differences of ~1e-3 x the logit scale)"}
+        return {
+            "device": str(dev),
+            "rows": rows,
+            "ensemble": {k: [p.name for p in v] for k, v in ensemble.items()},
+            "running_torch": torch.__version__,
+            "about": ".pt2 (torch.export) programs of the fold-0 members exported on the CPU "
+            "(rfcx.train.export.export_checkpoint); each .ts and .pt2 loaded on the device "
+            "(engine.export.load_model) and its forward / fcn windows compared with the eager float32 "
+            "network on the CPU (TF32 on the GPU allows differences of ~1e-3 x the logit scale)",
+        }
 
     # 9. infer ----------------------------------------------------------------------------------------------
     def stage_infer(self, deadline: float, errors: list[dict]) -> dict:
@@ -731,8 +953,9 @@ class Check:
                 continue
             models = self.state.get("loaded", {}).get(fmt)  # loaded on the device by stage export
             if not models or len(models) != len(files):
-                models = attempt(errors, f"load the {fmt} ensemble on {dev}", lambda fs_=files: [load_model(f, dev)
-                                                                                             for f in fs_])
+                models = attempt(
+                    errors, f"load the {fmt} ensemble on {dev}", lambda fs_=files: [load_model(f, dev) for f in fs_]
+                )
             if not models:
                 continue
             scores: dict[str, np.ndarray] = {}
@@ -740,8 +963,18 @@ class Check:
                 if mode == "fcn" and not all(m.has_windows for m in models):
                     cut.append(f"{fmt} fcn: a member has no fcn path")
                     continue
-                warm = attempt(errors, f"{fmt} {mode} warm-up", infer_clips, models, fs, ids[:2], fs.params, mode=mode,
-                               batch_size=s["infer_batches"][0], progress=False)
+                warm = attempt(
+                    errors,
+                    f"{fmt} {mode} warm-up",
+                    infer_clips,
+                    models,
+                    fs,
+                    ids[:2],
+                    fs.params,
+                    mode=mode,
+                    batch_size=s["infer_batches"][0],
+                    progress=False,
+                )
                 if warm is None:
                     continue
                 for batch in s["infer_batches"]:
@@ -749,8 +982,18 @@ class Check:
                         cut.append(f"{fmt} {mode} batch {batch}")
                         continue
                     t0 = time.perf_counter()
-                    got = attempt(errors, f"{fmt} {mode} batch {batch}", infer_clips, models, fs, ids, fs.params,
-                                  mode=mode, batch_size=batch, progress=False)
+                    got = attempt(
+                        errors,
+                        f"{fmt} {mode} batch {batch}",
+                        infer_clips,
+                        models,
+                        fs,
+                        ids,
+                        fs.params,
+                        mode=mode,
+                        batch_size=batch,
+                        progress=False,
+                    )
                     if got is None:
                         continue
                     wall = time.perf_counter() - t0
@@ -758,19 +1001,31 @@ class Check:
                     attrs = clip_scores.attrs
                     sc = clip_scores.drop(columns="recording_id").to_numpy()
                     scores[mode] = sc
-                    row = {"format": fmt, "mode": mode, "batch": batch, "models": len(models), "clips": len(ids),
-                           "windows": int(attrs.get("windows_scored", 0)), "seconds": r3(attrs.get("seconds")),
-                           "windows_per_s": r3(attrs["windows_scored"] / attrs["seconds"]),
-                           "clips_per_s": r3(len(ids) / attrs["seconds"]), "wall_s": r3(wall)}
+                    row = {
+                        "format": fmt,
+                        "mode": mode,
+                        "batch": batch,
+                        "models": len(models),
+                        "clips": len(ids),
+                        "windows": int(attrs.get("windows_scored", 0)),
+                        "seconds": r3(attrs.get("seconds")),
+                        "windows_per_s": r3(attrs["windows_scored"] / attrs["seconds"]),
+                        "clips_per_s": r3(len(ids) / attrs["seconds"]),
+                        "wall_s": r3(wall),
+                    }
                     if truth is not None:
                         row["lwlrap"] = r3(float(lwlrap(truth.loc[clip_scores["recording_id"]].to_numpy(), sc)))
                     rows.append(row)
-                    say(f"  infer {fmt} {mode} batch {batch}: {row['windows_per_s']} windows/s, "
-                        f"{row['clips_per_s']} clips/s, LWLRAP {row.get('lwlrap')}")
+                    say(
+                        f"  infer {fmt} {mode} batch {batch}: {row['windows_per_s']} windows/s, "
+                        f"{row['clips_per_s']} clips/s, LWLRAP {row.get('lwlrap')}"
+                    )
             if "exact" in scores and "fcn" in scores:
                 a, b = scores["exact"], scores["fcn"]
-                agree = {"mean_abs_clip_score_diff": r3(float(np.abs(a - b).mean())),
-                         "max_abs_clip_score_diff": r3(float(np.abs(a - b).max()))}
+                agree = {
+                    "mean_abs_clip_score_diff": r3(float(np.abs(a - b).mean())),
+                    "max_abs_clip_score_diff": r3(float(np.abs(a - b).max())),
+                }
                 if truth is not None:
                     la = float(lwlrap(truth.loc[ids].to_numpy(), a))
                     lb = float(lwlrap(truth.loc[ids].to_numpy(), b))
@@ -785,12 +1040,18 @@ class Check:
             cli = self.current["cli"] = attempt(errors, "rfcx infer --batch", self._infer_command, len(ids))
         else:
             cut.append("the `rfcx infer --batch` command")
-        return {"device": str(dev), "rows": rows, "agreement": agreement, "cut_for_time": cut, "cli": cli,
-                "ensemble": {k: [p.name for p in v] for k, v in self.state["ensemble"].items()},
-                "about": "engine.batch.infer_clips (what `rfcx infer --batch` runs) over the test clips of the store "
-                         "with the fold-0 member of each backbone (models briefly trained in stage train_rounds: "
-                         "the LWLRAP values show agreement, not quality); windows/s count every model's windows; "
-                         "after a 2-clip warm-up per format and mode"}
+        return {
+            "device": str(dev),
+            "rows": rows,
+            "agreement": agreement,
+            "cut_for_time": cut,
+            "cli": cli,
+            "ensemble": {k: [p.name for p in v] for k, v in self.state["ensemble"].items()},
+            "about": "engine.batch.infer_clips (what `rfcx infer --batch` runs) over the test clips of the store "
+            "with the fold-0 member of each backbone (models briefly trained in stage train_rounds: "
+            "the LWLRAP values show agreement, not quality); windows/s count every model's windows; "
+            "after a 2-clip warm-up per format and mode",
+        }
 
     def _infer_command(self, n_clips: int) -> dict:
         """``python -m rfcx infer --batch`` itself (its own process) with every TorchScript model of round 0, fcn mode
@@ -800,9 +1061,28 @@ class Check:
         import pandas as pd
 
         out = self.work / "submission.csv"
-        cmd = [sys.executable, "-m", "rfcx", "infer", "--batch", "--store", self.state["store"], "--runs",
-               str(self.state["runs"]), "--round", "0", "--out", str(out), "--mode", "fcn", "--format", "torchscript",
-               "--device", "cpu" if self.dry_run else "gpu", "--no-progress"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "rfcx",
+            "infer",
+            "--batch",
+            "--store",
+            self.state["store"],
+            "--runs",
+            str(self.state["runs"]),
+            "--round",
+            "0",
+            "--out",
+            str(out),
+            "--mode",
+            "fcn",
+            "--format",
+            "torchscript",
+            "--device",
+            "cpu" if self.dry_run else "gpu",
+            "--no-progress",
+        ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
         wall = time.perf_counter() - t0
@@ -817,6 +1097,7 @@ class Check:
 
 
 # -- bench.md --------------------------------------------------------------------------------------------------
+
 
 def _fmt(v: Any) -> str:
     if v is None:
@@ -842,103 +1123,207 @@ def render_markdown(result: dict) -> str:
     env = (st.get("env") or {}).get("result") or {}
     gpu = env.get("gpu") or {}
     title = "GPU check (dry run on the CPU)" if result.get("dry_run") else f"GPU check: {gpu.get('name', 'no GPU')}"
-    out = [f"# {title}", "",
-           f"`bash benchmarks/gpu_check.sh` (`python -m benchmarks.gpu_check`), started {result.get('started')}, "
-           f"{_fmt(result.get('wall_s'))} s in all (budget {_fmt(result.get('budget_s'))} s). Every figure is in "
-           "`bench.json`.", ""]
+    out = [
+        f"# {title}",
+        "",
+        f"`bash benchmarks/gpu_check.sh` (`python -m benchmarks.gpu_check`), started {result.get('started')}, "
+        f"{_fmt(result.get('wall_s'))} s in all (budget {_fmt(result.get('budget_s'))} s). Every figure is in "
+        "`bench.json`.",
+        "",
+    ]
     if env:
-        out += [f"python {env.get('python')}, torch {env.get('torch')} (CUDA {env.get('torch_cuda')}, cuDNN "
-                f"{env.get('cudnn')}), timm {env.get('timm')}, {env.get('cpu_count')} cores; GPU: "
-                + (f"{gpu.get('name')}, {gpu.get('memory_gib')} GiB, capability {gpu.get('capability')}, bf16 "
-                   f"{_fmt(gpu.get('bf16'))}" if gpu else "none") + (f" ({env.get('nvidia_smi')})"
-                                                                    if env.get("nvidia_smi") else ""), ""]
+        out += [
+            f"python {env.get('python')}, torch {env.get('torch')} (CUDA {env.get('torch_cuda')}, cuDNN "
+            f"{env.get('cudnn')}), timm {env.get('timm')}, {env.get('cpu_count')} cores; GPU: "
+            + (
+                f"{gpu.get('name')}, {gpu.get('memory_gib')} GiB, capability {gpu.get('capability')}, bf16 "
+                f"{_fmt(gpu.get('bf16'))}"
+                if gpu
+                else "none"
+            )
+            + (f" ({env.get('nvidia_smi')})" if env.get("nvidia_smi") else ""),
+            "",
+        ]
     out += ["## Stages", ""]
-    out += _table([{"stage": n, "status": s.get("status"), "seconds": s.get("seconds"),
-                    "note": (s.get("reason") or (s.get("error") or "").splitlines()[0][:160] if s.get("reason") or
-                             s.get("error") else f"{len(s.get('errors', []))} sub-measurement(s) failed"
-                             if s.get("errors") else "")}
-                   for n, s in st.items()], [("stage", "stage"), ("status", "status"), ("seconds", "s"),
-                                             ("note", "note")])
+    out += _table(
+        [
+            {
+                "stage": n,
+                "status": s.get("status"),
+                "seconds": s.get("seconds"),
+                "note": (
+                    s.get("reason") or (s.get("error") or "").splitlines()[0][:160]
+                    if s.get("reason") or s.get("error")
+                    else f"{len(s.get('errors', []))} sub-measurement(s) failed"
+                    if s.get("errors")
+                    else ""
+                ),
+            }
+            for n, s in st.items()
+        ],
+        [("stage", "stage"), ("status", "status"), ("seconds", "s"), ("note", "note")],
+    )
 
     def res(name: str) -> dict:
         return (st.get(name) or {}).get("result") or {}
 
     if res("synth"):
         r = res("synth")
-        out += ["## Synthetic data", "", f"{r['train']} train + {r['test']} test clips of {r['seconds']:g} s, "
-                f"{r['tp_boxes']} TP and {r['fp_boxes']} FP boxes, {r['elapsed_s']} s on {r['workers']} workers.", ""]
+        out += [
+            "## Synthetic data",
+            "",
+            f"{r['train']} train + {r['test']} test clips of {r['seconds']:g} s, "
+            f"{r['tp_boxes']} TP and {r['fp_boxes']} FP boxes, {r['elapsed_s']} s on {r['workers']} workers.",
+            "",
+        ]
     if res("store_build"):
         r = res("store_build")
         out += ["## Store build (`build_store`, torch backend)", ""]
-        out += _table(r.get("builds", []), [("name", "backend / device"), ("clips", "clips"),
-                                            ("batch_size", "batch"), ("clips_per_s", "clips/s"),
-                                            ("x_realtime", "x real time"), ("elapsed_s", "s")])
-        out += [f"GPU / CPU: {_fmt(r.get('gpu_over_cpu'))}x; largest dB difference between the two stores: "
-                f"{_fmt(r.get('max_abs_db_difference_gpu_vs_cpu'))}; DALI installed: "
-                f"{_fmt(r.get('dali_available'))}.", ""]
+        out += _table(
+            r.get("builds", []),
+            [
+                ("name", "backend / device"),
+                ("clips", "clips"),
+                ("batch_size", "batch"),
+                ("clips_per_s", "clips/s"),
+                ("x_realtime", "x real time"),
+                ("elapsed_s", "s"),
+            ],
+        )
+        out += [
+            f"GPU / CPU: {_fmt(r.get('gpu_over_cpu'))}x; largest dB difference between the two stores: "
+            f"{_fmt(r.get('max_abs_db_difference_gpu_vs_cpu'))}; DALI installed: "
+            f"{_fmt(r.get('dali_available'))}.",
+            "",
+        ]
     if res("train_model"):
         r = res("train_model")
         out += ["## Training: the model alone", "", r.get("about", ""), ""]
-        out += _table(r.get("rows", []), [("backbone", "backbone"), ("crop_seconds", "crop s"), ("batch", "batch"),
-                                         ("cudnn_benchmark", "cudnn.benchmark"), ("crops_per_s", "crops/s"),
-                                         ("step_ms", "ms/step"), ("peak_memory_gib", "peak GiB"),
-                                         ("params_m", "params M")])
+        out += _table(
+            r.get("rows", []),
+            [
+                ("backbone", "backbone"),
+                ("crop_seconds", "crop s"),
+                ("batch", "batch"),
+                ("cudnn_benchmark", "cudnn.benchmark"),
+                ("crops_per_s", "crops/s"),
+                ("step_ms", "ms/step"),
+                ("peak_memory_gib", "peak GiB"),
+                ("params_m", "params M"),
+            ],
+        )
     if res("train_input"):
         r = res("train_input")
         out += ["## Training input", "", r.get("about", ""), ""]
-        out += _table(r.get("rows", []), [("name", "input"), ("crop_seconds", "crop s"), ("crops_per_s", "crops/s"),
-                                         ("model_consumes_crops_per_s", "fastest model consumes"),
-                                         ("delivered_over_consumed", "delivered / consumed")])
-        out += _table(r.get("train_member", []), [("backbone", "train_member"), ("crop_seconds", "crop s"),
-                                                 ("batches", "batches"), ("num_workers", "workers"),
-                                                 ("crops_per_s", "crops/s"), ("data_wait_share", "waiting for data"),
-                                                 ("epoch_s", "epoch s"), ("checkpoint_device", "checkpoint on")])
+        out += _table(
+            r.get("rows", []),
+            [
+                ("name", "input"),
+                ("crop_seconds", "crop s"),
+                ("crops_per_s", "crops/s"),
+                ("model_consumes_crops_per_s", "fastest model consumes"),
+                ("delivered_over_consumed", "delivered / consumed"),
+            ],
+        )
+        out += _table(
+            r.get("train_member", []),
+            [
+                ("backbone", "train_member"),
+                ("crop_seconds", "crop s"),
+                ("batches", "batches"),
+                ("num_workers", "workers"),
+                ("crops_per_s", "crops/s"),
+                ("data_wait_share", "waiting for data"),
+                ("epoch_s", "epoch s"),
+                ("checkpoint_device", "checkpoint on"),
+            ],
+        )
     if res("train_rounds"):
         r = res("train_rounds")
-        out += ["## `train_rounds`, round 0", "",
-                f"{r.get('about')}. Config {r.get('config')} cut to {r.get('epochs')} epoch x "
-                f"{r.get('batches_per_epoch')} batches, {r.get('folds')} folds: {_fmt(r.get('wall_s'))} s in all; "
-                f"complete: {_fmt(r.get('complete'))}; test LWLRAP {_fmt(r.get('test_lwlrap'))} (a few steps: not a "
-                f"quality figure); TorchScript files: {len(r.get('exported_torchscript', []))}.", ""]
-        out += _table([{"member": k, **v} for k, v in r.get("members", {}).items()],
-                      [("member", "member"), ("crops_per_s", "crops/s"), ("data_wait_s", "data wait s"),
-                       ("seconds", "epoch s"), ("loss", "loss")])
+        out += [
+            "## `train_rounds`, round 0",
+            "",
+            f"{r.get('about')}. Config {r.get('config')} cut to {r.get('epochs')} epoch x "
+            f"{r.get('batches_per_epoch')} batches, {r.get('folds')} folds: {_fmt(r.get('wall_s'))} s in all; "
+            f"complete: {_fmt(r.get('complete'))}; test LWLRAP {_fmt(r.get('test_lwlrap'))} (a few steps: not a "
+            f"quality figure); TorchScript files: {len(r.get('exported_torchscript', []))}.",
+            "",
+        ]
+        out += _table(
+            [{"member": k, **v} for k, v in r.get("members", {}).items()],
+            [
+                ("member", "member"),
+                ("crops_per_s", "crops/s"),
+                ("data_wait_s", "data wait s"),
+                ("seconds", "epoch s"),
+                ("loss", "loss"),
+            ],
+        )
     if res("export"):
         r = res("export")
         out += ["## Export and loading on the device", "", r.get("about", ""), ""]
-        out += _table(r.get("rows", []), [("member", "member"), ("pt2_export_s", ".pt2 export s"),
-                                         ("ts_load_s", ".ts load s"), ("pt2_load_s", ".pt2 load s"),
-                                         ("ts_max_abs_logit_diff", ".ts diff"),
-                                         ("ts_windows_max_abs_logit_diff", ".ts fcn diff"),
-                                         ("pt2_max_abs_logit_diff", ".pt2 diff"),
-                                         ("pt2_windows_max_abs_logit_diff", ".pt2 fcn diff"),
-                                         ("logit_scale", "max logit"), ("ts_meta_torch", "written by torch")])
+        out += _table(
+            r.get("rows", []),
+            [
+                ("member", "member"),
+                ("pt2_export_s", ".pt2 export s"),
+                ("ts_load_s", ".ts load s"),
+                ("pt2_load_s", ".pt2 load s"),
+                ("ts_max_abs_logit_diff", ".ts diff"),
+                ("ts_windows_max_abs_logit_diff", ".ts fcn diff"),
+                ("pt2_max_abs_logit_diff", ".pt2 diff"),
+                ("pt2_windows_max_abs_logit_diff", ".pt2 fcn diff"),
+                ("logit_scale", "max logit"),
+                ("ts_meta_torch", "written by torch"),
+            ],
+        )
     if res("infer"):
         r = res("infer")
         out += ["## Inference (`infer_clips`, what `rfcx infer --batch` runs)", "", r.get("about", ""), ""]
-        out += _table(r.get("rows", []), [("format", "format"), ("mode", "mode"), ("batch", "batch"),
-                                         ("models", "models"), ("windows_per_s", "windows/s"),
-                                         ("clips_per_s", "60 s clips/s"), ("fcn_over_exact", "fcn / exact"),
-                                         ("lwlrap", "LWLRAP")])
+        out += _table(
+            r.get("rows", []),
+            [
+                ("format", "format"),
+                ("mode", "mode"),
+                ("batch", "batch"),
+                ("models", "models"),
+                ("windows_per_s", "windows/s"),
+                ("clips_per_s", "60 s clips/s"),
+                ("fcn_over_exact", "fcn / exact"),
+                ("lwlrap", "LWLRAP"),
+            ],
+        )
         if r.get("cli"):
-            out.append(f"`{r['cli']['command']}`: {_fmt(r['cli']['wall_s'])} s in all, process start and model loading "
-                       f"included ({r['cli']['said'][-1] if r['cli']['said'] else ''}).")
+            out.append(
+                f"`{r['cli']['command']}`: {_fmt(r['cli']['wall_s'])} s in all, process start and model loading "
+                f"included ({r['cli']['said'][-1] if r['cli']['said'] else ''})."
+            )
             out.append("")
         for fmt, a in r.get("agreement", {}).items():
-            out.append(f"- {fmt}: exact vs fcn LWLRAP {_fmt(a.get('lwlrap_exact'))} vs {_fmt(a.get('lwlrap_fcn'))} "
-                       f"(delta {_fmt(a.get('delta_lwlrap'))}), clip scores differ by "
-                       f"{_fmt(a.get('mean_abs_clip_score_diff'))} on average, "
-                       f"{_fmt(a.get('max_abs_clip_score_diff'))} at most")
+            out.append(
+                f"- {fmt}: exact vs fcn LWLRAP {_fmt(a.get('lwlrap_exact'))} vs {_fmt(a.get('lwlrap_fcn'))} "
+                f"(delta {_fmt(a.get('delta_lwlrap'))}), clip scores differ by "
+                f"{_fmt(a.get('mean_abs_clip_score_diff'))} on average, "
+                f"{_fmt(a.get('max_abs_clip_score_diff'))} at most"
+            )
         out.append("")
     if result.get("failures"):
         out += ["## Failures", ""]
         for f in result["failures"]:
-            out += [f"### {f.get('stage')}: {f.get('what', f.get('stage'))}", "", "```",
-                    (f.get("error") or "")[:1500], *(f.get("traceback") or [])[-12:], "```", ""]
+            out += [
+                f"### {f.get('stage')}: {f.get('what', f.get('stage'))}",
+                "",
+                "```",
+                (f.get("error") or "")[:1500],
+                *(f.get("traceback") or [])[-12:],
+                "```",
+                "",
+            ]
     return "\n".join(out) + "\n"
 
 
 # -- command line ----------------------------------------------------------------------------------------------
+
 
 def _default_out(dry_run: bool) -> Path:
     name = "cpu-dry-run"
@@ -959,13 +1344,24 @@ def _interrupt(signum: int, _frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="toy sizes on the CPU (the test suite runs this)")
-    ap.add_argument("--out", type=Path, help="where bench.json and bench.md go (default: "
-                                             "benchmarks/results/<gpu-name>/, or cpu-dry-run/ with --dry-run)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="where bench.json and bench.md go (default: "
+        "benchmarks/results/<gpu-name>/, or cpu-dry-run/ with --dry-run)",
+    )
     ap.add_argument("--clips", type=int, help="synthetic clips in all, 3/4 train and 1/4 test (default 64; dry run 6)")
-    ap.add_argument("--budget-s", type=float, help="time budget of the whole run in seconds (default 390): each "
-                                                   "stage gets a share, stages past it are skipped")
-    ap.add_argument("--work", type=Path, help="work folder for data, stores and runs (default: a temporary folder, "
-                                              "removed at the end)")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        help="time budget of the whole run in seconds (default 390): each "
+        "stage gets a share, stages past it are skipped",
+    )
+    ap.add_argument(
+        "--work",
+        type=Path,
+        help="work folder for data, stores and runs (default: a temporary folder, removed at the end)",
+    )
     args = ap.parse_args(argv)
     sizes = dict(DRY if args.dry_run else FULL)
     if args.clips is not None:
@@ -983,8 +1379,10 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         check = Check(out, work, args.dry_run, sizes, Budget(sizes["budget_s"]))
-        say(f"{'dry run (CPU, toy sizes)' if args.dry_run else 'GPU check'}: results in {out}, work in {work}, "
-            f"budget {sizes['budget_s']:.0f} s")
+        say(
+            f"{'dry run (CPU, toy sizes)' if args.dry_run else 'GPU check'}: results in {out}, work in {work}, "
+            f"budget {sizes['budget_s']:.0f} s"
+        )
         try:
             return check.run()
         except KeyboardInterrupt:  # between stages

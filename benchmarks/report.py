@@ -52,16 +52,20 @@ def _met(met) -> str:
 def _table(sec: dict) -> list[str]:
     cols = sec.get("columns", [])
     if sec.get("unit"):
-        head = ["candidate", f"{sec['unit']} (median)", "range (min-max)",
-                f"x {sec['baseline']}" if sec.get("baseline") else "ratio", *[c[1] for c in cols]]
+        head = [
+            "candidate",
+            f"{sec['unit']} (median)",
+            "range (min-max)",
+            f"x {sec['baseline']}" if sec.get("baseline") else "ratio",
+            *[c[1] for c in cols],
+        ]
     else:
         head = ["", *[c[1] for c in cols]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sec["rows"]:
         name = f"**{r['name']}** (baseline)" if r["name"] == sec.get("baseline") else r["name"]
         if sec.get("unit"):
-            cells = [name, _fmt(r["median"]), f"{_fmt(r['min'])}-{_fmt(r['max'])}",
-                     _fmt(r.get("ratio"), ".2f")]
+            cells = [name, _fmt(r["median"]), f"{_fmt(r['min'])}-{_fmt(r['max'])}", _fmt(r.get("ratio"), ".2f")]
         else:
             cells = [name]
         cells += [_fmt(r.get(c[0]), c[2]) for c in cols]
@@ -71,14 +75,32 @@ def _table(sec: dict) -> list[str]:
 
 def markdown(result: dict) -> str:
     m = result["machine"]
-    lines = [f"# rfcx benchmarks ({result['mode']} mode)", "",
-             f"{m['date']}, {result['wall_s']:.0f} s in all. Written by `rfcx bench"
-             f"{' --quick' if result['mode'] == 'quick' else ''}` (`benchmarks/run.py`); the raw numbers, every "
-             "repeat included, are in `bench.json`.", "", "## Machine", "", "| | |", "|---|---|"]
-    labels = {"cpu_model": "CPU", "cpu_cores": "cores", "cpu_cores_usable": "cores usable", "memory_gb": "memory (GB)",
-              "gpu": "GPU", "torch": "torch", "dali": "NVIDIA DALI", "torch_threads": "torch threads",
-              "OMP_NUM_THREADS": "OMP_NUM_THREADS", "load_average_1m_at_start": "load average (1 min) at start",
-              "load_average_1m_at_end": "load average (1 min) at end", "date": "date (UTC)"}
+    lines = [
+        f"# rfcx benchmarks ({result['mode']} mode)",
+        "",
+        f"{m['date']}, {result['wall_s']:.0f} s in all. Written by `rfcx bench"
+        f"{' --quick' if result['mode'] == 'quick' else ''}` (`benchmarks/run.py`); the raw numbers, every "
+        "repeat included, are in `bench.json`.",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
+    labels = {
+        "cpu_model": "CPU",
+        "cpu_cores": "cores",
+        "cpu_cores_usable": "cores usable",
+        "memory_gb": "memory (GB)",
+        "gpu": "GPU",
+        "torch": "torch",
+        "dali": "NVIDIA DALI",
+        "torch_threads": "torch threads",
+        "OMP_NUM_THREADS": "OMP_NUM_THREADS",
+        "load_average_1m_at_start": "load average (1 min) at start",
+        "load_average_1m_at_end": "load average (1 min) at end",
+        "date": "date (UTC)",
+    }
     for key, label in labels.items():
         lines.append(f"| {label} | {_fmt(m.get(key)) if m.get(key) is not None else 'none'} |")
     others = ", ".join(f"{k} {m[k]}" for k in ("python", "numpy", "zarr", "librosa", "soundfile", "timm") if m.get(k))
@@ -86,8 +108,10 @@ def markdown(result: dict) -> str:
 
     lines += ["## Goals", "", "| benchmark | goal | value | target | result | figures |", "|---|---|---|---|---|---|"]
     for g in result.get("goals", []):
-        lines.append(f"| {g['benchmark']} | {_cell(g['goal'])} | {_fmt(g['value'], '.4f' if g['target'] < 0.1 else '.2f')} "
-                     f"| {g['target']:g} | {_met(g['met'])} | {_cell(g['detail'])} |")
+        lines.append(
+            f"| {g['benchmark']} | {_cell(g['goal'])} | {_fmt(g['value'], '.4f' if g['target'] < 0.1 else '.2f')} "
+            f"| {g['target']:g} | {_met(g['met'])} | {_cell(g['detail'])} |"
+        )
     failed = [b for b in result["benchmarks"] if b.get("error")]
     for b in failed:
         lines.append(f"| {b['name']} | (benchmark failed) | - | - | **error** | {_cell(b['error'])} |")
@@ -116,8 +140,14 @@ def markdown(result: dict) -> str:
         if b.get("notes"):
             lines.append("")
         if b.get("commands"):
-            lines += ["Training the variants (left to the user; hours on a CPU), then reading them:", "", "```bash",
-                      *b["commands"], "```", ""]
+            lines += [
+                "Training the variants (left to the user; hours on a CPU), then reading them:",
+                "",
+                "```bash",
+                *b["commands"],
+                "```",
+                "",
+            ]
     lines += ["## Caveats", ""] + [f"- {c}" for c in CAVEATS] + [""]
     return "\n".join(lines)
 
@@ -162,8 +192,15 @@ def _quality_plot(b: dict, path: Path) -> bool:
         value = next((r.get("test_lwlrap") for r in rows if r["name"].endswith(f": {suffix}")), None)
         if value is not None:
             ax.axhline(value, color="grey", linestyle=style, linewidth=1)
-            ax.annotate(f"{suffix.split(' (')[0]} {value:.3f}", (0, value), xycoords=("axes fraction", "data"),
-                        xytext=(3, 2), textcoords="offset points", fontsize=7, color="dimgrey")
+            ax.annotate(
+                f"{suffix.split(' (')[0]} {value:.3f}",
+                (0, value),
+                xycoords=("axes fraction", "data"),
+                xytext=(3, 2),
+                textcoords="offset points",
+                fontsize=7,
+                color="dimgrey",
+            )
     ax.set_xlabel("round")
     ax.set_xticks(sorted({r["round"] for rounds in series.values() for r in rounds}))
     ax.set_ylabel("LWLRAP")
@@ -190,8 +227,9 @@ def write_plots(result: dict, out: Path) -> list[str]:
         if not secs:
             continue
         heights = [0.9 + 0.32 * len(s["rows"]) for s in secs]
-        fig, axes = plt.subplots(len(secs), 1, figsize=(10, sum(heights) + 0.4), squeeze=False,
-                                 gridspec_kw={"height_ratios": heights})
+        fig, axes = plt.subplots(
+            len(secs), 1, figsize=(10, sum(heights) + 0.4), squeeze=False, gridspec_kw={"height_ratios": heights}
+        )
         for ax, sec in zip(axes[:, 0], secs):
             _bars(ax, sec)
         fig.suptitle(f"{b.get('title', b['name'])} ({result['mode']}; {result['machine']['cpu_model']})", fontsize=10)

@@ -54,10 +54,12 @@ def _version(module: str) -> str | None:
 
 def _git() -> str | None:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True,
-                               timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
         return f"{head}{' (uncommitted changes)' if dirty else ''}" if head else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -101,29 +103,42 @@ def machine_info() -> dict:
     }
 
 
-def _runner(name: str, quick: bool, runs: str | Path | None, store: str | Path | None,
-            quality_runs: list[str] | None) -> Callable[[Path], dict]:
+def _runner(
+    name: str, quick: bool, runs: str | Path | None, store: str | Path | None, quality_runs: list[str] | None
+) -> Callable[[Path], dict]:
     if name == "store_build":
         from benchmarks import store_build
+
         return lambda w: store_build.run(quick, w)
     if name == "store_reads":
         from benchmarks import store_reads
+
         return lambda w: store_reads.run(quick, w)
     if name == "training_input":
         from benchmarks import training_input
+
         return lambda w: training_input.run(quick, w)
     if name == "inference":
         from benchmarks import engine_throughput
+
         return lambda w: engine_throughput.run(quick, w, runs=runs, store=store)
     if name == "quality":
         from benchmarks import quality
+
         return lambda w: quality.run(quick, w, runs=quality_runs)
     raise UsageError(f"unknown benchmark {name!r} (known: {', '.join(BENCHMARKS)})")
 
 
-def run_bench(out: Path, quick: bool = False, runs: str | Path | None = None, store: str | Path | None = None,
-              quality_runs: list[str] | None = None, only: list[str] | None = None,
-              threads: int | None = None, echo: Callable[[str], None] = print) -> dict:
+def run_bench(
+    out: Path,
+    quick: bool = False,
+    runs: str | Path | None = None,
+    store: str | Path | None = None,
+    quality_runs: list[str] | None = None,
+    only: list[str] | None = None,
+    threads: int | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict:
     """Run the benchmarks (``only`` some of them), write ``out/bench.json``, ``out/bench.md`` and the plots.
 
     A benchmark that fails is recorded with its error (``"error"``) and the others still run. Returns the
@@ -143,8 +158,13 @@ def run_bench(out: Path, quick: bool = False, runs: str | Path | None = None, st
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    result: dict = {"format": "rfcx-bench", "version": 1, "mode": "quick" if quick else "full",
-                    "machine": machine_info(), "benchmarks": []}
+    result: dict = {
+        "format": "rfcx-bench",
+        "version": 1,
+        "mode": "quick" if quick else "full",
+        "machine": machine_info(),
+        "benchmarks": [],
+    }
     for name in BENCHMARKS:
         if only and name not in only:
             continue
@@ -154,8 +174,15 @@ def run_bench(out: Path, quick: bool = False, runs: str | Path | None = None, st
         try:
             res = _runner(name, quick, runs, store, quality_runs)(work)
         except Exception as exc:
-            res = {"name": name, "title": name, "error": f"{type(exc).__name__}: {exc}",
-                   "traceback": traceback.format_exc(), "sections": [], "goals": [], "notes": []}
+            res = {
+                "name": name,
+                "title": name,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+                "sections": [],
+                "goals": [],
+                "notes": [],
+            }
             echo(f"bench: {name} FAILED: {res['error']}")
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -59,7 +59,7 @@ def decode_and_fft(files: list[Path], params: MelParams) -> None:
         spec = torch.empty(CPU_BLOCK_FRAMES, half + 1, dtype=torch.complex64)
         for s in range(0, frames.shape[0], CPU_BLOCK_FRAMES):
             m = min(CPU_BLOCK_FRAMES, frames.shape[0] - s)
-            torch.fft.rfft(torch.mul(frames[s:s + m], window, out=windowed[:m]), dim=1, out=spec[:m])
+            torch.fft.rfft(torch.mul(frames[s : s + m], window, out=windowed[:m]), dim=1, out=spec[:m])
 
 
 def librosa_loop(files: list[Path], params: MelParams, out_dir: Path) -> None:
@@ -68,9 +68,16 @@ def librosa_loop(files: list[Path], params: MelParams, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for f in files:
         y, sr = sf.read(str(f), dtype="float32")
-        s = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=params.n_fft, hop_length=params.hop,
-                                           n_mels=params.n_mels, fmin=params.f_min, fmax=params.f_max,
-                                           power=params.power)
+        s = librosa.feature.melspectrogram(
+            y=y,
+            sr=sr,
+            n_fft=params.n_fft,
+            hop_length=params.hop,
+            n_mels=params.n_mels,
+            fmin=params.f_min,
+            fmax=params.f_max,
+            power=params.power,
+        )
         np.save(out_dir / f"{f.stem}.npy", (10 * np.log10(np.maximum(s, params.amin))).astype(np.float16))
 
 
@@ -108,9 +115,9 @@ def run(quick: bool, workdir: Path, data: Path | None = None) -> dict:
 
     def build(backend: str, device: str, source_dir: Path) -> Callable[[], float]:
         def go() -> float:
-            build_store(source_dir, stores / f"s{next(counter)}.zarr", backend=backend, device=device,
-                        progress=False)
+            build_store(source_dir, stores / f"s{next(counter)}.zarr", backend=backend, device=device, progress=False)
             return len(list_audio_files(source_dir / "train")) + len(list_audio_files(source_dir / "test"))
+
         return go
 
     # warm-up on one clip (numba caches of librosa, DALI's libraries, torch's FFT plans): not timed
@@ -137,25 +144,48 @@ def run(quick: bool, workdir: Path, data: Path | None = None) -> dict:
     decode_median = float(np.median(rates[DECODE]))
     for r in rows:
         r["vs_decode_only"] = r["median"] / decode_median if decode_median else None
-    sec = section("build", "Store build: decode + log-mel + write, whole clips", "clips/s", rows, baseline=LIBROSA,
-                  columns=[("x_realtime", "x real time", ".0f"), ("vs_decode_only", "x decode-only", ".2f")],
-                  note=f"{len(files)} clips, {seconds:.0f} s of audio ({source}); ratio = to the librosa loop.")
+    sec = section(
+        "build",
+        "Store build: decode + log-mel + write, whole clips",
+        "clips/s",
+        rows,
+        baseline=LIBROSA,
+        columns=[("x_realtime", "x real time", ".0f"), ("vs_decode_only", "x decode-only", ".2f")],
+        note=f"{len(files)} clips, {seconds:.0f} s of audio ({source}); ratio = to the librosa loop.",
+    )
     goals = []
     for backend, device in _backends():
         if device != "cpu":
             continue
         r = next(x for x in rows if x["name"] == backend_name(backend, device))
-        goals.append(goal(f"{backend} backend (cpu) >= 3x the librosa loop", r["ratio"], 3.0,
-                          f"{r['median']:.2f} vs {next(x for x in rows if x['name'] == LIBROSA)['median']:.2f} clips/s"))
-        goals.append(goal(f"{backend} backend (cpu) >= 0.7x decode-only", r["vs_decode_only"], 0.7,
-                          f"{r['median']:.2f} vs {decode_median:.2f} clips/s"))
-    return {"name": "store_build", "title": "1. Store build",
-            "about": "Clips/s and x-real-time of building the log-mel store from FLAC clips: the DALI and torch "
-                     "backends of `rfcx build-store` vs the hand-written loop a user would write (soundfile + "
-                     "`librosa.feature.melspectrogram` + `np.save` of float16) vs decoding alone (the limit). "
-                     "Each repeat builds a fresh store (DALI/torch pipeline set-up included).",
-            "params": {**size, "clips": len(files), "audio_seconds": seconds, "source": source},
-            "sections": [sec], "goals": goals, "notes": []}
+        goals.append(
+            goal(
+                f"{backend} backend (cpu) >= 3x the librosa loop",
+                r["ratio"],
+                3.0,
+                f"{r['median']:.2f} vs {next(x for x in rows if x['name'] == LIBROSA)['median']:.2f} clips/s",
+            )
+        )
+        goals.append(
+            goal(
+                f"{backend} backend (cpu) >= 0.7x decode-only",
+                r["vs_decode_only"],
+                0.7,
+                f"{r['median']:.2f} vs {decode_median:.2f} clips/s",
+            )
+        )
+    return {
+        "name": "store_build",
+        "title": "1. Store build",
+        "about": "Clips/s and x-real-time of building the log-mel store from FLAC clips: the DALI and torch "
+        "backends of `rfcx build-store` vs the hand-written loop a user would write (soundfile + "
+        "`librosa.feature.melspectrogram` + `np.save` of float16) vs decoding alone (the limit). "
+        "Each repeat builds a fresh store (DALI/torch pipeline set-up included).",
+        "params": {**size, "clips": len(files), "audio_seconds": seconds, "source": source},
+        "sections": [sec],
+        "goals": goals,
+        "notes": [],
+    }
 
 
 def main() -> None:

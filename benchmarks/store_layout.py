@@ -35,10 +35,17 @@ CODECS = {
     "blosc-zstd1-shuffle": BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"),
 }
 CHOSEN = ("float16", 512, "blosc-zstd1-shuffle")  # what store/layout.py uses
-LAYOUTS_FULL = [("float32", 512, "none"), ("float16", 128, "none"), ("float16", 512, "none"),
-                ("float16", 512, "blosc-lz4-shuffle"), CHOSEN, ("float16", 512, "blosc-zstd3-shuffle"),
-                ("float16", 512, "zstd3"), ("float16", 1024, "blosc-zstd3-shuffle"),
-                ("float16", 8192, "blosc-zstd3-shuffle")]
+LAYOUTS_FULL = [
+    ("float32", 512, "none"),
+    ("float16", 128, "none"),
+    ("float16", 512, "none"),
+    ("float16", 512, "blosc-lz4-shuffle"),
+    CHOSEN,
+    ("float16", 512, "blosc-zstd3-shuffle"),
+    ("float16", 512, "zstd3"),
+    ("float16", 1024, "blosc-zstd3-shuffle"),
+    ("float16", 8192, "blosc-zstd3-shuffle"),
+]
 LAYOUTS_QUICK = [("float32", 512, "none"), ("float16", 512, "none"), CHOSEN, ("float16", 8192, "blosc-zstd1-shuffle")]
 QUICK = {"clips": 4, "reads": 60, "repeats": 3, "layouts": LAYOUTS_QUICK}
 FULL = {"clips": 16, "reads": 300, "repeats": 5, "layouts": LAYOUTS_FULL}
@@ -55,8 +62,13 @@ def write_layout(root: Path, mels: list[np.ndarray], dtype: str, chunk_t: int, c
     codec = CODECS[codec_name]
     t0 = time.perf_counter()
     for i, m in enumerate(mels):
-        a = group.create_array(f"c{i}", shape=m.shape, dtype=dtype, chunks=(m.shape[0], min(chunk_t, m.shape[1])),
-                               compressors=[codec] if codec else None)
+        a = group.create_array(
+            f"c{i}",
+            shape=m.shape,
+            dtype=dtype,
+            chunks=(m.shape[0], min(chunk_t, m.shape[1])),
+            compressors=[codec] if codec else None,
+        )
         a[:] = m.astype(dtype)
     write_s = time.perf_counter() - t0
     raw_mb = sum(m.size for m in mels) * np.dtype(dtype).itemsize / 1e6
@@ -92,37 +104,68 @@ def run(quick: bool, workdir: Path, clip: Path | None = None, sizes: dict | None
             mb_s, disk = write_layout(workdir / "layouts" / name.replace(" / ", "_"), mels, dtype, chunk_t, codec)
             speeds.append(mb_s)
         group = zarr.open_group(workdir / "layouts" / name.replace(" / ", "_") / "s.zarr", mode="r")
-        written[name] = {"arrays": [group[f"c{i}"] for i in range(len(mels))], "write_mb_s": statistics.median(speeds),
-                         "disk_mb_per_clip": disk * mels[0].shape[1] / 5626, "dtype": dtype, "chunk_frames": chunk_t,
-                         "codec": codec}
+        written[name] = {
+            "arrays": [group[f"c{i}"] for i in range(len(mels))],
+            "write_mb_s": statistics.median(speeds),
+            "disk_mb_per_clip": disk * mels[0].shape[1] / 5626,
+            "dtype": dtype,
+            "chunk_frames": chunk_t,
+            "codec": codec,
+        }
     reads: dict[int, dict[str, list[float]]] = {}
     for seconds in (4, 8):
         n = int(round(seconds * 48000 / 512))
-        picks = [(int(gen.integers(len(mels))), int(gen.integers(0, mels[0].shape[1] - n)))
-                 for _ in range(size["reads"])]
+        picks = [
+            (int(gen.integers(len(mels))), int(gen.integers(0, mels[0].shape[1] - n))) for _ in range(size["reads"])
+        ]
 
         def reader(arrays: list, picks: list = picks, n: int = n):
             def go() -> float:
                 for c, s in picks:
-                    arrays[c][:, s:s + n]
+                    arrays[c][:, s : s + n]
                 return len(picks)
+
             return go
 
-        reads[seconds] = interleaved({name: reader(w["arrays"]) for name, w in written.items()}, size["repeats"],
-                                     warmup=True)
+        reads[seconds] = interleaved(
+            {name: reader(w["arrays"]) for name, w in written.items()}, size["repeats"], warmup=True
+        )
     rows = []
     for name, w in written.items():
-        rows.append(row(name, reads[4][name], crops_8s_per_s=statistics.median(reads[8][name]),
-                        disk_mb_per_clip=w["disk_mb_per_clip"], write_mb_s=w["write_mb_s"], dtype=w["dtype"],
-                        chunk_frames=w["chunk_frames"], codec=w["codec"]))
-    sec = section("layout", "Store layout: chunk frames and codec (random crops, one thread)", "4 s crops/s", rows,
-                  baseline=layout_name(*CHOSEN),
-                  columns=[("crops_8s_per_s", "8 s crops/s", ".0f"), ("disk_mb_per_clip", "MB per 60 s clip", ".2f"),
-                           ("write_mb_s", "write MB/s", ".0f")],
-                  note=f"{len(mels)} clips ({source}), {size['reads']} random crops per repeat; "
-                       f"ratio = to the layout the store uses ({layout_name(*CHOSEN)}).")
-    return {"name": "store_layout", "title": "Store layout", "params": {k: v for k, v in size.items() if k != "layouts"},
-            "sections": [sec], "goals": [], "notes": []}
+        rows.append(
+            row(
+                name,
+                reads[4][name],
+                crops_8s_per_s=statistics.median(reads[8][name]),
+                disk_mb_per_clip=w["disk_mb_per_clip"],
+                write_mb_s=w["write_mb_s"],
+                dtype=w["dtype"],
+                chunk_frames=w["chunk_frames"],
+                codec=w["codec"],
+            )
+        )
+    sec = section(
+        "layout",
+        "Store layout: chunk frames and codec (random crops, one thread)",
+        "4 s crops/s",
+        rows,
+        baseline=layout_name(*CHOSEN),
+        columns=[
+            ("crops_8s_per_s", "8 s crops/s", ".0f"),
+            ("disk_mb_per_clip", "MB per 60 s clip", ".2f"),
+            ("write_mb_s", "write MB/s", ".0f"),
+        ],
+        note=f"{len(mels)} clips ({source}), {size['reads']} random crops per repeat; "
+        f"ratio = to the layout the store uses ({layout_name(*CHOSEN)}).",
+    )
+    return {
+        "name": "store_layout",
+        "title": "Store layout",
+        "params": {k: v for k, v in size.items() if k != "layouts"},
+        "sections": [sec],
+        "goals": [],
+        "notes": [],
+    }
 
 
 def main() -> None:
@@ -138,8 +181,11 @@ def main() -> None:
     print("| dtype | chunk frames | codec | MB per 60 s clip | write MB/s | 4 s crops/s | 8 s crops/s |")
     print("|---|---|---|---|---|---|---|")
     for r in out["sections"][0]["rows"]:
-        print(f"| {r['dtype']} | {r['chunk_frames']} | {r['codec']} | {r['disk_mb_per_clip']:.2f} | "
-              f"{r['write_mb_s']:.0f} | {r['median']:.0f} | {r['crops_8s_per_s']:.0f} |", flush=True)
+        print(
+            f"| {r['dtype']} | {r['chunk_frames']} | {r['codec']} | {r['disk_mb_per_clip']:.2f} | "
+            f"{r['write_mb_s']:.0f} | {r['median']:.0f} | {r['crops_8s_per_s']:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -29,10 +29,8 @@ from store.audio import decode
 from store.params import MelParams
 from store.torch_mel import TorchLogMel
 
-QUICK = {"clips": 4, "seconds": None, "repeats": 3, "batch": 16, "store_batches": 8, "fly_batches": 1,
-         "layout": True}
-FULL = {"clips": 16, "seconds": None, "repeats": 5, "batch": 16, "store_batches": 40, "fly_batches": 3,
-        "layout": True}
+QUICK = {"clips": 4, "seconds": None, "repeats": 3, "batch": 16, "store_batches": 8, "fly_batches": 1, "layout": True}
+FULL = {"clips": 16, "seconds": None, "repeats": 5, "batch": 16, "store_batches": 40, "fly_batches": 3, "layout": True}
 
 STORE = "FeatureStore.crops (batch of 16)"
 NPY = "per-clip .npy (np.load mmap_mode='r')"
@@ -61,10 +59,10 @@ class OnTheFly:
         seg = np.zeros(want_hi - want_lo, dtype=np.float32)
         a, b = max(want_lo, lo), min(want_hi, lo + len(signal))
         if b > a:
-            seg[a - want_lo:b - want_lo] = signal[a - lo:b - lo]
+            seg[a - want_lo : b - want_lo] = signal[a - lo : b - lo]
         with torch.inference_mode():
             db = self.mel.logmel(torch.from_numpy(seg)[None])[0].numpy()
-        return db[:, self.context:self.context + n]
+        return db[:, self.context : self.context + n]
 
     def decode_crop(self, path: Path, start: int, n: int) -> np.ndarray:
         signal, _ = decode(path, self.params.sample_rate)
@@ -100,8 +98,10 @@ def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
         n = params.seconds_to_frames(seconds)
 
         def batches(k: int, n: int = n) -> list[list[tuple[str, int, int]]]:
-            return [[(ids[int(gen.integers(len(ids)))], int(gen.integers(0, fs.n_frames(ids[0]) - n)), n)
-                     for _ in range(b)] for _ in range(k)]
+            return [
+                [(ids[int(gen.integers(len(ids)))], int(gen.integers(0, fs.n_frames(ids[0]) - n)), n) for _ in range(b)]
+                for _ in range(k)
+            ]
 
         store_b, fly_b = batches(size["store_batches"]), batches(size["fly_batches"])
 
@@ -114,7 +114,7 @@ def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
             for batch in bs:
                 out = np.empty((len(batch), params.n_mels, batch[0][2]), dtype=np.float32)
                 for j, (rid, s, k) in enumerate(batch):
-                    out[j] = np.load(npy / f"{rid}.npy", mmap_mode="r")[:, s:s + k]
+                    out[j] = np.load(npy / f"{rid}.npy", mmap_mode="r")[:, s : s + k]
             return sum(len(x) for x in bs)
 
         def fly_reads(crop: Callable, bs: list = fly_b) -> Callable[[], float]:
@@ -122,29 +122,54 @@ def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
                 for batch in bs:
                     np.stack([crop(path_of[rid], s, k) for rid, s, k in batch])
                 return sum(len(x) for x in bs)
+
             return go
 
-        rates = interleaved({STORE: store_reads, NPY: npy_reads, FLY: fly_reads(fly.decode_crop),
-                             SEEK: fly_reads(fly.seek_crop)}, size["repeats"], warmup=True)
+        rates = interleaved(
+            {STORE: store_reads, NPY: npy_reads, FLY: fly_reads(fly.decode_crop), SEEK: fly_reads(fly.seek_crop)},
+            size["repeats"],
+            warmup=True,
+        )
         rows = [row(name, r) for name, r in rates.items()]
-        sections.append(section(f"crops_{seconds}s", f"Store reads: random {seconds} s crops", "crops/s", rows,
-                                baseline=FLY, note=f"{len(ids)} clips ({source}); {b} crops per batch; "
-                                                   f"ratio = to decoding + log-mel on the fly."))
+        sections.append(
+            section(
+                f"crops_{seconds}s",
+                f"Store reads: random {seconds} s crops",
+                "crops/s",
+                rows,
+                baseline=FLY,
+                note=f"{len(ids)} clips ({source}); {b} crops per batch; ratio = to decoding + log-mel on the fly.",
+            )
+        )
         st = next(r for r in rows if r["name"] == STORE)
         base = next(r for r in rows if r["name"] == FLY)
-        goals.append(goal(f"store {seconds} s crops >= 20x on the fly", st["ratio"], 20.0,
-                          f"{st['median']:.0f} vs {base['median']:.1f} crops/s"))
+        goals.append(
+            goal(
+                f"store {seconds} s crops >= 20x on the fly",
+                st["ratio"],
+                20.0,
+                f"{st['median']:.0f} vs {base['median']:.1f} crops/s",
+            )
+        )
         # the baseline computes the same features: compare one crop with the store's (float16 rounding)
         rid, s, k = fly_b[0][0]
         diff = float(np.abs(fly.decode_crop(path_of[rid], s, k) - fs.crop(rid, s, k)).max())
         diff_seek = float(np.abs(fly.seek_crop(path_of[rid], s, k) - fs.crop(rid, s, k)).max())
-        notes.append(f"{seconds} s crop computed on the fly vs read from the store: largest difference "
-                     f"{diff:.3f} dB (decode), {diff_seek:.3f} dB (seeking decode); the store keeps float16.")
-    result = {"name": "store_reads", "title": "2. Store reads",
-              "about": "Random training crops per second: the Zarr store (`FeatureStore.crops`, batches of 16) vs "
-                       "per-clip `.npy` files vs computing the log-mel from the FLAC on the fly (the baseline), "
-                       "plus the chunk/codec table behind the store's layout.",
-              "params": {**size, "source": source}, "sections": sections, "goals": goals, "notes": notes}
+        notes.append(
+            f"{seconds} s crop computed on the fly vs read from the store: largest difference "
+            f"{diff:.3f} dB (decode), {diff_seek:.3f} dB (seeking decode); the store keeps float16."
+        )
+    result = {
+        "name": "store_reads",
+        "title": "2. Store reads",
+        "about": "Random training crops per second: the Zarr store (`FeatureStore.crops`, batches of 16) vs "
+        "per-clip `.npy` files vs computing the log-mel from the FLAC on the fly (the baseline), "
+        "plus the chunk/codec table behind the store's layout.",
+        "params": {**size, "source": source},
+        "sections": sections,
+        "goals": goals,
+        "notes": notes,
+    }
     if size["layout"]:
         layout = store_layout.run(quick, workdir / "layout")
         result["sections"] += layout["sections"]

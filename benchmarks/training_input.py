@@ -37,8 +37,11 @@ PROCESSES = "{n} processes x 1 thread side by side (cpu_processes), crops/s of a
 
 
 def loader_name(workers: int, augment: bool = False, cache: bool = False) -> str:
-    return (f"crop_loader, num_workers={workers}" + (", clip cache (as in training)" if cache else "")
-            + (" + Augmenter" if augment else ""))
+    return (
+        f"crop_loader, num_workers={workers}"
+        + (", clip cache (as in training)" if cache else "")
+        + (" + Augmenter" if augment else "")
+    )
 
 
 def make_store(workdir: Path, clips: int, seconds: float) -> str:
@@ -61,8 +64,11 @@ def _model(cfg_name: str):  # noqa: ANN202
 
 def _step_batch(b: int, n_mels: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    return (-60.0 + 15.0 * torch.randn(b, 1, n_mels, crop, generator=gen),
-            (torch.rand(b, N_CLASSES, generator=gen) < 0.1).float(), torch.ones(b, N_CLASSES))
+    return (
+        -60.0 + 15.0 * torch.randn(b, 1, n_mels, crop, generator=gen),
+        (torch.rand(b, N_CLASSES, generator=gen) < 0.1).float(),
+        torch.ones(b, N_CLASSES),
+    )
 
 
 def _steps(model, opt, batch, steps: int) -> None:  # noqa: ANN001
@@ -74,8 +80,14 @@ def _steps(model, opt, batch, steps: int) -> None:  # noqa: ANN001
         opt.step()
 
 
-def consume_on_rank(group, cfg_name: str, n_mels: int, crop: int, steps: int,  # noqa: ANN001 (a ProcessGroup)
-                    repeats: int) -> list[float]:
+def consume_on_rank(
+    group,
+    cfg_name: str,
+    n_mels: int,
+    crop: int,
+    steps: int,  # noqa: ANN001 (a ProcessGroup)
+    repeats: int,
+) -> list[float]:
     """One rank of the side-by-side measure (``rfcx.process_group.run_local``): the model's training steps, the ranks
     starting each repeat together; returns (rank 0) each repeat's crops/s summed over the ranks."""
     cfg, model, opt = _model(cfg_name)
@@ -114,12 +126,14 @@ def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
 
         def go() -> float:
             crops = 0
-            for x, target, mask, bins, label_boxes in crop_loader(cached if cache else store, make_sampler, b,
-                                                                  n_batches, workers):
+            for x, target, mask, bins, label_boxes in crop_loader(
+                cached if cache else store, make_sampler, b, n_batches, workers
+            ):
                 if aug is not None:
                     x, target, mask = aug(x, target, mask, 0, bins, label_boxes)
                 crops += x.shape[0]
             return crops
+
         return go
 
     _, model, opt = _model(cfg.name)
@@ -129,44 +143,79 @@ def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
         _steps(model, opt, batch, size["steps"])
         return size["steps"] * b
 
-    candidates = {loader_name(0): deliver(0), loader_name(1): deliver(1),
-                  loader_name(0, cache=True): deliver(0, cache=True),
-                  loader_name(0, True, True): deliver(0, True, True), MODEL: consume}
+    candidates = {
+        loader_name(0): deliver(0),
+        loader_name(1): deliver(1),
+        loader_name(0, cache=True): deliver(0, cache=True),
+        loader_name(0, True, True): deliver(0, True, True),
+        MODEL: consume,
+    }
     rates = interleaved(candidates, size["repeats"], warmup=True)
     rows = [row(name, r) for name, r in rates.items()]
-    sec = section("input", "Training input: crops delivered vs crops consumed", "crops/s", rows, baseline=MODEL,
-                  note=f"{len(n_frames)} synthetic clips of {size['seconds']:g} s, {len(boxes)} TP/FP boxes; "
-                       f"{spec.crop_seconds:g} s crops, batch {b}, {n_batches} batches per repeat; model "
-                       f"{spec.backbone} (config {cfg.name}, input pool {tuple(cfg.input_pool)}), "
-                       f"{size['steps']} steps per repeat; ratio = to what the model consumes.")
+    sec = section(
+        "input",
+        "Training input: crops delivered vs crops consumed",
+        "crops/s",
+        rows,
+        baseline=MODEL,
+        note=f"{len(n_frames)} synthetic clips of {size['seconds']:g} s, {len(boxes)} TP/FP boxes; "
+        f"{spec.crop_seconds:g} s crops, batch {b}, {n_batches} batches per repeat; model "
+        f"{spec.backbone} (config {cfg.name}, input pool {tuple(cfg.input_pool)}), "
+        f"{size['steps']} steps per repeat; ratio = to what the model consumes.",
+    )
     base = next(r for r in rows if r["name"] == MODEL)
     goals = []
     for name in (loader_name(0), loader_name(1), loader_name(0, cache=True), loader_name(0, True, True)):
         r = next(x for x in rows if x["name"] == name)
-        goals.append(goal(f"{name} delivers >= 10x what the model consumes", r["ratio"], 10.0,
-                          f"{r['median']:.0f} vs {base['median']:.1f} crops/s"))
+        goals.append(
+            goal(
+                f"{name} delivers >= 10x what the model consumes",
+                r["ratio"],
+                10.0,
+                f"{r['median']:.0f} vs {base['median']:.1f} crops/s",
+            )
+        )
     sections = [sec]
     threads = thread_budget()
     if threads >= 2:  # the model's steps on one process with every thread vs one process per thread (cpu_processes)
-        together = run_local(threads, consume_on_rank, cfg.name, params.n_mels, crop, size["steps"],
-                             size["repeats"], threads=1)
+        together = run_local(
+            threads, consume_on_rank, cfg.name, params.n_mels, crop, size["steps"], size["repeats"], threads=1
+        )
         one = row(f"1 process x {threads} threads", rates[MODEL])
         procs = row(PROCESSES.format(n=threads), together)
-        sections.append(section("processes", "Training steps on the CPU: one process vs one process per thread",
-                                "crops/s", [one, procs], baseline=one["name"],
-                                note=f"the `{cfg.name}` config's model, batch {b}, {size['steps']} steps per repeat "
-                                     f"on pre-made tensors; the processes start each repeat together "
-                                     f"(rfcx.process_group.run_local, gloo), their rates summed. `rfcx train` on "
-                                     f"the CPU trains a round's members this way (cpu_processes)."))
-        goals.append(goal(f"{threads} one-thread processes train >= 1.2x the crops/s of one {threads}-thread process",
-                          procs["ratio"], 1.2, f"{procs['median']:.0f} vs {one['median']:.0f} crops/s"))
-    return {"name": "training_input", "title": "3. Training input",
-            "about": "Whether the data loader keeps the model fed: crops/s `rfcx.train.loader.crop_loader` delivers "
-                     "(round-0 sampling, num_workers 0 and 1, reading chunks or through the clip cache training uses, alone and "
-                     "with the augmentations) vs crops/s the "
-                     f"`{cfg.name}` config's model consumes (forward + backward + AdamW on pre-made tensors).",
-            "params": {**size, "boxes": len(boxes), "backbone": spec.backbone},
-            "sections": sections, "goals": goals, "notes": []}
+        sections.append(
+            section(
+                "processes",
+                "Training steps on the CPU: one process vs one process per thread",
+                "crops/s",
+                [one, procs],
+                baseline=one["name"],
+                note=f"the `{cfg.name}` config's model, batch {b}, {size['steps']} steps per repeat "
+                f"on pre-made tensors; the processes start each repeat together "
+                f"(rfcx.process_group.run_local, gloo), their rates summed. `rfcx train` on "
+                f"the CPU trains a round's members this way (cpu_processes).",
+            )
+        )
+        goals.append(
+            goal(
+                f"{threads} one-thread processes train >= 1.2x the crops/s of one {threads}-thread process",
+                procs["ratio"],
+                1.2,
+                f"{procs['median']:.0f} vs {one['median']:.0f} crops/s",
+            )
+        )
+    return {
+        "name": "training_input",
+        "title": "3. Training input",
+        "about": "Whether the data loader keeps the model fed: crops/s `rfcx.train.loader.crop_loader` delivers "
+        "(round-0 sampling, num_workers 0 and 1, reading chunks or through the clip cache training uses, alone and "
+        "with the augmentations) vs crops/s the "
+        f"`{cfg.name}` config's model consumes (forward + backward + AdamW on pre-made tensors).",
+        "params": {**size, "boxes": len(boxes), "backbone": spec.backbone},
+        "sections": sections,
+        "goals": goals,
+        "notes": [],
+    }
 
 
 def main() -> None:

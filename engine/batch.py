@@ -65,7 +65,9 @@ def check_models(models: Sequence[LoadedModel], params: MelParams, where: str) -
         got = MelParams.from_dict(m.meta["mel"]).to_dict()
         if got != want:
             diff = ", ".join(f"{k}: {got[k]} (model) vs {want[k]} ({where})" for k in want if got.get(k) != want[k])
-            raise InvalidInputError(f"{m.path}: the model was trained on other log-mel features than {where} has ({diff})")
+            raise InvalidInputError(
+                f"{m.path}: the model was trained on other log-mel features than {where} has ({diff})"
+            )
     classes = {int(m.meta["n_classes"]) for m in models}
     if len(classes) != 1:
         raise InvalidInputError(f"the models disagree on the number of classes: {sorted(classes)}")
@@ -108,11 +110,14 @@ class _ChunkResult:
     def load(cls, path: Path, n_groups: int) -> "_ChunkResult":
         try:
             with np.load(path) as z:
-                return cls(z["ids"].tolist(), z["clip"],
-                           [(z[f"w{g}_offsets"], z[f"w{g}_scores"]) for g in range(n_groups)])
+                return cls(
+                    z["ids"].tolist(), z["clip"], [(z[f"w{g}_offsets"], z[f"w{g}_scores"]) for g in range(n_groups)]
+                )
         except Exception as exc:
-            raise InvalidInputError(f"{path}: unreadable partial result ({type(exc).__name__}: {exc}); "
-                             "delete it and run again to recompute its clips") from None
+            raise InvalidInputError(
+                f"{path}: unreadable partial result ({type(exc).__name__}: {exc}); "
+                "delete it and run again to recompute its clips"
+            ) from None
 
 
 class _Engine:
@@ -152,12 +157,12 @@ class _Engine:
         out = [np.empty((len(index), self.n_classes), dtype=np.float32) for _ in group.models]
         buf = np.empty((min(self.batch_size, len(index)), mels[0].shape[0], length), dtype=np.float32)
         for lo in range(0, len(index), self.batch_size):
-            part = index[lo:lo + self.batch_size]
+            part = index[lo : lo + self.batch_size]
             for j, (i, s) in enumerate(part):
-                buf[j] = mels[i][:, s:s + length]
-            x = torch.from_numpy(buf[:len(part)])
+                buf[j] = mels[i][:, s : s + length]
+            x = torch.from_numpy(buf[: len(part)])
             for k, model in enumerate(group.models):
-                out[k][lo:lo + len(part)] = torch.sigmoid(model(x).float()).cpu().numpy()
+                out[k][lo : lo + len(part)] = torch.sigmoid(model(x).float()).cpu().numpy()
         bounds = np.cumsum([len(s) for s in starts])[:-1]
         return [np.split(o, bounds) for o in out]
 
@@ -170,7 +175,7 @@ class _Engine:
             per_batch = max(1, self.batch_size * group.window_frames // frames)
             st = torch.from_numpy(starts[members[0]].astype(np.float32))
             for lo in range(0, len(members), per_batch):
-                part = members[lo:lo + per_batch]
+                part = members[lo : lo + per_batch]
                 x = torch.from_numpy(np.stack([mels[i] for i in part]))
                 for k, model in enumerate(group.models):
                     scores = torch.sigmoid(model.windows(x, st).float()).cpu().numpy()
@@ -187,13 +192,18 @@ def _pad(mel: np.ndarray, frames: int, fill: float) -> np.ndarray:
 
 # -- resumable runs ---------------------------------------------------------------------------------------------
 
+
 def _fingerprint(models: Sequence[LoadedModel], mode: str, source: str) -> dict:
     files = []
     for m in models:
         st = m.path.stat()
         files.append({"file": m.path.name, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
-    return {"version": CHECKPOINT_VERSION, "mode": mode, "source": source,
-            "models": sorted(files, key=lambda f: f["file"])}
+    return {
+        "version": CHECKPOINT_VERSION,
+        "mode": mode,
+        "source": source,
+        "models": sorted(files, key=lambda f: f["file"]),
+    }
 
 
 def _open_checkpoint(directory: Path, fingerprint: dict, restart_other: bool) -> None:
@@ -212,8 +222,10 @@ def _open_checkpoint(directory: Path, fingerprint: dict, restart_other: bool) ->
     if known is not None or _parts(directory):
         if not restart_other:
             diff = sorted(k for k in fingerprint if (known or {}).get(k) != fingerprint[k])
-            raise InvalidInputError(f"{directory}: holds partial results of another inference run (differs in: "
-                             f"{', '.join(diff)}); delete it or choose another checkpoint directory")
+            raise InvalidInputError(
+                f"{directory}: holds partial results of another inference run (differs in: "
+                f"{', '.join(diff)}); delete it or choose another checkpoint directory"
+            )
         for part in _parts(directory):
             part.unlink()
     write_text_atomic(manifest, json.dumps(fingerprint, indent=1))
@@ -230,8 +242,10 @@ def _next_part(directory: Path) -> int:
 
 # -- the entry points ------------------------------------------------------------------------------------------
 
-def _read_ahead(read: Callable[[str], np.ndarray], chunks: list[list[str]], prefetch: int,
-                workers: int) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+
+def _read_ahead(
+    read: Callable[[str], np.ndarray], chunks: list[list[str]], prefetch: int, workers: int
+) -> Iterator[tuple[list[str], list[np.ndarray]]]:
     """Yield (ids, mels) chunk by chunk while the next ``prefetch`` chunks are read on background threads."""
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rfcx-read") as pool:
         pending: deque[tuple[list[str], list[Future]]] = deque()
@@ -250,11 +264,22 @@ def _read_ahead(read: Callable[[str], np.ndarray], chunks: list[list[str]], pref
                     f.cancel()
 
 
-def infer_clips(models: Sequence[LoadedModel], clips: Clips, ids: Sequence[str], params: MelParams,
-                mode: str = "exact", batch_size: int = 64, progress: bool = True,
-                checkpoint_dir: str | os.PathLike | None = None, chunk_clips: int = CHUNK_CLIPS, prefetch: int = 2,
-                read_workers: int = 2, source: str = "", restart_other: bool = False,
-                on_bad: Callable[[str, BadInputError], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def infer_clips(
+    models: Sequence[LoadedModel],
+    clips: Clips,
+    ids: Sequence[str],
+    params: MelParams,
+    mode: str = "exact",
+    batch_size: int = 64,
+    progress: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    chunk_clips: int = CHUNK_CLIPS,
+    prefetch: int = 2,
+    read_workers: int = 2,
+    source: str = "",
+    restart_other: bool = False,
+    on_bad: Callable[[str, BadInputError], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score ``ids`` of ``clips`` (see :func:`infer_split`, which this runs for a store's split).
 
     ``source`` names the clips in messages and in the checkpoint's fingerprint. A ``checkpoint_dir`` holding
@@ -272,8 +297,10 @@ def infer_clips(models: Sequence[LoadedModel], clips: Clips, ids: Sequence[str],
     if mode == "fcn":
         missing = [m.path.name for m in models if not m.has_windows]
         if missing:
-            raise InvalidInputError(f"mode 'fcn' needs the fully convolutional entry point, which {', '.join(missing)} "
-                             "lack (backbone without an average-pooled head); use mode 'exact'")
+            raise InvalidInputError(
+                f"mode 'fcn' needs the fully convolutional entry point, which {', '.join(missing)} "
+                "lack (backbone without an average-pooled head); use mode 'exact'"
+            )
     engine = _Engine(models, params, mode, batch_size)
     ids = list(ids)
     done: list[_ChunkResult] = []
@@ -285,7 +312,7 @@ def infer_clips(models: Sequence[LoadedModel], clips: Clips, ids: Sequence[str],
     finished = {rid for r in done for rid in r.ids if rid in wanted}
     todo = [rid for rid in ids if rid not in finished]
     next_part = _next_part(directory) if directory is not None else 0
-    chunks = [todo[i:i + chunk_clips] for i in range(0, len(todo), chunk_clips)]
+    chunks = [todo[i : i + chunk_clips] for i in range(0, len(todo), chunk_clips)]
     skipped: list[str] = []
 
     def read(recording_id: str) -> np.ndarray | BadInputError:
@@ -297,8 +324,14 @@ def infer_clips(models: Sequence[LoadedModel], clips: Clips, ids: Sequence[str],
             return exc
 
     started = time.perf_counter()
-    bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc=f"infer ({mode})", unit="clip",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(ids),
+        initial=len(ids) - len(todo),
+        desc=f"infer ({mode})",
+        unit="clip",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         for chunk_ids, mels in _read_ahead(read, chunks, prefetch, read_workers):
             good = [(rid, m) for rid, m in zip(chunk_ids, mels) if not isinstance(m, BadInputError)]
@@ -319,16 +352,29 @@ def infer_clips(models: Sequence[LoadedModel], clips: Clips, ids: Sequence[str],
         bar.close()
     left_out = set(skipped)
     clip_scores, window_scores = _assemble(done, [rid for rid in ids if rid not in left_out], engine)
-    clip_scores.attrs.update({"resumed_clips": len(ids) - len(todo), "computed_clips": len(todo) - len(skipped),
-                              "seconds": time.perf_counter() - started, "windows_scored": engine.windows_done,
-                              "skipped_clips": skipped})
+    clip_scores.attrs.update(
+        {
+            "resumed_clips": len(ids) - len(todo),
+            "computed_clips": len(todo) - len(skipped),
+            "seconds": time.perf_counter() - started,
+            "windows_scored": engine.windows_done,
+            "skipped_clips": skipped,
+        }
+    )
     return clip_scores, window_scores
 
 
-def infer_split(models: Sequence[LoadedModel | str | os.PathLike], store: FeatureStore | str | os.PathLike,
-                split: str = "test", mode: str = "exact", batch_size: int = 64, device: str | torch.device = "auto",
-                progress: bool = True, checkpoint_dir: str | os.PathLike | None = None,
-                chunk_clips: int = CHUNK_CLIPS) -> tuple[pd.DataFrame, pd.DataFrame]:
+def infer_split(
+    models: Sequence[LoadedModel | str | os.PathLike],
+    store: FeatureStore | str | os.PathLike,
+    split: str = "test",
+    mode: str = "exact",
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    chunk_clips: int = CHUNK_CLIPS,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score every clip of ``split`` with the ensemble ``models`` (loaded models or paths, loaded onto ``device``).
 
     Returns ``(clip_scores, window_scores)``: ``clip_scores`` has columns ``recording_id, s0..s{C-1}`` in the
@@ -340,12 +386,22 @@ def infer_split(models: Sequence[LoadedModel | str | os.PathLike], store: Featur
     ids = fs.ids(split)  # KeyError naming the store and its splits when absent
     dev = resolve_device(device)
     loaded = [m if isinstance(m, LoadedModel) else load_model(m, dev) for m in models]
-    return infer_clips(loaded, fs, ids, fs.params, mode=mode, batch_size=batch_size, progress=progress,
-                       checkpoint_dir=checkpoint_dir, chunk_clips=chunk_clips,
-                       source=f"store {fs.location.display} ({split})")
+    return infer_clips(
+        loaded,
+        fs,
+        ids,
+        fs.params,
+        mode=mode,
+        batch_size=batch_size,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+        chunk_clips=chunk_clips,
+        source=f"store {fs.location.display} ({split})",
+    )
 
 
 # -- many processes -----------------------------------------------------------------------------------------------
+
 
 def shard_ids(ids: Sequence[str], rank: int, world: int, chunk_clips: int = CHUNK_CLIPS) -> list[str]:
     """Process ``rank``'s share of ``ids`` among ``world``: every ``world``-th block of ``chunk_clips`` clips.
@@ -353,13 +409,15 @@ def shard_ids(ids: Sequence[str], rank: int, world: int, chunk_clips: int = CHUN
     Whole chunks, so that each chunk holds the clips it holds in a one-process run: the same batches, and so
     bit for bit the same scores."""
     if world < 1 or not 0 <= rank < world or chunk_clips < 1:
-        raise InvalidInputError(f"need 0 <= rank < world and chunk_clips >= 1, got rank {rank}, world {world}, "
-                         f"chunk_clips {chunk_clips}")
+        raise InvalidInputError(
+            f"need 0 <= rank < world and chunk_clips >= 1, got rank {rank}, world {world}, chunk_clips {chunk_clips}"
+        )
     return [rid for i, rid in enumerate(ids) if (i // chunk_clips) % world == rank]
 
 
-def merge_shards(parts: Sequence[tuple[pd.DataFrame, pd.DataFrame | None]],
-                 ids: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def merge_shards(
+    parts: Sequence[tuple[pd.DataFrame, pd.DataFrame | None]], ids: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The ``(clip_scores, window_scores)`` of :func:`infer_clips` over shards of ``ids`` (see :func:`shard_ids`)
     put together as one run over ``ids`` returns them (same rows, order and dtypes; ``window_scores`` ``None``
     where a part left it out). ``clip_scores.attrs`` adds up the parts' clip and window counts; ``seconds`` is
@@ -372,16 +430,22 @@ def merge_shards(parts: Sequence[tuple[pd.DataFrame, pd.DataFrame | None]],
         raise InvalidInputError(f"the parts hold {len(clip_scores)} clips, not the {len(ids)} clips asked for")
     clip_scores = clip_scores.iloc[np.argsort(clip_scores["recording_id"].map(position).to_numpy(), kind="stable")]
     clip_scores = clip_scores.reset_index(drop=True)
-    clip_scores.attrs = {key: sum(c.attrs.get(key, 0) for c, _ in parts)
-                         for key in ("resumed_clips", "computed_clips", "windows_scored")}
+    clip_scores.attrs = {
+        key: sum(c.attrs.get(key, 0) for c, _ in parts) for key in ("resumed_clips", "computed_clips", "windows_scored")
+    }
     clip_scores.attrs["seconds"] = max((c.attrs.get("seconds", 0.0) for c, _ in parts), default=0.0)
     if any(w is None for _, w in parts):
         return clip_scores, None
     windows = [w for _, w in parts if len(w)] or [parts[0][1]]
     window_scores = pd.concat(windows, ignore_index=True)
     # by window length (the groups' order), then clip; rows of one clip keep their order (start times)
-    order = np.lexsort((np.arange(len(window_scores)), window_scores["recording_id"].map(position).to_numpy(),
-                        window_scores["window_s"].to_numpy()))
+    order = np.lexsort(
+        (
+            np.arange(len(window_scores)),
+            window_scores["recording_id"].map(position).to_numpy(),
+            window_scores["window_s"].to_numpy(),
+        )
+    )
     return clip_scores, window_scores.iloc[order].reset_index(drop=True)
 
 
@@ -401,7 +465,7 @@ def _assemble(results: list[_ChunkResult], ids: list[str], engine: _Engine) -> t
         for rid in ids:
             r_i, j = row_of[rid]
             off, sc = results[r_i].windows[g]
-            block = sc[off[j]:off[j + 1]]
+            block = sc[off[j] : off[j + 1]]
             blocks.append(block)
             rid_col += [rid] * len(block)
             start_col.append(np.round(np.arange(len(block)) * group.hop_seconds * fps) / fps)
@@ -414,10 +478,22 @@ def _assemble(results: list[_ChunkResult], ids: list[str], engine: _Engine) -> t
         frame.insert(2, "start_s", start)
         frame.insert(3, "end_s", start + group.window_frames / fps)
         frames.append(frame)
-    window_scores = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["recording_id", "window_s", "start_s", "end_s", *cols])
+    window_scores = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["recording_id", "window_s", "start_s", "end_s", *cols])
+    )
     return clip_scores, window_scores
 
 
-__all__ = ["CHUNK_CLIPS", "Clips", "MODES", "check_models", "infer_clips", "infer_split", "merge_shards",
-           "score_columns", "shard_ids"]
+__all__ = [
+    "CHUNK_CLIPS",
+    "Clips",
+    "MODES",
+    "check_models",
+    "infer_clips",
+    "infer_split",
+    "merge_shards",
+    "score_columns",
+    "shard_ids",
+]

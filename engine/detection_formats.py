@@ -74,19 +74,22 @@ def read_frame(path: str | os.PathLike, fmt: str) -> pd.DataFrame:
 
 # -- Raven ---------------------------------------------------------------------------------------------------------
 
+
 def raven_table(events: pd.DataFrame, files: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The selection table of ``events``; with ``files`` (recording id -> file name) a combined table with
     ``Begin File``."""
     n = len(events)
-    table = pd.DataFrame({
-        "Selection": np.arange(1, n + 1),
-        "View": [RAVEN_VIEW] * n,
-        "Channel": np.ones(n, dtype=np.int64),
-        "Begin Time (s)": events["start_s"].to_numpy(np.float64),
-        "End Time (s)": events["end_s"].to_numpy(np.float64),
-        "Low Freq (Hz)": events["low_hz"].to_numpy(np.float64),
-        "High Freq (Hz)": events["high_hz"].to_numpy(np.float64),
-    })
+    table = pd.DataFrame(
+        {
+            "Selection": np.arange(1, n + 1),
+            "View": [RAVEN_VIEW] * n,
+            "Channel": np.ones(n, dtype=np.int64),
+            "Begin Time (s)": events["start_s"].to_numpy(np.float64),
+            "End Time (s)": events["end_s"].to_numpy(np.float64),
+            "Low Freq (Hz)": events["low_hz"].to_numpy(np.float64),
+            "High Freq (Hz)": events["high_hz"].to_numpy(np.float64),
+        }
+    )
     if files is not None:
         table["Begin File"] = [files.get(rid, rid) for rid in events["recording_id"]]
     table["Species"] = events["species_id"].to_numpy(np.int64)
@@ -100,8 +103,9 @@ def _raven_text(table: pd.DataFrame) -> str:
     return table.to_csv(sep="\t", index=False, float_format="%.6f", lineterminator="\n")
 
 
-def write_raven(events: pd.DataFrame, path: str | os.PathLike, recordings: Sequence[str],
-                files: Mapping[str, str] | None = None) -> list[Path]:
+def write_raven(
+    events: pd.DataFrame, path: str | os.PathLike, recordings: Sequence[str], files: Mapping[str, str] | None = None
+) -> list[Path]:
     """Raven selection tables of ``events``: a folder of one table per recording of ``recordings`` where
     :func:`is_folder_target`, else one combined table with ``Begin File`` (``files``: recording id -> file name,
     default the id). Returns the files written."""
@@ -127,21 +131,32 @@ def read_raven(path: str | os.PathLike) -> pd.DataFrame:
             table = pd.read_csv(f, sep="\t")
             table["Begin File"] = f.name[: -len(RAVEN_SUFFIX)]
             parts.append(table)
-        table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RAVEN_COLUMNS + RAVEN_EXTRA
-                                                                              + ["Begin File"])
+        table = (
+            pd.concat(parts, ignore_index=True)
+            if parts
+            else pd.DataFrame(columns=RAVEN_COLUMNS + RAVEN_EXTRA + ["Begin File"])
+        )
     else:
         table = pd.read_csv(path, sep="\t")
     rid = table["Begin File"].astype(str).map(lambda name: Path(name).stem if "." in name else name)
-    frame = pd.DataFrame({
-        "recording_id": rid, "species_id": table["Species"].astype(np.int64),
-        "start_s": table["Begin Time (s)"].astype(np.float64), "end_s": table["End Time (s)"].astype(np.float64),
-        "low_hz": table["Low Freq (Hz)"].astype(np.float64), "high_hz": table["High Freq (Hz)"].astype(np.float64),
-        "peak_score": table["Score"].astype(np.float64), "mean_score": table["Mean Score"].astype(np.float64),
-        "n_windows": table["Windows"].astype(np.int64)})
+    frame = pd.DataFrame(
+        {
+            "recording_id": rid,
+            "species_id": table["Species"].astype(np.int64),
+            "start_s": table["Begin Time (s)"].astype(np.float64),
+            "end_s": table["End Time (s)"].astype(np.float64),
+            "low_hz": table["Low Freq (Hz)"].astype(np.float64),
+            "high_hz": table["High Freq (Hz)"].astype(np.float64),
+            "peak_score": table["Score"].astype(np.float64),
+            "mean_score": table["Mean Score"].astype(np.float64),
+            "n_windows": table["Windows"].astype(np.int64),
+        }
+    )
     return frame[EVENT_COLUMNS]
 
 
 # -- Audacity ------------------------------------------------------------------------------------------------------
+
 
 def audacity_text(events: pd.DataFrame) -> str:
     """One recording's label track, each label followed by its frequency line."""
@@ -163,8 +178,10 @@ def write_audacity(events: pd.DataFrame, path: str | os.PathLike, recordings: Se
             write_text_atomic(written[-1], audacity_text(events[events["recording_id"] == rid]))
         return written
     if len(set(recordings)) > 1:
-        raise InvalidInputError(f"{path}: an Audacity label track holds one recording's labels, and {len(set(recordings))} "
-                         "were scored; give a folder (a path without a suffix) for one label file per recording")
+        raise InvalidInputError(
+            f"{path}: an Audacity label track holds one recording's labels, and {len(set(recordings))} "
+            "were scored; give a folder (a path without a suffix) for one label file per recording"
+        )
     write_text_atomic(path, audacity_text(events))
     return [path]
 
@@ -188,13 +205,24 @@ def read_audacity(path: str | os.PathLike, recording_id: str | None = None) -> p
         if len(fields) != 3:
             raise InvalidInputError(f"{path}: line {n}: expected start, end and label separated by tabs")
         word, sid, score = fields[2].split(" ")
-        rows.append({"recording_id": rid, "species_id": int(sid), "start_s": float(fields[0]),
-                     "end_s": float(fields[1]), "low_hz": np.nan, "high_hz": np.nan, "peak_score": float(score),
-                     "mean_score": np.nan, "n_windows": 0})
+        rows.append(
+            {
+                "recording_id": rid,
+                "species_id": int(sid),
+                "start_s": float(fields[0]),
+                "end_s": float(fields[1]),
+                "low_hz": np.nan,
+                "high_hz": np.nan,
+                "peak_score": float(score),
+                "mean_score": np.nan,
+                "n_windows": 0,
+            }
+        )
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
 
 
 # -- any of them -----------------------------------------------------------------------------------------------
+
 
 def guess_format(path: str | os.PathLike) -> str:
     """The format of a detections file or folder that exists: a folder of Raven tables (or of Audacity label
@@ -231,10 +259,20 @@ def read_detections(path: str | os.PathLike, fmt: str | None = None) -> pd.DataF
         return frame[EVENT_COLUMNS].reset_index(drop=True)
     if set(WINDOW_COLUMNS) <= set(frame.columns):
         score = frame["score"].astype(np.float64)
-        return pd.DataFrame({"recording_id": frame["recording_id"].astype(str),
-                             "species_id": frame["species_id"].astype(np.int64),
-                             "start_s": frame["start_s"].astype(np.float64), "end_s": frame["end_s"].astype(np.float64),
-                             "low_hz": np.nan, "high_hz": np.nan, "peak_score": score, "mean_score": score,
-                             "n_windows": 1})[EVENT_COLUMNS]
-    raise InvalidInputError(f"{path}: not a detections table (expected the columns {','.join(EVENT_COLUMNS)} of events or "
-                     f"{','.join(WINDOW_COLUMNS)} of windows, got {','.join(map(str, frame.columns))})")
+        return pd.DataFrame(
+            {
+                "recording_id": frame["recording_id"].astype(str),
+                "species_id": frame["species_id"].astype(np.int64),
+                "start_s": frame["start_s"].astype(np.float64),
+                "end_s": frame["end_s"].astype(np.float64),
+                "low_hz": np.nan,
+                "high_hz": np.nan,
+                "peak_score": score,
+                "mean_score": score,
+                "n_windows": 1,
+            }
+        )[EVENT_COLUMNS]
+    raise InvalidInputError(
+        f"{path}: not a detections table (expected the columns {','.join(EVENT_COLUMNS)} of events or "
+        f"{','.join(WINDOW_COLUMNS)} of windows, got {','.join(map(str, frame.columns))})"
+    )

@@ -21,8 +21,17 @@ import pandas as pd
 
 from store.errors import InvalidInputError
 
-EVENT_COLUMNS = ["recording_id", "species_id", "start_s", "end_s", "low_hz", "high_hz", "peak_score", "mean_score",
-                 "n_windows"]
+EVENT_COLUMNS = [
+    "recording_id",
+    "species_id",
+    "start_s",
+    "end_s",
+    "low_hz",
+    "high_hz",
+    "peak_score",
+    "mean_score",
+    "n_windows",
+]
 BAND_QUANTILES = (0.05, 0.95)  # of the TP boxes' f_min and f_max
 TOUCH_S = 1e-6  # windows this close count as touching (start times are float seconds)
 
@@ -33,8 +42,9 @@ def score_columns_of(frame: pd.DataFrame) -> list[str]:
     return sorted(cols, key=lambda c: int(c[1:]))
 
 
-def species_bands(boxes: pd.DataFrame | None, n_classes: int, nyquist_hz: float,
-                  quantiles: tuple[float, float] = BAND_QUANTILES) -> pd.DataFrame:
+def species_bands(
+    boxes: pd.DataFrame | None, n_classes: int, nyquist_hz: float, quantiles: tuple[float, float] = BAND_QUANTILES
+) -> pd.DataFrame:
     """Per species (index ``species_id`` 0..n_classes-1): ``low_hz``, ``high_hz`` from its TP boxes (``f_min``,
     ``f_max``: the ``quantiles`` of each); ``0, nyquist_hz`` for a species without a box (or no ``boxes``)."""
     low = np.zeros(n_classes, dtype=np.float64)
@@ -57,8 +67,9 @@ def threshold_vector(n_classes: int, threshold: float, per_species: Mapping[int,
     return out
 
 
-def merge_events(window_scores: pd.DataFrame, thresholds: float | np.ndarray,
-                 bands: pd.DataFrame | None = None) -> pd.DataFrame:
+def merge_events(
+    window_scores: pd.DataFrame, thresholds: float | np.ndarray, bands: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The events (:data:`EVENT_COLUMNS`, sorted by recording, start, species) of the windows whose score of a
     species is above (``>``) its threshold (``thresholds``: one number, or one per class).
 
@@ -72,13 +83,15 @@ def merge_events(window_scores: pd.DataFrame, thresholds: float | np.ndarray,
     rows, classes = np.nonzero(scores > limit[None, :])
     if not len(rows):
         return _empty()
-    hits = pd.DataFrame({
-        "recording_id": window_scores["recording_id"].to_numpy()[rows],
-        "species_id": np.array([int(cols[c][1:]) for c in classes], dtype=np.int64),
-        "start_s": window_scores["start_s"].to_numpy(np.float64)[rows],
-        "end_s": window_scores["end_s"].to_numpy(np.float64)[rows],
-        "score": scores[rows, classes].astype(np.float64),
-    }).sort_values(["recording_id", "species_id", "start_s", "end_s"], kind="stable")
+    hits = pd.DataFrame(
+        {
+            "recording_id": window_scores["recording_id"].to_numpy()[rows],
+            "species_id": np.array([int(cols[c][1:]) for c in classes], dtype=np.int64),
+            "start_s": window_scores["start_s"].to_numpy(np.float64)[rows],
+            "end_s": window_scores["end_s"].to_numpy(np.float64)[rows],
+            "score": scores[rows, classes].astype(np.float64),
+        }
+    ).sort_values(["recording_id", "species_id", "start_s", "end_s"], kind="stable")
     out = []
     for (rid, sid), g in hits.groupby(["recording_id", "species_id"], sort=False):
         starts, ends, sc = g["start_s"].to_numpy(), g["end_s"].to_numpy(), g["score"].to_numpy()
@@ -88,10 +101,20 @@ def merge_events(window_scores: pd.DataFrame, thresholds: float | np.ndarray,
         event = np.cumsum(new) - 1
         for e in range(int(event[-1]) + 1):
             m = event == e
-            out.append((rid, int(sid), float(starts[m][0]), float(ends[m].max()), float(sc[m].max()),
-                        float(sc[m].mean()), int(m.sum())))
-    frame = pd.DataFrame(out, columns=["recording_id", "species_id", "start_s", "end_s", "peak_score", "mean_score",
-                                       "n_windows"])
+            out.append(
+                (
+                    rid,
+                    int(sid),
+                    float(starts[m][0]),
+                    float(ends[m].max()),
+                    float(sc[m].max()),
+                    float(sc[m].mean()),
+                    int(m.sum()),
+                )
+            )
+    frame = pd.DataFrame(
+        out, columns=["recording_id", "species_id", "start_s", "end_s", "peak_score", "mean_score", "n_windows"]
+    )
     if bands is not None:
         frame["low_hz"] = bands["low_hz"].reindex(frame["species_id"]).to_numpy()
         frame["high_hz"] = bands["high_hz"].reindex(frame["species_id"]).to_numpy()
@@ -102,6 +125,11 @@ def merge_events(window_scores: pd.DataFrame, thresholds: float | np.ndarray,
 
 
 def _empty() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="object" if c == "recording_id" else
-                                      "int64" if c in ("species_id", "n_windows") else "float64")
-                         for c in EVENT_COLUMNS})
+    return pd.DataFrame(
+        {
+            c: pd.Series(
+                dtype="object" if c == "recording_id" else "int64" if c in ("species_id", "n_windows") else "float64"
+            )
+            for c in EVENT_COLUMNS
+        }
+    )

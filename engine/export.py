@@ -71,6 +71,7 @@ def quiet_jit() -> Iterator[None]:
 
 # -- what is exported ------------------------------------------------------------------------------------------
 
+
 def fcn_geometry(net: nn.Module, n_mels: int, window_frames: int) -> dict[str, float] | None:
     """``{"stride_frames", "positions", "reduction"}`` of the windows path, or None where it does not apply.
 
@@ -80,19 +81,30 @@ def fcn_geometry(net: nn.Module, n_mels: int, window_frames: int) -> dict[str, f
     bb = getattr(net, "backbone", None)
     pool = getattr(getattr(bb, "global_pool", None), "pool_type", None)
     info = getattr(bb, "feature_info", None)
-    if bb is None or pool != "avg" or not hasattr(bb, "forward_features") or not hasattr(bb, "forward_head") or not info:
+    if (
+        bb is None
+        or pool != "avg"
+        or not hasattr(bb, "forward_features")
+        or not hasattr(bb, "forward_head")
+        or not info
+    ):
         return None
     reduction = info[-1]["reduction"] if isinstance(info, list) else info.reduction()[-1]
     with torch.no_grad():
         positions = net.backbone.forward_features(net.prepare(torch.zeros(1, n_mels, window_frames))).shape[-1]
-    return {"stride_frames": float(int(net.pool[1]) * reduction), "positions": float(positions),
-            "reduction": float(reduction)}
+    return {
+        "stride_frames": float(int(net.pool[1]) * reduction),
+        "positions": float(positions),
+        "reduction": float(reduction),
+    }
 
 
 # -- squeeze-excitation in the windows path ---------------------------------------------------------------------
 
-_SE_PARTS = {"SqueezeExcite": ("conv_reduce", "act1", "conv_expand", "gate"),  # EfficientNet / MobileNetV3 family
-             "SEModule": ("fc1", "bn", "act", "fc2", "gate")}  # timm.layers (ReXNet, ResNet-SE, ...)
+_SE_PARTS = {
+    "SqueezeExcite": ("conv_reduce", "act1", "conv_expand", "gate"),  # EfficientNet / MobileNetV3 family
+    "SEModule": ("fc1", "bn", "act", "fc2", "gate"),
+}  # timm.layers (ReXNet, ResNet-SE, ...)
 _KERNEL = "_rfcx_fcn_se_kernel"
 
 
@@ -112,8 +124,9 @@ def mark_local_se(backbone: nn.Module, crop: torch.Tensor) -> int:
     positions around it instead of over the whole clip (:func:`local_se`). Returns how many blocks were marked."""
     blocks = _se_blocks(backbone)
     sizes: dict[int, int] = {}
-    hooks = [m.register_forward_hook(lambda m, inp, _out: sizes.__setitem__(id(m), int(inp[0].shape[-1])))
-             for m in blocks]
+    hooks = [
+        m.register_forward_hook(lambda m, inp, _out: sizes.__setitem__(id(m), int(inp[0].shape[-1]))) for m in blocks
+    ]
     try:
         with torch.no_grad():
             backbone.forward_features(crop)
@@ -181,8 +194,9 @@ class Deployable(nn.Module):
         self.register_buffer("ramp", torch.linspace(0.0, 1.0, n_mels).view(1, 1, n_mels, 1), persistent=True)
         self.fcn = fcn_geometry(net, n_mels, window_frames)
         if self.fcn is not None:  # squeeze-excitation context of a window's length, not the whole clip's
-            self.fcn["local_se_blocks"] = float(mark_local_se(self.backbone,
-                                                              net.prepare(torch.zeros(1, n_mels, window_frames))))
+            self.fcn["local_se_blocks"] = float(
+                mark_local_se(self.backbone, net.prepare(torch.zeros(1, n_mels, window_frames)))
+            )
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return prepare_input(x.unsqueeze(1), self.ramp if self.freq_channel else None, self.pool)
@@ -199,8 +213,9 @@ class Deployable(nn.Module):
         # built from the data so that no device constant is baked into the exported graph
         pos = (torch.cumsum(torch.ones_like(cols[0, 0]), 0) - 1.0).unsqueeze(0)  # (1, T'): 0, 1, ..., T'-1
         first = (starts.to(cols.dtype) / self.fcn["stride_frames"]).unsqueeze(1)  # (W, 1)
-        overlap = torch.clamp(torch.minimum(pos + 1.0, first + self.fcn["positions"]) - torch.maximum(pos, first),
-                              min=0.0)  # (W, T')
+        overlap = torch.clamp(
+            torch.minimum(pos + 1.0, first + self.fcn["positions"]) - torch.maximum(pos, first), min=0.0
+        )  # (W, T')
         weights = overlap / overlap.sum(1, keepdim=True).clamp_min(1e-6)
         pooled = torch.einsum("bct,wt->bwc", cols, weights)
         b, w, c = pooled.shape
@@ -231,9 +246,18 @@ def _complete_meta(model: nn.Module, meta: dict[str, Any], fmt: str) -> tuple[De
     example = torch.full((2, n_mels, window_frames), -60.0) + 10.0 * torch.randn(2, n_mels, window_frames)
     with torch.inference_mode():
         n_classes = int(deployable(example).shape[-1])
-    full = {**meta, "format_version": FORMAT_VERSION, "format": fmt, "n_mels": n_mels, "window_frames": window_frames,
-            "n_classes": n_classes, "freq_channel": deployable.freq_channel, "pool": list(deployable.pool),
-            "fcn": deployable.fcn, "torch": torch.__version__}
+    full = {
+        **meta,
+        "format_version": FORMAT_VERSION,
+        "format": fmt,
+        "n_mels": n_mels,
+        "window_frames": window_frames,
+        "n_classes": n_classes,
+        "freq_channel": deployable.freq_channel,
+        "pool": list(deployable.pool),
+        "fcn": deployable.fcn,
+        "torch": torch.__version__,
+    }
     return deployable, full, example
 
 
@@ -279,19 +303,23 @@ def export_program(model: nn.Module, meta: dict[str, Any], path: str | os.PathLi
             clip = example.repeat(1, 1, 3)
             starts = torch.tensor([0.0, 0.5 * example.shape[-1], example.shape[-1]])
             programs["windows"] = torch.export.export(
-                _WindowsProgram(deployable), (clip, starts),
-                dynamic_shapes={"x": {0: batch, 2: time}, "starts": {0: Dim.AUTO}})
+                _WindowsProgram(deployable),
+                (clip, starts),
+                dynamic_shapes={"x": {0: batch, 2: time}, "starts": {0: Dim.AUTO}},
+            )
     extra = {META_FILE: json.dumps(meta, indent=1)}
     return _write_atomic(Path(path), lambda tmp: package_pt2(str(tmp), exported_programs=programs, extra_files=extra))
 
 
 # -- loading ---------------------------------------------------------------------------------------------------
 
+
 class LoadedModel:
     """An exported member ready to run: ``model(x)`` -> logits, ``model.windows(x, starts)``, ``model.meta``."""
 
-    def __init__(self, path: Path, fmt: str, meta: dict[str, Any], forward: Any, windows: Any,
-                 device: torch.device) -> None:
+    def __init__(
+        self, path: Path, fmt: str, meta: dict[str, Any], forward: Any, windows: Any, device: torch.device
+    ) -> None:
         self.path, self.format, self.meta, self.device = path, fmt, meta, device
         self._forward, self._windows = forward, windows
 
@@ -312,8 +340,10 @@ class LoadedModel:
     def windows(self, x: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, T) whole clips, (W,) window start frames -> (B, W, n_classes) logits (fcn path)."""
         if self._windows is None:
-            raise InvalidInputError(f"{self.path}: has no fully convolutional 'windows' entry point "
-                             f"(backbone {self.meta.get('backbone')!r} has no average-pooled head); use mode 'exact'")
+            raise InvalidInputError(
+                f"{self.path}: has no fully convolutional 'windows' entry point "
+                f"(backbone {self.meta.get('backbone')!r} has no average-pooled head); use mode 'exact'"
+            )
         return self._windows(x.to(self.device, torch.float32), starts.to(self.device, torch.float32))
 
     def __repr__(self) -> str:
@@ -344,7 +374,9 @@ def _check_meta(path: Path, text: str | bytes | None) -> dict[str, Any]:
         raise ModelFileError(f"{path}: {META_FILE} is not valid JSON ({exc})") from None
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFileError(f"{path}: format version {version!r} is not supported (this engine reads <= {FORMAT_VERSION})")
+        raise ModelFileError(
+            f"{path}: format version {version!r} is not supported (this engine reads <= {FORMAT_VERSION})"
+        )
     missing = [k for k in (*REQUIRED_META, "window_frames", "n_classes") if k not in meta]
     if missing:
         raise ModelFileError(f"{path}: {META_FILE} lacks {missing}")
@@ -377,8 +409,10 @@ def torch_note(path: str | os.PathLike) -> str:
         return f"which torch wrote it is unknown (no readable {META_FILE}), running torch {running}"
     if written == running:
         return f"written by torch {written}, the running version"
-    return (f"written by torch {written}, running torch {running}: export it again with this torch, or load it with "
-            "that one")
+    return (
+        f"written by torch {written}, running torch {running}: export it again with this torch, or load it with "
+        "that one"
+    )
 
 
 def _load_torchscript(path: Path, device: torch.device) -> LoadedModel:
@@ -389,8 +423,10 @@ def _load_torchscript(path: Path, device: torch.device) -> LoadedModel:
         with quiet_jit():
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except Exception as exc:
-        raise ModelFileError(f"{path}: cannot load this TorchScript file: corrupt, or not readable by this torch "
-                             f"({torch_note(path)}) ({_reason(exc)})") from None
+        raise ModelFileError(
+            f"{path}: cannot load this TorchScript file: corrupt, or not readable by this torch "
+            f"({torch_note(path)}) ({_reason(exc)})"
+        ) from None
     meta = _check_meta(path, extra[META_FILE])
     windows = getattr(module, "windows", None) if meta.get("fcn") else None
     return LoadedModel(path, "torchscript", meta, module.forward, windows, device)
@@ -409,11 +445,15 @@ def _load_program(path: Path, device: torch.device) -> LoadedModel:
         try:
             programs = {"model": torch.export.load(str(path), extra_files=extra)}
         except Exception as exc:
-            raise ModelFileError(f"{path}: cannot load this torch.export archive: corrupt, or not readable by this "
-                                 f"torch ({torch_note(path)}) ({_reason(exc)})") from None
+            raise ModelFileError(
+                f"{path}: cannot load this torch.export archive: corrupt, or not readable by this "
+                f"torch ({torch_note(path)}) ({_reason(exc)})"
+            ) from None
     except Exception as exc:
-        raise ModelFileError(f"{path}: cannot load this torch.export archive: corrupt, or not readable by this torch "
-                             f"({torch_note(path)}) ({_reason(exc)})") from None
+        raise ModelFileError(
+            f"{path}: cannot load this torch.export archive: corrupt, or not readable by this torch "
+            f"({torch_note(path)}) ({_reason(exc)})"
+        ) from None
     if "model" not in programs:
         raise ModelFileError(f"{path}: no 'model' program in the archive")
     text = extra.get(META_FILE)
@@ -431,8 +471,10 @@ def _load_program(path: Path, device: torch.device) -> LoadedModel:
                     ep = move_to_device_pass(ep, device)
             return ep.module().to(device)
         except Exception as exc:
-            raise ModelFileError(f"{path}: cannot make the {name!r} program of this torch.export archive run on "
-                                 f"{device} ({torch_note(path)}) ({_reason(exc)})") from None
+            raise ModelFileError(
+                f"{path}: cannot make the {name!r} program of this torch.export archive run on "
+                f"{device} ({torch_note(path)}) ({_reason(exc)})"
+            ) from None
 
     windows = module("windows") if meta.get("fcn") and "windows" in programs else None
     return LoadedModel(path, "export", meta, module("model"), windows, device)
@@ -445,12 +487,27 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise NotFoundError(f"{path}: model file not found")
     try:
         with zipfile.ZipFile(path) as z:
-            name = next((n for n in z.namelist() if n.endswith(f"extra/{META_FILE}") or n.endswith(f"/{META_FILE}")), None)
+            name = next(
+                (n for n in z.namelist() if n.endswith(f"extra/{META_FILE}") or n.endswith(f"/{META_FILE}")), None
+            )
             text = z.read(name) if name else None
     except (zipfile.BadZipFile, OSError) as exc:
         raise ModelFileError(f"{path}: not a model archive ({_reason(exc)})") from None
     return _check_meta(path, text.decode() if text else None)
 
 
-__all__ = ["Deployable", "LoadedModel", "ModelFileError", "export_program", "export_torchscript", "fcn_geometry",
-           "load_model", "read_meta", "quiet_jit", "torch_note", "written_by", "SUFFIXES", "FORMAT_VERSION"]
+__all__ = [
+    "Deployable",
+    "LoadedModel",
+    "ModelFileError",
+    "export_program",
+    "export_torchscript",
+    "fcn_geometry",
+    "load_model",
+    "read_meta",
+    "quiet_jit",
+    "torch_note",
+    "written_by",
+    "SUFFIXES",
+    "FORMAT_VERSION",
+]

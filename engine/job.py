@@ -79,10 +79,14 @@ def fcn_caveat(models: Sequence[Any]) -> str:
     positions (README, infer section)."""
     positions = min(int((m.meta.get("fcn") or {}).get("positions", 0)) for m in models)
     if positions >= FCN_MIN_POSITIONS:
-        return (f"note: --mode fcn approximates --mode exact (the backbone sees beyond each window); measured within "
-                f"0.01 LWLRAP for windows of >= {FCN_MIN_POSITIONS} feature positions (these: {positions})")
-    return (f"warning: --mode fcn approximates --mode exact, and these windows span only {positions} feature "
-            f"position(s) (< {FCN_MIN_POSITIONS}): it may differ by more than 0.05 LWLRAP; use --mode exact")
+        return (
+            f"note: --mode fcn approximates --mode exact (the backbone sees beyond each window); measured within "
+            f"0.01 LWLRAP for windows of >= {FCN_MIN_POSITIONS} feature positions (these: {positions})"
+        )
+    return (
+        f"warning: --mode fcn approximates --mode exact, and these windows span only {positions} feature "
+        f"position(s) (< {FCN_MIN_POSITIONS}): it may differ by more than 0.05 LWLRAP; use --mode exact"
+    )
 
 
 def _prior(job: InferJob, fs: Any, n_classes: int) -> np.ndarray:
@@ -149,35 +153,51 @@ def _detection_settings(job: InferJob, fs: Any, n_classes: int, params: Any, fmt
             pass
     bands = species_bands(tp, n_classes, params.sample_rate / 2)
     if tp is None or tp.empty:
-        notes.append(f"note: no TP boxes (no store at --store, or none in it): every species' band is the full "
-                     f"0-{params.sample_rate / 2:g} Hz")
+        notes.append(
+            f"note: no TP boxes (no store at --store, or none in it): every species' band is the full "
+            f"0-{params.sample_rate / 2:g} Hz"
+        )
     thresholds: dict[int, float] = {}
     if job.species_thresholds is not None:
         thresholds = read_thresholds(job.species_thresholds, n_classes)
-        notes.append(f"thresholds: {len(thresholds)} species from {job.species_thresholds}, the others --threshold "
-                     f"{job.threshold:g}")
+        notes.append(
+            f"thresholds: {len(thresholds)} species from {job.species_thresholds}, the others --threshold "
+            f"{job.threshold:g}"
+        )
     elif job.target_precision is not None:
         if tp is None or fp is None:
-            raise InferError("--target-precision needs the store's TP and FP boxes (the labelled windows); give "
-                             "--store")
+            raise InferError(
+                "--target-precision needs the store's TP and FP boxes (the labelled windows); give --store"
+            )
         if job.choose_thresholds is None:
             raise InferError("--target-precision needs a run's out-of-fold scores to choose the thresholds on")
         thresholds, n_tp, n_fp = job.choose_thresholds(tp, fp)
-        saved = (job.detections / "thresholds.csv" if is_folder_target(job.detections, fmt)
-                 else job.detections.with_name(f"{job.detections.stem}.thresholds.csv"))
+        saved = (
+            job.detections / "thresholds.csv"
+            if is_folder_target(job.detections, fmt)
+            else job.detections.with_name(f"{job.detections.stem}.thresholds.csv")
+        )
         write_thresholds(thresholds, saved)
         kept = sorted(set(range(n_classes)) - set(thresholds))
         median = f" (median {np.median(list(thresholds.values())):.3f})" if thresholds else ""
-        notes.append(f"thresholds: {len(thresholds)} species at precision >= {job.target_precision:g} on "
-                     f"{job.choose_thresholds_source}'s out-of-fold scores of {n_tp} TP / {n_fp} FP boxes{median}, "
-                     f"written to {saved}; {len(kept)} keep --threshold {job.threshold:g} (too few TP boxes, or the "
-                     "precision is not reached)")
+        notes.append(
+            f"thresholds: {len(thresholds)} species at precision >= {job.target_precision:g} on "
+            f"{job.choose_thresholds_source}'s out-of-fold scores of {n_tp} TP / {n_fp} FP boxes{median}, "
+            f"written to {saved}; {len(kept)} keep --threshold {job.threshold:g} (too few TP boxes, or the "
+            "precision is not reached)"
+        )
     return _DetectionSettings(thresholds, bands, notes)
 
 
-def run_infer(job: InferJob, device: Any, *, shard: tuple[int, int] = (0, 1),  # noqa: PLR0912, PLR0915
-              gather: Callable[[Any], list[Any]] | None = None, echo: Callable[[str], None] = print,
-              lock: bool = True) -> InferResult:
+def run_infer(
+    job: InferJob,
+    device: Any,
+    *,
+    shard: tuple[int, int] = (0, 1),  # noqa: PLR0912, PLR0915
+    gather: Callable[[Any], list[Any]] | None = None,
+    echo: Callable[[str], None] = print,
+    lock: bool = True,
+) -> InferResult:
     """Run ``job`` on ``device`` (a ``torch.device``); ``shard=(rank, world)`` scores this process's chunks of the
     clips and ``gather`` hands every rank's scores to rank 0, which writes the outputs (the others return an empty
     result). ``echo`` prints what a user should see as it happens (rank 0's only)."""
@@ -208,8 +228,10 @@ def run_infer(job: InferJob, device: Any, *, shard: tuple[int, int] = (0, 1),  #
         known = set(ids)
         missing = [rid for rid in order or [] if rid not in known]
         if missing:
-            raise InferError(f"{job.store}: {len(missing)} recording(s) of the sample submission are not in split "
-                             f"{job.split!r} (e.g. {', '.join(missing[:3])}; rejected at build time? see `rfcx info`)")
+            raise InferError(
+                f"{job.store}: {len(missing)} recording(s) of the sample submission are not in split "
+                f"{job.split!r} (e.g. {', '.join(missing[:3])}; rejected at build time? see `rfcx info`)"
+            )
 
     models = [load_model(f, device) for f in job.models]
     if job.mode == "fcn":
@@ -224,23 +246,25 @@ def run_infer(job: InferJob, device: Any, *, shard: tuple[int, int] = (0, 1),  #
         for r in clips.rejected:
             echo(f"skipped {r}")
         if not clips.ids:
-            raise InferError(f"no file to score: the {len(clips.rejected)} file(s) given cannot be read (each named "
-                             "above)")
+            raise InferError(
+                f"no file to score: the {len(clips.rejected)} file(s) given cannot be read (each named above)"
+            )
         ids, order, source = clips.ids, None, clips.fingerprint
     n_classes = int(models[0].meta["n_classes"])
     prior = _prior(job, fs, n_classes) if job.postprocess == "prior" else None
     check_writable(job.out)
     detections_format = job.detections_format
     if job.detections is not None:
-        detections_format = check_detections_target(job.detections, detections_format, job.detections_level,
-                                                    len(ids))
+        detections_format = check_detections_target(job.detections, detections_format, job.detections_level, len(ids))
     if job.detections is None and (job.species_thresholds is not None or job.target_precision is not None):
-        raise InferError("--species-thresholds and --target-precision set the thresholds of --detections; give "
-                         "--detections")
+        raise InferError(
+            "--species-thresholds and --target-precision set the thresholds of --detections; give --detections"
+        )
     settings = None
     if job.detections is not None and is_main:
-        settings = _detection_settings(job, fs if batch else _open_band_store(job.band_store), n_classes, params,
-                                       detections_format)
+        settings = _detection_settings(
+            job, fs if batch else _open_band_store(job.band_store), n_classes, params, detections_format
+        )
 
     work = job.work
     # one writer per output: the lock of its checkpoint folder, held until the output is written
@@ -257,14 +281,26 @@ def run_infer(job: InferJob, device: Any, *, shard: tuple[int, int] = (0, 1),  #
             mine_work = work / f"rank{rank}-of-{world}"
         try:
             clip_scores, window_scores = infer_clips(
-                models, clips, mine, params, mode=job.mode, batch_size=job.batch_size,
-                progress=job.progress and is_main, checkpoint_dir=mine_work, source=source,
-                restart_other=job.checkpoint_dir is None, chunk_clips=job.chunk_clips,
-                on_bad=None if batch or job.strict else skip)
+                models,
+                clips,
+                mine,
+                params,
+                mode=job.mode,
+                batch_size=job.batch_size,
+                progress=job.progress and is_main,
+                checkpoint_dir=mine_work,
+                source=source,
+                restart_other=job.checkpoint_dir is None,
+                chunk_clips=job.chunk_clips,
+                on_bad=None if batch or job.strict else skip,
+            )
         except BadInputError as exc:
             kind = StoppedAtBadInput if job.strict and not batch else InferError
-            raise kind(f"{exc} (" + ("--strict: stopped at the first file that cannot be read; " if job.strict else "")
-                       + f"finished clips are kept in {mine_work}; fix or remove the file and run again)") from exc
+            raise kind(
+                f"{exc} ("
+                + ("--strict: stopped at the first file that cannot be read; " if job.strict else "")
+                + f"finished clips are kept in {mine_work}; fix or remove the file and run again)"
+            ) from exc
         if distributed:
             assert gather is not None
             try:
@@ -282,11 +318,21 @@ def run_infer(job: InferJob, device: Any, *, shard: tuple[int, int] = (0, 1),  #
             path = write_submission(scores, job.out, order)
             if job.detections is not None:
                 assert settings is not None
-                files = ({rid: f.name for rid, f in clips.files.items()} if not batch
-                         else {rid: f"{rid}.flac" for rid in ids})
-                written = write_detections(window_scores, job.detections, job.threshold, level=job.detections_level,
-                                           fmt=detections_format, thresholds=settings.thresholds,
-                                           bands=settings.bands, files=files)
+                files = (
+                    {rid: f.name for rid, f in clips.files.items()}
+                    if not batch
+                    else {rid: f"{rid}.flac" for rid in ids}
+                )
+                written = write_detections(
+                    window_scores,
+                    job.detections,
+                    job.threshold,
+                    level=job.detections_level,
+                    fmt=detections_format,
+                    thresholds=settings.thresholds,
+                    bands=settings.bands,
+                    files=files,
+                )
         except (OSError, ValueError) as exc:
             raise InferError(f"{exc} (finished clips are kept in {work})") from exc
         if job.checkpoint_dir is None:
@@ -295,20 +341,25 @@ def run_infer(job: InferJob, device: Any, *, shard: tuple[int, int] = (0, 1),  #
     listed = set(order) if order is not None else None
     left_out = [rid for rid in scores["recording_id"] if listed is not None and rid not in listed]
     n_rows = len(order) if order is not None else len(scores)  # the rows written
-    summary = (f"{job.label}: {len(models)} {job.fmt} model(s), mode {job.mode} on {device}: scored "
-               f"{stats['computed_clips']} clips ({rate:.2f} clips/s)"
-               + (f", resumed {stats['resumed_clips']}" if stats["resumed_clips"] else "")
-               + f"; wrote {path} ({n_rows} rows"
-               + (f", postprocess {job.postprocess})" if job.postprocess != "none" else ")")
-               + (f" and {written.describe(job.detections)}" if job.detections is not None else ""))
+    summary = (
+        f"{job.label}: {len(models)} {job.fmt} model(s), mode {job.mode} on {device}: scored "
+        f"{stats['computed_clips']} clips ({rate:.2f} clips/s)"
+        + (f", resumed {stats['resumed_clips']}" if stats["resumed_clips"] else "")
+        + f"; wrote {path} ({n_rows} rows"
+        + (f", postprocess {job.postprocess})" if job.postprocess != "none" else ")")
+        + (f" and {written.describe(job.detections)}" if job.detections is not None else "")
+    )
     lines = list(settings.notes) if settings is not None else []
     if left_out:
         more = f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""
-        lines.append(f"note: {len(left_out)} scored clip(s) of split {job.split!r} are not in the sample submission, "
-                     f"so not in {path.name}: {', '.join(left_out[:3])}{more}"
-                     + (f" (their detections are in {job.detections})" if job.detections is not None else ""))
+        lines.append(
+            f"note: {len(left_out)} scored clip(s) of split {job.split!r} are not in the sample submission, "
+            f"so not in {path.name}: {', '.join(left_out[:3])}{more}"
+            + (f" (their detections are in {job.detections})" if job.detections is not None else "")
+        )
     if bad_files:
-        lines.append(f"skipped {len(bad_files)} of {len(bad_files) + len(scores)} file(s) that cannot be read (each "
-                     f"named above; --strict stops at the first)")
+        lines.append(
+            f"skipped {len(bad_files)} of {len(bad_files) + len(scores)} file(s) that cannot be read (each "
+            f"named above; --strict stops at the first)"
+        )
     return InferResult(path, summary, lines)
-

@@ -38,7 +38,9 @@ def read_scores(path: str | os.PathLike, what: str) -> pd.DataFrame:
         raise InvalidInputError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     cols = [c for c in frame.columns if c != "recording_id"]
     if "recording_id" not in frame.columns or not cols or cols != [f"s{i}" for i in range(len(cols))]:
-        raise InvalidInputError(f"{path}: expected columns recording_id,s0..sN, got {','.join(map(str, frame.columns))}")
+        raise InvalidInputError(
+            f"{path}: expected columns recording_id,s0..sN, got {','.join(map(str, frame.columns))}"
+        )
     if frame["recording_id"].duplicated().any():
         dup = frame.loc[frame["recording_id"].duplicated(), "recording_id"].iloc[0]
         raise InvalidInputError(f"{path}: recording {dup!r} appears more than once")
@@ -80,8 +82,10 @@ def submission_frame(clip_scores: pd.DataFrame, order: Sequence[str] | None = No
         order = sorted(frame.index)
     missing = [rid for rid in order if rid not in frame.index]
     if missing:
-        raise InvalidInputError(f"{len(missing)} recording(s) of the sample submission have no scores "
-                         f"(e.g. {', '.join(missing[:3])}): not in the store's split, or rejected at build time")
+        raise InvalidInputError(
+            f"{len(missing)} recording(s) of the sample submission have no scores "
+            f"(e.g. {', '.join(missing[:3])}): not in the store's split, or rejected at build time"
+        )
     out = frame.loc[list(order)].reset_index()
     return out
 
@@ -104,23 +108,31 @@ def detections(window_scores: pd.DataFrame, threshold: float | np.ndarray) -> pd
     scores = window_scores[cols].to_numpy()
     limit = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(cols),))
     rows, classes = np.nonzero(scores > limit[None, :])
-    out = pd.DataFrame({
-        "recording_id": window_scores["recording_id"].to_numpy()[rows],
-        "start_s": window_scores["start_s"].to_numpy()[rows],
-        "end_s": window_scores["end_s"].to_numpy()[rows],
-        "species_id": np.array([int(cols[c][1:]) for c in classes], dtype=np.int64),
-        "score": scores[rows, classes].astype(np.float32),
-    })
+    out = pd.DataFrame(
+        {
+            "recording_id": window_scores["recording_id"].to_numpy()[rows],
+            "start_s": window_scores["start_s"].to_numpy()[rows],
+            "end_s": window_scores["end_s"].to_numpy()[rows],
+            "species_id": np.array([int(cols[c][1:]) for c in classes], dtype=np.int64),
+            "score": scores[rows, classes].astype(np.float32),
+        }
+    )
     return out.sort_values(["recording_id", "start_s", "species_id"], kind="stable").reset_index(drop=True)
 
 
 def _window_events(windows: pd.DataFrame, bands: pd.DataFrame | None) -> pd.DataFrame:
     """Per-window detections as events of one window each (for the Raven and Audacity tables)."""
-    frame = pd.DataFrame({"recording_id": windows["recording_id"], "species_id": windows["species_id"],
-                          "start_s": windows["start_s"].astype(np.float64),
-                          "end_s": windows["end_s"].astype(np.float64),
-                          "peak_score": windows["score"].astype(np.float64),
-                          "mean_score": windows["score"].astype(np.float64), "n_windows": 1})
+    frame = pd.DataFrame(
+        {
+            "recording_id": windows["recording_id"],
+            "species_id": windows["species_id"],
+            "start_s": windows["start_s"].astype(np.float64),
+            "end_s": windows["end_s"].astype(np.float64),
+            "peak_score": windows["score"].astype(np.float64),
+            "mean_score": windows["score"].astype(np.float64),
+            "n_windows": 1,
+        }
+    )
     if bands is not None:
         frame["low_hz"] = bands["low_hz"].reindex(frame["species_id"]).to_numpy()
         frame["high_hz"] = bands["high_hz"].reindex(frame["species_id"]).to_numpy()
@@ -167,15 +179,25 @@ def check_detections_target(path: str | os.PathLike, fmt: str | None, level: str
         check_writable(path / "probe")
     else:
         if fmt == "audacity" and n_recordings > 1:
-            raise InvalidInputError(f"{path}: an Audacity label track holds one recording's labels, and {n_recordings} are "
-                             "to be scored; give a folder (a path without a suffix) for one label file per recording")
+            raise InvalidInputError(
+                f"{path}: an Audacity label track holds one recording's labels, and {n_recordings} are "
+                "to be scored; give a folder (a path without a suffix) for one label file per recording"
+            )
         check_writable(path)
     return fmt
 
 
-def write_detections(window_scores: pd.DataFrame, path: str | os.PathLike, threshold: float, *,
-                     level: str = "events", fmt: str | None = None, thresholds: Mapping[int, float] | None = None,
-                     bands: pd.DataFrame | None = None, files: Mapping[str, str] | None = None) -> WrittenDetections:
+def write_detections(
+    window_scores: pd.DataFrame,
+    path: str | os.PathLike,
+    threshold: float,
+    *,
+    level: str = "events",
+    fmt: str | None = None,
+    thresholds: Mapping[int, float] | None = None,
+    bands: pd.DataFrame | None = None,
+    files: Mapping[str, str] | None = None,
+) -> WrittenDetections:
     """Write the detections of ``window_scores`` above ``threshold`` (``thresholds``: per species, overriding it).
 
     ``level`` ``events`` merges overlapping or touching windows of a species (:func:`engine.events.merge_events`,

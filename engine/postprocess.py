@@ -34,8 +34,13 @@ def prior_from_labels(labels: np.ndarray, smoothing: float = 1.0) -> np.ndarray:
     return (labels.sum(axis=0) + smoothing) / (labels.shape[0] + 2 * smoothing)
 
 
-def prior_from_boxes(recording_ids: Sequence[str], species_ids: Sequence[int], n_classes: int,
-                     n_recordings: int | None = None, smoothing: float = 1.0) -> np.ndarray:
+def prior_from_boxes(
+    recording_ids: Sequence[str],
+    species_ids: Sequence[int],
+    n_classes: int,
+    n_recordings: int | None = None,
+    smoothing: float = 1.0,
+) -> np.ndarray:
     """Class frequency from TP boxes: the share of (labelled) recordings with a TP box of each class."""
     frame = pd.DataFrame({"recording_id": list(recording_ids), "species_id": np.asarray(species_ids, dtype=int)})
     if ((frame.species_id < 0) | (frame.species_id >= n_classes)).any():
@@ -60,8 +65,9 @@ def apply_prior(scores: np.ndarray, prior: np.ndarray, strength: float = 1.0) ->
     return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
 
 
-def postprocess(clip_scores: pd.DataFrame, method: str, prior: np.ndarray | None = None,
-                strength: float = 1.0) -> pd.DataFrame:
+def postprocess(
+    clip_scores: pd.DataFrame, method: str, prior: np.ndarray | None = None, strength: float = 1.0
+) -> pd.DataFrame:
     """``clip_scores`` (recording_id, s0..) post-processed by ``method`` (``none`` or ``prior``)."""
     if method not in POSTPROCESS:
         raise InvalidInputError(f"postprocess must be one of {POSTPROCESS}, got {method!r}")

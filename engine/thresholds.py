@@ -35,15 +35,20 @@ def read_thresholds(path: str | os.PathLike, n_classes: int) -> dict[int, float]
     except (ValueError, pd.errors.ParserError) as exc:
         raise InvalidInputError(f"{path}: not a readable CSV ({exc})") from None
     if not {"species_id", "threshold"} <= set(frame.columns):
-        raise InvalidInputError(f"{path}: expected columns species_id,threshold, got {','.join(map(str, frame.columns))}")
+        raise InvalidInputError(
+            f"{path}: expected columns species_id,threshold, got {','.join(map(str, frame.columns))}"
+        )
     sid = pd.to_numeric(frame["species_id"], errors="coerce")
     thr = pd.to_numeric(frame["threshold"], errors="coerce")
-    bad = frame[sid.isna() | thr.isna() | (sid != sid.round()) | (sid < 0) | (sid >= n_classes)
-                | ~thr.between(0.0, 1.0)]
+    bad = frame[
+        sid.isna() | thr.isna() | (sid != sid.round()) | (sid < 0) | (sid >= n_classes) | ~thr.between(0.0, 1.0)
+    ]
     if len(bad):
         row = bad.iloc[0]
-        raise InvalidInputError(f"{path}: line {bad.index[0] + 2}: species_id must be 0..{n_classes - 1} and threshold in "
-                         f"0..1, got {row['species_id']!r},{row['threshold']!r}")
+        raise InvalidInputError(
+            f"{path}: line {bad.index[0] + 2}: species_id must be 0..{n_classes - 1} and threshold in "
+            f"0..1, got {row['species_id']!r},{row['threshold']!r}"
+        )
     if sid.duplicated().any():
         raise InvalidInputError(f"{path}: species {int(sid[sid.duplicated()].iloc[0])} is listed twice")
     return {int(s): float(t) for s, t in zip(sid, thr)}
@@ -59,8 +64,9 @@ def write_thresholds(thresholds: dict[int, float], path: str | os.PathLike) -> P
     return path
 
 
-def threshold_for_precision(scores: np.ndarray, positive: np.ndarray, target: float,
-                            min_positives: int = MIN_POSITIVES) -> float | None:
+def threshold_for_precision(
+    scores: np.ndarray, positive: np.ndarray, target: float, min_positives: int = MIN_POSITIVES
+) -> float | None:
     """The lowest threshold ``t`` (detections are scores ``> t``) at which the labelled scores above it are
     positives in a share ``>= target``; ``None`` where there are fewer than ``min_positives`` positives or no
     threshold reaches the target. ``t`` lies halfway between the lowest score kept and the next lower one."""
@@ -81,8 +87,9 @@ def threshold_for_precision(scores: np.ndarray, positive: np.ndarray, target: fl
     return float((s[i] + below) / 2)
 
 
-def thresholds_for_precision(labelled: pd.DataFrame, target: float,
-                             min_positives: int = MIN_POSITIVES) -> dict[int, float]:
+def thresholds_for_precision(
+    labelled: pd.DataFrame, target: float, min_positives: int = MIN_POSITIVES
+) -> dict[int, float]:
     """``{species_id: threshold}`` for the species of ``labelled`` (columns ``species_id, score, is_tp``: one
     row per labelled window of a species) that reach ``target`` (see :func:`threshold_for_precision`)."""
     if not 0.0 < target <= 1.0:

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 from store.errors import InvalidInputError, MissingKeyError, NotFoundError, RfcxError, StoppedAtBadInput
 
-__all__ = ["ConfigError", "InvalidInputError", "MissingKeyError", "NotFoundError", "RfcxError", "RunError", "StoppedAtBadInput",
-           "UsageError"]
+__all__ = [
+    "ConfigError",
+    "InvalidInputError",
+    "MissingKeyError",
+    "NotFoundError",
+    "RfcxError",
+    "RunError",
+    "StoppedAtBadInput",
+    "UsageError",
+]
 
 
 class UsageError(InvalidInputError):
@@ -24,4 +32,3 @@ class ConfigError(InvalidInputError):
 
 class RunError(InvalidInputError):
     """A run directory that lacks what was asked of it (no complete round, no exported models, another config)."""
-

@@ -67,17 +67,23 @@ def torchrun_launch(environ: Mapping[str, str] | None = None) -> Launch | None:
         return None
     missing = [v for v in TORCHRUN_VARS if not env.get(v)]
     if missing:
-        raise DistributedError(f"WORLD_SIZE is set but {', '.join(missing)} is not: start the command with "
-                               f"torchrun (e.g. `torchrun --nproc-per-node 2 -m rfcx ...`), which sets them all")
+        raise DistributedError(
+            f"WORLD_SIZE is set but {', '.join(missing)} is not: start the command with "
+            f"torchrun (e.g. `torchrun --nproc-per-node 2 -m rfcx ...`), which sets them all"
+        )
     try:
         rank, world, local_rank = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"])
         local_world = int(env.get("LOCAL_WORLD_SIZE") or world)
     except ValueError:
-        raise DistributedError("WORLD_SIZE, RANK, LOCAL_RANK and LOCAL_WORLD_SIZE must be integers, got "
-                               + ", ".join(f"{v}={env.get(v)!r}" for v in (*TORCHRUN_VARS[:3], "LOCAL_WORLD_SIZE"))) from None
+        raise DistributedError(
+            "WORLD_SIZE, RANK, LOCAL_RANK and LOCAL_WORLD_SIZE must be integers, got "
+            + ", ".join(f"{v}={env.get(v)!r}" for v in (*TORCHRUN_VARS[:3], "LOCAL_WORLD_SIZE"))
+        ) from None
     if world < 1 or not 0 <= rank < world or not 0 <= local_rank < local_world:
-        raise DistributedError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world}, "
-                               f"LOCAL_RANK={local_rank}, LOCAL_WORLD_SIZE={local_world}")
+        raise DistributedError(
+            f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world}, "
+            f"LOCAL_RANK={local_rank}, LOCAL_WORLD_SIZE={local_world}"
+        )
     return Launch(rank, world, local_rank, local_world)
 
 
@@ -120,7 +126,7 @@ class ProcessGroup:
 
     def shard(self, items: list) -> list:
         """This rank's share of ``items``: ``items[rank::world]``."""
-        return items[self.rank::self.world]
+        return items[self.rank :: self.world]
 
     def barrier(self, what: str, work: bool = False) -> None:
         """Wait until every rank gets here. ``work``: the others may still be busy with their share of the work
@@ -153,11 +159,14 @@ class ProcessGroup:
         text = str(exc)
         if "failed to pass monitoredBarrier" in text or "imed out" in text:
             late = ", ".join(sorted(set(re.findall(r"[Rr]anks? ([\d, ]+) failed", text)))) or "some"
-            return DistributedError(f"{self.label}: {what}: rank(s) {late.strip(', ')} did not arrive within "
-                                    f"{timeout} (stuck, or slower than the timeout: set {ENV_WORK_TIMEOUT} / "
-                                    f"{ENV_TIMEOUT} in minutes)")
-        return DistributedError(f"{self.label}: {what}: another rank stopped (its output says why; "
-                                f"{_first_line(exc)[:160]})")
+            return DistributedError(
+                f"{self.label}: {what}: rank(s) {late.strip(', ')} did not arrive within "
+                f"{timeout} (stuck, or slower than the timeout: set {ENV_WORK_TIMEOUT} / "
+                f"{ENV_TIMEOUT} in minutes)"
+            )
+        return DistributedError(
+            f"{self.label}: {what}: another rank stopped (its output says why; {_first_line(exc)[:160]})"
+        )
 
     def gather_after_work(self, obj: Any, what: str) -> list[Any]:
         """:meth:`all_gather_object` once every rank has finished its share (``work`` barrier first)."""
@@ -177,8 +186,12 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def init(launch: Launch, use_cuda: bool = False, timeout: datetime.timedelta | None = None,
-         work_timeout: datetime.timedelta | None = None) -> ProcessGroup:
+def init(
+    launch: Launch,
+    use_cuda: bool = False,
+    timeout: datetime.timedelta | None = None,
+    work_timeout: datetime.timedelta | None = None,
+) -> ProcessGroup:
     """Join the process group of ``launch``: NCCL when ``use_cuda`` (this process on GPU ``LOCAL_RANK``), gloo
     otherwise; object collectives and barriers go through a gloo group in both cases."""
     import torch
@@ -192,19 +205,23 @@ def init(launch: Launch, use_cuda: bool = False, timeout: datetime.timedelta | N
     if use_cuda:
         n = torch.cuda.device_count()
         if launch.local_rank >= n:
-            raise DistributedError(f"LOCAL_RANK {launch.local_rank} but this node has {n} visible GPU(s): start at "
-                                   f"most {n} processes per node (--nproc-per-node), or run on the CPU")
+            raise DistributedError(
+                f"LOCAL_RANK {launch.local_rank} but this node has {n} visible GPU(s): start at "
+                f"most {n} processes per node (--nproc-per-node), or run on the CPU"
+            )
         torch.cuda.set_device(launch.local_rank)
         device_id = torch.device("cuda", launch.local_rank)
     backend = "nccl" if use_cuda else "gloo"
     try:
         dist.init_process_group(backend, timeout=timeout, device_id=device_id)
     except (RuntimeError, ValueError) as exc:
-        raise DistributedError(f"rank {launch.rank}/{launch.world}: could not join the {backend} process group "
-                               f"({_first_line(exc)})") from None
+        raise DistributedError(
+            f"rank {launch.rank}/{launch.world}: could not join the {backend} process group ({_first_line(exc)})"
+        ) from None
     objects = dist.new_group(backend="gloo", timeout=max(timeout, work_timeout)) if backend != "gloo" else None
-    return ProcessGroup(launch.rank, launch.world, launch.local_rank, launch.local_world, backend, timeout,
-                        work_timeout, objects)
+    return ProcessGroup(
+        launch.rank, launch.world, launch.local_rank, launch.local_world, backend, timeout, work_timeout, objects
+    )
 
 
 def teardown(group: ProcessGroup) -> None:
@@ -261,14 +278,20 @@ def _picklable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-def _local_rank_main(rank: int, world: int, port: int, threads: int, fn: Callable, args: tuple,
-                     outcomes) -> None:  # noqa: ANN001 (a multiprocessing queue)
+def _local_rank_main(rank: int, world: int, port: int, threads: int, fn: Callable, args: tuple, outcomes) -> None:  # noqa: ANN001 (a multiprocessing queue)
     """One rank of :func:`run_local`: join the group, run ``fn(group, *args)``, report (rank, ok, value)."""
     import torch
 
     torch.set_num_threads(threads)
-    os.environ.update(OMP_NUM_THREADS=str(threads), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                      RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    os.environ.update(
+        OMP_NUM_THREADS=str(threads),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+    )
     group = None
     try:
         group = init(Launch(rank, world, rank, world))
@@ -315,8 +338,12 @@ def run_local(nproc: int, fn: Callable, *args: Any, threads: int = 1) -> Any:
     ctx = multiprocessing.get_context("spawn")
     outcomes = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_local_rank_main, args=(rank, nproc, port, threads, fn, args, outcomes),
-                         name=f"rfcx-rank{rank}") for rank in range(nproc)]
+    procs = [
+        ctx.Process(
+            target=_local_rank_main, args=(rank, nproc, port, threads, fn, args, outcomes), name=f"rfcx-rank{rank}"
+        )
+        for rank in range(nproc)
+    ]
     with _main_module_importable():
         for p in procs:
             p.start()
@@ -339,10 +366,11 @@ def run_local(nproc: int, fn: Callable, *args: Any, threads: int = 1) -> Any:
                         continue
                     except queue_lib.Empty:
                         r = dead[0]
-                        raise DistributedError(f"rank {r}/{nproc} (a local process) died with exit code "
-                                               f"{procs[r].exitcode} before reporting (its output above says why; "
-                                               f"killed? out of memory?)")\
-                            from None
+                        raise DistributedError(
+                            f"rank {r}/{nproc} (a local process) died with exit code "
+                            f"{procs[r].exitcode} before reporting (its output above says why; "
+                            f"killed? out of memory?)"
+                        ) from None
     finally:
         if failure is not None or len(done) < nproc:
             for p in procs:
@@ -358,5 +386,15 @@ def run_local(nproc: int, fn: Callable, *args: Any, threads: int = 1) -> Any:
     return done[0][1]
 
 
-__all__ = ["DistributedError", "Launch", "ProcessGroup", "SINGLE", "init", "launched", "run_local", "teardown",
-           "thread_budget", "torchrun_launch"]
+__all__ = [
+    "DistributedError",
+    "Launch",
+    "ProcessGroup",
+    "SINGLE",
+    "init",
+    "launched",
+    "run_local",
+    "teardown",
+    "thread_budget",
+    "torchrun_launch",
+]

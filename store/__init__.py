@@ -11,5 +11,16 @@ from .feature_store import CropRequest, FeatureStore
 from .lock import LockedError
 from .params import MelParams
 
-__all__ = ["BadInputError", "BuildSummary", "CropRequest", "DamagedStoreError", "FeatureStore", "LockedError",
-           "MelParams", "Rejection", "RfcxError", "StoreError", "build_store"]
+__all__ = [
+    "BadInputError",
+    "BuildSummary",
+    "CropRequest",
+    "DamagedStoreError",
+    "FeatureStore",
+    "LockedError",
+    "MelParams",
+    "Rejection",
+    "RfcxError",
+    "StoreError",
+    "build_store",
+]

@@ -57,7 +57,9 @@ def decode(path: Path, sample_rate: int) -> tuple[np.ndarray, AudioInfo]:
     except Exception as exc:
         raise BadInputError.of(path, f"corrupt or truncated audio ({_first_line(exc)})") from None
     if data.shape[0] < info.frames:
-        raise BadInputError.of(path, f"truncated: decoded {data.shape[0]} of the {info.frames} samples its header announces")
+        raise BadInputError.of(
+            path, f"truncated: decoded {data.shape[0]} of the {info.frames} samples its header announces"
+        )
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return resample(np.ascontiguousarray(mono, dtype=np.float32), info.sample_rate, sample_rate), info
 

@@ -24,8 +24,12 @@ from .params import MelParams
 BACKENDS = ("auto", "dali", "torch")
 
 
-def choose_backend(backend: str, device: str, store_path: str | Path | Location | None = None,
-                   storage_options: Mapping[str, Any] | None = None) -> str:
+def choose_backend(
+    backend: str,
+    device: str,
+    store_path: str | Path | Location | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> str:
     """``auto`` -> the backend that measured fastest where the build runs: on a GPU DALI (where it is installed),
     on the CPU torch (banded mel product, clips on all cores: ``benchmarks/store_build.py``); a store that
     already holds clips keeps the backend it was built with. ``device`` is ``cpu`` or ``gpu`` (resolved)."""
@@ -39,6 +43,7 @@ def choose_backend(backend: str, device: str, store_path: str | Path | Location 
             return built_with
     return "dali" if device == "gpu" and dali_available() else "torch"
 
+
 def _stored_backend(store_path: str | Path | Location, storage_options: Mapping[str, Any] | None) -> str | None:
     """The backend of an existing store that holds clips, else None."""
     try:
@@ -48,17 +53,23 @@ def _stored_backend(store_path: str | Path | Location, storage_options: Mapping[
     except Exception:  # no store yet, or not one: open_or_create says what is wrong
         return None
 
+
 class _LogMel:
     """One backend behind one call: files in, (logmel, decoded samples) or a rejection out, per file."""
 
-    def __init__(self, backend: str, device: str, params: MelParams, batch_size: int,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self, backend: str, device: str, params: MelParams, batch_size: int, threads: int | None = None
+    ) -> None:
         self.params = params
         self.backend = backend
         self.threads = threads = max(1, threads or os.cpu_count() or 1)
         if backend == "dali":
-            self.dali = DaliLogMel(params, batch_size=batch_size, num_threads=threads,
-                                   device_id=_cuda_device() if device == "gpu" else None)
+            self.dali = DaliLogMel(
+                params,
+                batch_size=batch_size,
+                num_threads=threads,
+                device_id=_cuda_device() if device == "gpu" else None,
+            )
         elif backend == "torch":
             from .torch_mel import TorchLogMel
 

@@ -118,15 +118,40 @@ def build_store(
     """
     lock = writer_lock(store_path, "feature store", storage_options, beside=True) if shard[0] == 0 else NoLock()
     with lock:
-        return _build_store(data_dir, store_path, backend, device, strict, params, batch_size, progress, on_reject,
-                            storage_options, shard, gather, threads, repair)
+        return _build_store(
+            data_dir,
+            store_path,
+            backend,
+            device,
+            strict,
+            params,
+            batch_size,
+            progress,
+            on_reject,
+            storage_options,
+            shard,
+            gather,
+            threads,
+            repair,
+        )
 
 
-def _build_store(data_dir: str | Path, store_path: str | Path, backend: str, device: str, strict: bool,
-                 params: MelParams | None, batch_size: int, progress: bool,
-                 on_reject: Callable[[Rejection], None] | None, storage_options: Mapping[str, Any] | None,
-                 shard: tuple[int, int], gather: Callable[[Any], list[Any]] | None,
-                 threads: int | None, repair: bool = False) -> BuildSummary:
+def _build_store(
+    data_dir: str | Path,
+    store_path: str | Path,
+    backend: str,
+    device: str,
+    strict: bool,
+    params: MelParams | None,
+    batch_size: int,
+    progress: bool,
+    on_reject: Callable[[Rejection], None] | None,
+    storage_options: Mapping[str, Any] | None,
+    shard: tuple[int, int],
+    gather: Callable[[Any], list[Any]] | None,
+    threads: int | None,
+    repair: bool = False,
+) -> BuildSummary:
     rank, world = shard
     if world < 1 or not 0 <= rank < world:
         raise InvalidInputError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
@@ -154,19 +179,24 @@ def _build_store(data_dir: str | Path, store_path: str | Path, backend: str, dev
     # the tables are read, checked and written by rank 0 alone
     tables = {kind: _read_table(data_dir / f"train_{kind}.csv", params) for kind in layout.TABLE_KINDS} if main else {}
     for table in tables.values():
-        for r in (table.rejected if table else []):
+        for r in table.rejected if table else []:
             reject(r)
     truth_path = data_dir / TRUTH_FILE
     truth = read_truth(truth_path) if main and truth_path.is_file() else None
-    for r in (truth.rejected if truth else []):
+    for r in truth.rejected if truth else []:
         reject(r)
 
     root = _open_root(store_path, params, backend, storage_options, splits, main, gather)
     logmel = _LogMel(backend, device, params, batch_size, threads)
     plans = [_plan_split(root, i, split, data_dir / split, params, reject, main) for i, split in enumerate(splits)]
     if repair:  # rank 0 reads every stored chunk; every rank then decodes its share of the damaged clips again
-        checked = verify_clips(root, {p.split: sorted(p.writer.entries) for p in plans}, progress,
-                               desc="build-store --repair: check") if main else None
+        checked = (
+            verify_clips(
+                root, {p.split: sorted(p.writer.entries) for p in plans}, progress, desc="build-store --repair: check"
+            )
+            if main
+            else None
+        )
         summary.checked = checked = gather(checked)[0]
         for plan in plans:
             _plan_repair(plan, checked.damaged, summary, data_dir / plan.split)
@@ -175,17 +205,23 @@ def _build_store(data_dir: str | Path, store_path: str | Path, backend: str, dev
     rejected_audio: dict[str, set[str]] = {}
     with logmel.threads_for_clips():
         for plan in plans:
-            rejected_audio[plan.split] = _build_split(plan, logmel, batch_size, summary, reject, progress, rank,
-                                                      world)
+            rejected_audio[plan.split] = _build_split(plan, logmel, batch_size, summary, reject, progress, rank, world)
     if world > 1:
-        rejected_audio = _merge_shards(gather((rejections.found, rejected_audio, summary.stored, summary.resampled,
-                                               summary.audio_seconds)), rejections, summary)
+        rejected_audio = _merge_shards(
+            gather((rejections.found, rejected_audio, summary.stored, summary.resampled, summary.audio_seconds)),
+            rejections,
+            summary,
+        )
     if not main:
         return gather(None)[0]  # rank 0's summary, once the store is whole
     if repair:
         gone = {(split, rid) for split, ids in rejected_audio.items() for rid in ids}
-        summary.repaired = [d for d in summary.checked.damaged if (d.split, d.recording_id) not in gone
-                            and any(p.split == d.split and d.recording_id in p.files for p in plans)]
+        summary.repaired = [
+            d
+            for d in summary.checked.damaged
+            if (d.split, d.recording_id) not in gone
+            and any(p.split == d.split and d.recording_id in p.files for p in plans)
+        ]
     if world > 1:
         for plan in plans:  # the index of every clip written by any rank
             writer = _SplitWriter(root, plan.split, params)
@@ -201,8 +237,9 @@ def _build_store(data_dir: str | Path, store_path: str | Path, backend: str, dev
         if table is None:
             rows = empty_boxes()
         else:
-            checked = check_boxes_against_clips(table, data_dir / f"train_{kind}.csv", durations,
-                                                rejected_audio.get("train", set()))
+            checked = check_boxes_against_clips(
+                table, data_dir / f"train_{kind}.csv", durations, rejected_audio.get("train", set())
+            )
             for r in checked.rejected:
                 reject(r)
             rows = checked.rows
@@ -221,8 +258,11 @@ def _build_store(data_dir: str | Path, store_path: str | Path, backend: str, dev
         _write_truth(root.require_group("tables/test_labels"), checked.rows)
     calls_path = data_dir / CALLS_FILE
     if calls_path.is_file():
-        stored = {split: {str(r) for r in root[f"{split}/ids"][:]} for split in layout.SPLITS
-                  if split in root and "ids" in root[split]}
+        stored = {
+            split: {str(r) for r in root[f"{split}/ids"][:]}
+            for split in layout.SPLITS
+            if split in root and "ids" in root[split]
+        }
         _write_table(root.require_group("tables/calls_truth"), read_calls(calls_path, stored))
     summary.rejected = rejections.ordered()
     root.attrs["rejected"] = [r.to_dict() for r in summary.rejected]
@@ -236,10 +276,13 @@ def _build_store(data_dir: str | Path, store_path: str | Path, backend: str, dev
 def _no_tp_boxes(path: Path, table: CheckedTable, checked: CheckedTable) -> str:
     """Why a build keeps no TP box: the table has no rows, or every row was rejected."""
     n_rejected = len(table.rejected) + len(checked.rejected)
-    why = ("has a header and no rows" if not n_rejected else
-           f"has no usable row ({n_rejected} rejected, each named above)")
-    return (f"{path}: {why}: the store gets no TP box, and `rfcx train` refuses a store without one "
-            f"(round 0 learns from them)")
+    why = (
+        "has a header and no rows" if not n_rejected else f"has no usable row ({n_rejected} rejected, each named above)"
+    )
+    return (
+        f"{path}: {why}: the store gets no TP box, and `rfcx train` refuses a store without one "
+        f"(round 0 learns from them)"
+    )
 
 
 def _warn(summary: BuildSummary, message: str) -> None:
@@ -274,8 +317,15 @@ class _Rejections:
         return [r for _, r in sorted(self.found, key=lambda kr: kr[0])]
 
 
-def _open_root(store_path: str | Path, params: MelParams, backend: str, storage_options: Mapping[str, Any] | None,
-               splits: list[str], main: bool, gather: Callable[[Any], list[Any]]) -> zarr.Group:
+def _open_root(
+    store_path: str | Path,
+    params: MelParams,
+    backend: str,
+    storage_options: Mapping[str, Any] | None,
+    splits: list[str],
+    main: bool,
+    gather: Callable[[Any], list[Any]],
+) -> zarr.Group:
     """Rank 0 creates (or checks) the store and its split groups; then the other ranks open it."""
     error = None
     if main:
@@ -312,9 +362,10 @@ def _read_table(path: Path, params: MelParams) -> CheckedTable | None:
         return None
     return read_boxes(path, max_hz=params.sample_rate / 2)
 
+
 def _batches(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 @dataclass
@@ -329,8 +380,9 @@ class _SplitPlan:
     files: dict[str, Path] = field(default_factory=dict)  # recording id -> its audio file, in file order
 
 
-def _plan_split(root: zarr.Group, index: int, split: str, folder: Path, params: MelParams,
-                reject: Callable[..., None], main: bool) -> _SplitPlan:
+def _plan_split(
+    root: zarr.Group, index: int, split: str, folder: Path, params: MelParams, reject: Callable[..., None], main: bool
+) -> _SplitPlan:
     """What is stored and what is to do; duplicate recording ids are rejected (by rank 0)."""
     writer = _SplitWriter(root, split, params)
     seen: dict[str, Path] = {}
@@ -339,8 +391,10 @@ def _plan_split(root: zarr.Group, index: int, split: str, folder: Path, params: 
         rid = path.stem
         if rid in seen:
             if main:
-                reject(Rejection(str(path), f"duplicate recording id {rid} (also {seen[rid].name})", split=split),
-                       (1, index, 0, 0, pos))
+                reject(
+                    Rejection(str(path), f"duplicate recording id {rid} (also {seen[rid].name})", split=split),
+                    (1, index, 0, 0, pos),
+                )
             continue
         seen[rid] = path
         if not writer.done(rid):
@@ -353,14 +407,25 @@ def _plan_repair(plan: _SplitPlan, damaged: list[Damage], summary: BuildSummary,
     redo = {d.recording_id: d for d in damaged if d.split == plan.split}
     for rid, damage in redo.items():
         if rid not in plan.files:
-            _warn(summary, f"{damage}; it has no audio file in {folder}, so it stays as it is (put its audio back "
-                           f"and run `rfcx build-store --repair` again, or build a new store)")
+            _warn(
+                summary,
+                f"{damage}; it has no audio file in {folder}, so it stays as it is (put its audio back "
+                f"and run `rfcx build-store --repair` again, or build a new store)",
+            )
     wanted = set(plan.todo) | {plan.files[rid] for rid in redo if rid in plan.files}
     plan.todo = [path for path in plan.files.values() if path in wanted]
 
 
-def _build_split(plan: _SplitPlan, logmel: _LogMel, batch_size: int, summary: BuildSummary,
-                 reject: Callable[..., None], progress: bool, rank: int = 0, world: int = 1) -> set[str]:
+def _build_split(
+    plan: _SplitPlan,
+    logmel: _LogMel,
+    batch_size: int,
+    summary: BuildSummary,
+    reject: Callable[..., None],
+    progress: bool,
+    rank: int = 0,
+    world: int = 1,
+) -> set[str]:
     """Store this rank's share (``todo[rank::world]``) of the split's new clips; returns the ids whose audio was
     rejected. One process keeps the split's index up to date as it goes; ranks of a sharded build leave it to
     rank 0 at the end.
@@ -380,8 +445,9 @@ def _build_split(plan: _SplitPlan, logmel: _LogMel, batch_size: int, summary: Bu
     bar = tqdm(total=len(mine), desc=desc, unit="clip", disable=not progress or not mine, dynamic_ncols=True)
     t0, audio_s = time.perf_counter(), 0.0
 
-    def start(batch: list[tuple[int, Path]]) -> tuple[list[tuple[int, Path, AudioInfo | Rejection]],
-                                                      Callable[[], Iterable]]:
+    def start(
+        batch: list[tuple[int, Path]],
+    ) -> tuple[list[tuple[int, Path, AudioInfo | Rejection]], Callable[[], Iterable]]:
         """Probe the batch's files and start computing the readable ones."""
         probed: list[tuple[int, Path, AudioInfo | Rejection]] = []
         for pos, path in batch:

@@ -26,8 +26,9 @@ def logmel_pipeline(params: MelParams, batch_size: int, num_threads: int, device
     """Build (not run) the DALI pipeline; input ``encoded``, outputs ``(logmel, decoded_length)``."""
     from nvidia.dali import fn, pipeline_def, types
 
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, prefetch_queue_depth=1,
-                  exec_dynamic=True)
+    @pipeline_def(
+        batch_size=batch_size, num_threads=num_threads, device_id=device_id, prefetch_queue_depth=1, exec_dynamic=True
+    )
     def pipeline():
         encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
         audio, _ = fn.decoders.audio(encoded, dtype=types.FLOAT, downmix=True, sample_rate=params.sample_rate)
@@ -35,14 +36,24 @@ def logmel_pipeline(params: MelParams, batch_size: int, num_threads: int, device
         if device_id is not None:
             audio = audio.gpu()
         spec = fn.spectrogram(
-            audio, nfft=params.n_fft, window_length=params.n_fft, window_step=params.hop,
-            center_windows=True, reflect_padding=False, power=2,
+            audio,
+            nfft=params.n_fft,
+            window_length=params.n_fft,
+            window_step=params.hop,
+            center_windows=True,
+            reflect_padding=False,
+            power=2,
         )
         if params.power != 2.0:
             spec = fn.pow(spec, params.power / 2.0)
         mel = fn.mel_filter_bank(
-            spec, sample_rate=params.sample_rate, nfilter=params.n_mels, freq_low=params.f_min,
-            freq_high=params.f_max, normalize=True, mel_formula="slaney",
+            spec,
+            sample_rate=params.sample_rate,
+            nfilter=params.n_mels,
+            freq_low=params.f_min,
+            freq_high=params.f_max,
+            normalize=True,
+            mel_formula="slaney",
         )
         db = fn.to_decibels(mel, multiplier=10.0, reference=1.0, cutoff_db=params.floor_db)
         return db, length
@@ -64,8 +75,10 @@ class DaliLogMel:
         """(logmel float32 (n_mels, frames), decoded samples) per input; raises if any input fails to decode."""
         results: list[tuple[np.ndarray, int]] = []
         for start in range(0, len(encoded), self.batch_size):
-            chunk = [np.frombuffer(e, dtype=np.uint8) if isinstance(e, bytes) else e
-                     for e in encoded[start:start + self.batch_size]]
+            chunk = [
+                np.frombuffer(e, dtype=np.uint8) if isinstance(e, bytes) else e
+                for e in encoded[start : start + self.batch_size]
+            ]
             self.pipe.feed_input("encoded", chunk)
             db, length = self.pipe.run()
             if self.device_id is not None:

@@ -58,15 +58,17 @@ class FeatureStore:
                 frame = self._read_index(split)
                 self._index[split] = frame
                 self._split_of.update(dict.fromkeys(frame.index, split))
-        self._n_frames: dict[str, int] = {rid: int(n) for frame in self._index.values()
-                                          for rid, n in frame["n_frames"].items()}
+        self._n_frames: dict[str, int] = {
+            rid: int(n) for frame in self._index.values() for rid, n in frame["n_frames"].items()
+        }
         self._pool: ThreadPoolExecutor | None = None
         self.cache_mb = float(cache_mb)
         self.cache = ClipCache(int(cache_mb * 2**20)) if cache_mb > 0 else None
 
     @classmethod
-    def open(cls, path: str | os.PathLike | Location,
-             storage_options: Mapping[str, Any] | None = None, cache_mb: float = 0) -> "FeatureStore":
+    def open(
+        cls, path: str | os.PathLike | Location, storage_options: Mapping[str, Any] | None = None, cache_mb: float = 0
+    ) -> "FeatureStore":
         """Open a store read-only: a local path or an fsspec URL (``file://``, ``memory://``, ``s3://``, ... with
         ``storage_options`` for its filesystem, see :mod:`store.location`). A missing store or a non-store
         raises with the location in the message; a URL whose fsspec backend is not installed raises
@@ -88,9 +90,13 @@ class FeatureStore:
         group = self.root[split]
         cols = {name: group[name][:] for name in layout.INDEX_ARRAYS}
         if len({len(c) for c in cols.values()}) != 1:
-            raise InvalidInputError(f"{self.path}: the index of split {split!r} is inconsistent (an interrupted build?); "
-                             "run `rfcx build-store` again to repair it")
-        frame = pd.DataFrame({k: v for k, v in cols.items() if k != "ids"}, index=pd.Index(cols["ids"].tolist(), dtype=object))
+            raise InvalidInputError(
+                f"{self.path}: the index of split {split!r} is inconsistent (an interrupted build?); "
+                "run `rfcx build-store` again to repair it"
+            )
+        frame = pd.DataFrame(
+            {k: v for k, v in cols.items() if k != "ids"}, index=pd.Index(cols["ids"].tolist(), dtype=object)
+        )
         frame.index.name = "recording_id"
         return frame
 
@@ -214,7 +220,9 @@ class FeatureStore:
             raise InvalidInputError(f"kind must be one of {layout.TABLE_KINDS}, got {kind!r}")
         key = f"tables/{kind}"
         if key not in self.root:
-            raise MissingKeyError(f"{self.path}: has no {kind.upper()} table (was train_{kind}.csv given to build-store?)")
+            raise MissingKeyError(
+                f"{self.path}: has no {kind.upper()} table (was train_{kind}.csv given to build-store?)"
+            )
         group = self.root[key]
         if "recording_id" not in group:
             return empty_boxes()
@@ -257,8 +265,12 @@ class FeatureStore:
         if key not in self.root or "recording_id" not in self.root[key]:
             return None
         group = self.root[key]
-        frame = pd.DataFrame({c: group[c][:].tolist() if c in ("split", "recording_id") else group[c][:]
-                              for c in ("split", "recording_id", "species_id", "t_min", "f_min", "t_max", "f_max")})
+        frame = pd.DataFrame(
+            {
+                c: group[c][:].tolist() if c in ("split", "recording_id") else group[c][:]
+                for c in ("split", "recording_id", "species_id", "t_min", "f_min", "t_max", "f_max")
+            }
+        )
         return frame if split is None else frame[frame.split == split].reset_index(drop=True)
 
     def rejections(self) -> list[Rejection]:
@@ -268,15 +280,20 @@ class FeatureStore:
     def rejected(self) -> pd.DataFrame:
         """Every input the last build rejected: split, file, row (CSV line or empty), reason."""
         rows = self.rejections()
-        frame = pd.DataFrame([{"split": r.split or "", "file": r.file, "row": r.row, "reason": r.reason} for r in rows],
-                             columns=["split", "file", "row", "reason"])
+        frame = pd.DataFrame(
+            [{"split": r.split or "", "file": r.file, "row": r.row, "reason": r.reason} for r in rows],
+            columns=["split", "file", "row", "reason"],
+        )
         return frame.astype({"row": "Int64"})
 
     def summary(self) -> dict:
         """Counts and hours per split, tables, rejections: what ``rfcx build-store`` prints."""
         out: dict = {"path": self.path, "backend": self.backend, "mel": self.params.to_dict(), "splits": {}}
         for split, frame in self._index.items():
-            out["splits"][split] = {"clips": len(frame), "hours": float(frame["n_samples"].sum()) / self.params.sample_rate / 3600}
+            out["splits"][split] = {
+                "clips": len(frame),
+                "hours": float(frame["n_samples"].sum()) / self.params.sample_rate / 3600,
+            }
         for kind in layout.TABLE_KINDS:
             try:
                 out[f"{kind}_boxes"] = len(self.boxes(kind))

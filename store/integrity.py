@@ -95,8 +95,10 @@ def missing_chunks(arr: zarr.Array) -> list[int]:
 
 def check_array(arr: zarr.Array, split: str, recording_id: str) -> list[Damage]:
     """Every damaged chunk of an open clip array: missing chunk files, then every chunk read."""
-    found = [Damage(split, recording_id, c, "missing chunk file (would read as zeros)", chunk_frames(arr, c))
-             for c in missing_chunks(arr)]
+    found = [
+        Damage(split, recording_id, c, "missing chunk file (would read as zeros)", chunk_frames(arr, c))
+        for c in missing_chunks(arr)
+    ]
     gone = {d.chunk for d in found}
     for c in range(n_chunks(arr)):
         if c not in gone:
@@ -118,12 +120,18 @@ def locate(arr: zarr.Array, split: str, recording_id: str, lo: int, hi: int, exc
 
 def damaged_error(store: str, damage: Damage) -> DamagedStoreError:
     """The error a read of a damaged chunk raises: one line naming the store, split, clip and chunk."""
-    what = (f"chunk {damage.chunk} of clip {damage.recording_id} (split {damage.split}"
-            + (f", frames {damage.frames[0]}-{damage.frames[1] - 1}" if damage.frames else "") + ")"
-            if damage.chunk is not None else f"clip {damage.recording_id} (split {damage.split})")
+    what = (
+        f"chunk {damage.chunk} of clip {damage.recording_id} (split {damage.split}"
+        + (f", frames {damage.frames[0]}-{damage.frames[1] - 1}" if damage.frames else "")
+        + ")"
+        if damage.chunk is not None
+        else f"clip {damage.recording_id} (split {damage.split})"
+    )
     return DamagedStoreError(
         f"{store}: damaged {what}: {damage.reason}; run `rfcx build-store --repair --data DIR --store {store}` "
-        f"to decode it again from its audio (`rfcx info --check --store {store}` lists every damaged clip)", damage)
+        f"to decode it again from its audio (`rfcx info --check --store {store}` lists every damaged clip)",
+        damage,
+    )
 
 
 @dataclass
@@ -145,8 +153,9 @@ class VerifyReport:
         return not self.damaged
 
 
-def verify_clips(root: zarr.Group, clips: Mapping[str, Iterable[str]], progress: bool = True,
-                 desc: str = "check") -> VerifyReport:
+def verify_clips(
+    root: zarr.Group, clips: Mapping[str, Iterable[str]], progress: bool = True, desc: str = "check"
+) -> VerifyReport:
     """Read every chunk of the clips (``{split: ids}``), with a progress bar of clips."""
     todo = [(split, rid) for split, ids in clips.items() for rid in ids]
     report = VerifyReport()

@@ -47,19 +47,37 @@ def mel_key(split: str, recording_id: str) -> str:
     return f"{split}/mel/{recording_id}"
 
 
-def write_mel(mel: zarr.Group, recording_id: str, logmel: np.ndarray, n_samples: int, source_sample_rate: int,
-              source_channels: int) -> None:
+def write_mel(
+    mel: zarr.Group,
+    recording_id: str,
+    logmel: np.ndarray,
+    n_samples: int,
+    source_sample_rate: int,
+    source_channels: int,
+) -> None:
     """Write one clip's (n_mels, frames) log-mel into a split's ``mel`` group (replacing a partial one), then
     mark it ``complete`` with its attributes in one metadata write (``attrs.update`` writes once per key: a kill
     in between left ``complete`` without the rest)."""
     n_mels, frames = logmel.shape
     arr = mel.create_array(
-        recording_id, shape=(n_mels, frames), dtype=MEL_DTYPE, chunks=(n_mels, min(CHUNK_FRAMES, frames)),
-        compressors=mel_codecs(), attributes={"complete": False}, overwrite=True, dimension_names=("mel", "frame"),
+        recording_id,
+        shape=(n_mels, frames),
+        dtype=MEL_DTYPE,
+        chunks=(n_mels, min(CHUNK_FRAMES, frames)),
+        compressors=mel_codecs(),
+        attributes={"complete": False},
+        overwrite=True,
+        dimension_names=("mel", "frame"),
     )
     arr[:] = np.asarray(logmel, dtype=MEL_DTYPE)
-    arr.update_attributes({"complete": True, "n_samples": int(n_samples), "source_sample_rate": int(source_sample_rate),
-                           "source_channels": int(source_channels)})
+    arr.update_attributes(
+        {
+            "complete": True,
+            "n_samples": int(n_samples),
+            "source_sample_rate": int(source_sample_rate),
+            "source_channels": int(source_channels),
+        }
+    )
 
 
 def holds_clips(root: zarr.Group) -> bool:

@@ -34,8 +34,16 @@ from .errors import InvalidInputError, RfcxError
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 LOCAL_PROTOCOLS = ("file", "local")
 # pip packages of the fsspec backends whose module name is not the package name
-_PACKAGES = {"http": "aiohttp", "https": "aiohttp", "sftp": "paramiko", "ssh": "paramiko", "hdfs": "pyarrow",
-             "arrow_hdfs": "pyarrow", "hf": "huggingface_hub", "dropbox": "dropboxdrivefs"}
+_PACKAGES = {
+    "http": "aiohttp",
+    "https": "aiohttp",
+    "sftp": "paramiko",
+    "ssh": "paramiko",
+    "hdfs": "pyarrow",
+    "arrow_hdfs": "pyarrow",
+    "hf": "huggingface_hub",
+    "dropbox": "dropboxdrivefs",
+}
 
 
 class MissingBackendError(RfcxError, ValueError):
@@ -73,8 +81,9 @@ def check_backend(url: str) -> None:
             fsspec.get_filesystem_class(protocol)
         except ImportError:
             pkg = backend_package(protocol)
-            raise MissingBackendError(f"{protocol}:// needs the {pkg} package: pip install {pkg} "
-                                      f"(to use {url})") from None
+            raise MissingBackendError(
+                f"{protocol}:// needs the {pkg} package: pip install {pkg} (to use {url})"
+            ) from None
         except ValueError:
             known = ", ".join(sorted(p for p in fsspec.available_protocols() if len(p) < 12)[:30])
             raise InvalidInputError(f"{url}: unknown URL protocol {protocol!r} (fsspec knows: {known})") from None
@@ -89,8 +98,9 @@ class Location:
     storage_options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, location: "str | os.PathLike | Location",
-              storage_options: Mapping[str, Any] | None = None) -> "Location":
+    def parse(
+        cls, location: "str | os.PathLike | Location", storage_options: Mapping[str, Any] | None = None
+    ) -> "Location":
         """A location from a path or URL; URLs have their backend checked here (clear error when missing)."""
         if isinstance(location, Location):
             if storage_options:
@@ -138,8 +148,7 @@ class Location:
             return str(self.local_path)
         from zarr.storage import FsspecStore
 
-        return FsspecStore.from_url(self.text, storage_options=dict(self.storage_options) or None,
-                                    read_only=read_only)
+        return FsspecStore.from_url(self.text, storage_options=dict(self.storage_options) or None, read_only=read_only)
 
     def exists(self) -> bool:
         if self.is_local:
@@ -159,8 +168,9 @@ class Location:
             return False
 
 
-def open_group(location: "str | os.PathLike | Location", mode: str = "r",
-               storage_options: Mapping[str, Any] | None = None):  # -> zarr.Group
+def open_group(
+    location: "str | os.PathLike | Location", mode: str = "r", storage_options: Mapping[str, Any] | None = None
+):  # -> zarr.Group
     """``zarr.open_group`` on a path or URL (``mode`` as Zarr's: r, r+, a, w, w-)."""
     import zarr
 
@@ -168,5 +178,4 @@ def open_group(location: "str | os.PathLike | Location", mode: str = "r",
     return zarr.open_group(loc.zarr_store(read_only=mode == "r"), mode=mode)
 
 
-__all__ = ["Location", "MissingBackendError", "backend_package", "check_backend", "is_url", "open_group",
-           "protocols"]
+__all__ = ["Location", "MissingBackendError", "backend_package", "check_backend", "is_url", "open_group", "protocols"]

@@ -82,12 +82,15 @@ class LockedError(StoreError, RuntimeError):
     def __init__(self, folder: str | Path, what: str, holder: dict[str, Any] | None) -> None:
         self.folder, self.holder = str(folder), holder
         if holder:
-            who = (f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
-                   + (f" ({holder['command']})" if holder.get("command") else ""))
+            who = f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}" + (
+                f" ({holder['command']})" if holder.get("command") else ""
+            )
         else:
             who = "a process that has not written its details yet"
-        super().__init__(f"{folder}: another process is writing this {what}: {who}; wait for it to end, or stop "
-                         f"it (a lock left by a process that was killed is released with it)")
+        super().__init__(
+            f"{folder}: another process is writing this {what}: {who}; wait for it to end, or stop "
+            f"it (a lock left by a process that was killed is released with it)"
+        )
 
 
 class WriterLock:
@@ -97,8 +100,9 @@ class WriterLock:
     (``feature store``, ``run directory``, ...). :meth:`acquire` raises :class:`LockedError` at once when another
     process holds it. Released by :meth:`release`, or by the end of the process."""
 
-    def __init__(self, folder: str | Path, what: str = "folder", command: str | None = None,
-                 beside: bool = False) -> None:
+    def __init__(
+        self, folder: str | Path, what: str = "folder", command: str | None = None, beside: bool = False
+    ) -> None:
         self.folder = Path(folder)
         self.path = self.folder.parent / f".{self.folder.name}.lock" if beside else self.folder / LOCK_NAME
         self.what = what
@@ -139,8 +143,12 @@ class WriterLock:
             if same:
                 break
             os.close(fd)
-        holder = {"host": socket.gethostname(), "pid": os.getpid(),
-                  "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "command": self.command}
+        holder = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "command": self.command,
+        }
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(holder).encode())
         self._fd = fd
@@ -172,8 +180,9 @@ class WriterLock:
     def __enter__(self) -> "WriterLock":
         return self.acquire()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()
 
 
@@ -195,8 +204,13 @@ class NoLock:
         pass
 
 
-def writer_lock(location: str | os.PathLike, what: str, storage_options: Any = None,
-                command: str | None = None, beside: bool = False) -> WriterLock | NoLock:
+def writer_lock(
+    location: str | os.PathLike,
+    what: str,
+    storage_options: Any = None,
+    command: str | None = None,
+    beside: bool = False,
+) -> WriterLock | NoLock:
     """The writer lock of a local folder (a path or a ``file://`` URL; see :class:`WriterLock`); a
     :class:`NoLock` for any other URL."""
     from .location import Location

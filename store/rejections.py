@@ -72,8 +72,9 @@ def write_rejected_csv(rejections: Iterable[Rejection], path: Path) -> None:
             out.writerow([r.split or "", r.file, "" if r.row is None else r.row, r.cause or "defect", r.reason])
 
 
-def update_rejected_csv(store_path: str | os.PathLike, storage_options: Mapping[str, Any] | None,
-                        rejections: list[Rejection]) -> Path | None:
+def update_rejected_csv(
+    store_path: str | os.PathLike, storage_options: Mapping[str, Any] | None, rejections: list[Rejection]
+) -> Path | None:
     """After a build: its rejections beside a local store (an earlier build's file goes when there are none);
     returns the file written, or None."""
     path = rejected_csv_path(store_path, storage_options)

@@ -96,8 +96,14 @@ def csv_records(path: Path) -> Iterator[tuple[int, list[str] | None, str | None]
             done = reader.line_num
             if end > line or any("\n" in f or "\r" in f for f in fields_):
                 runs_to = f"line {end}" + (", the end of the file" if end == len(text) else "")
-                yield line, None, (f"unclosed quote: a quoted field opens on this line and runs on to {runs_to} "
-                                   f"(the row is skipped; the lines after it are read on their own)")
+                yield (
+                    line,
+                    None,
+                    (
+                        f"unclosed quote: a quoted field opens on this line and runs on to {runs_to} "
+                        f"(the row is skipped; the lines after it are read on their own)"
+                    ),
+                )
                 start = line  # the next line, 0-based
                 break
             yield line, fields_, None

@@ -34,8 +34,11 @@ class TorchLogMel:
         self.bank = torch.from_numpy(bank).to(self.device)
         self.window = torch.hann_window(params.n_fft, periodic=True, device=self.device)
         # per dense block: its rows, the columns of the (real, imag) pairs it reads, each weight twice
-        self.bands = [(r0, r1, 2 * c0, 2 * c1, torch.from_numpy(np.repeat(bank[r0:r1, c0:c1].T, 2, axis=0)))
-                      for r0, r1, c0, c1 in mel_band_groups(bank, BAND_GROUP) if c1 > c0]
+        self.bands = [
+            (r0, r1, 2 * c0, 2 * c1, torch.from_numpy(np.repeat(bank[r0:r1, c0:c1].T, 2, axis=0)))
+            for r0, r1, c0, c1 in mel_band_groups(bank, BAND_GROUP)
+            if c1 > c0
+        ]
 
     @torch.inference_mode()
     def __call__(self, signals: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -57,7 +60,12 @@ class TorchLogMel:
         """(B, samples) float32 -> (B, n_mels, frames) dB."""
         p = self.params
         spec = torch.stft(
-            batch, n_fft=p.n_fft, hop_length=p.hop, window=self.window, center=True, pad_mode="constant",
+            batch,
+            n_fft=p.n_fft,
+            hop_length=p.hop,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
             return_complex=True,
         )
         power = spec.real.square() + spec.imag.square()
@@ -88,10 +96,10 @@ class TorchLogMel:
             m = min(per_mel, n - s)
             for f in range(0, m, per_fft):
                 k = min(per_fft, m - f)
-                torch.mul(frames[s + f:s + f + k], self.window, out=windowed[:k])
-                torch.fft.rfft(windowed[:k], dim=1, out=spec[f:f + k])
+                torch.mul(frames[s + f : s + f + k], self.window, out=windowed[:k])
+                torch.fft.rfft(windowed[:k], dim=1, out=spec[f : f + k])
             squares = parts[:m].square_()
             for r0, r1, c0, c1, weights in self.bands:
-                torch.matmul(squares[:, c0:c1], weights, out=mel[s:s + m, r0:r1])
+                torch.matmul(squares[:, c0:c1], weights, out=mel[s : s + m, r0:r1])
         db = mel.T.contiguous().clamp_(min=p.amin).log10_().mul_(10.0)
         return db.numpy()

@@ -18,6 +18,7 @@ TRUTH_FILE = "test_labels.csv"  # clip-level truth of the test clips: recording_
 CALLS_FILE = "calls_truth.csv"  # every call of every clip (synthetic data): split,recording_id,species_id,t_min,...
 CALLS_COLUMNS = ("split", "recording_id", "species_id", "t_min", "f_min", "t_max", "f_max")
 
+
 def read_truth(path: Path, n_species: int = N_SPECIES) -> CheckedTable:
     """Read a ``test_labels.csv`` (``recording_id,s0..s{n_species-1}``), checking every row.
 
@@ -36,8 +37,9 @@ def read_truth(path: Path, n_species: int = N_SPECIES) -> CheckedTable:
     first = next(records, None)
     header = first[1] if first is not None else None
     if header is None or tuple(h.strip() for h in header) != columns:
-        raise InvalidInputError(f"{path}: header must be recording_id,s0..s{n_species - 1}, "
-                         f"got {','.join(header or [])!r}")
+        raise InvalidInputError(
+            f"{path}: header must be recording_id,s0..s{n_species - 1}, got {','.join(header or [])!r}"
+        )
     for line, fields_, reason in records:
         if fields_ is not None and all(not f.strip() for f in fields_):
             continue
@@ -75,7 +77,9 @@ def read_calls(path: Path, stored: Mapping[str, set[str]], n_species: int = N_SP
     bad = ~frame.species_id.between(0, n_species - 1) | ~(frame.t_min < frame.t_max) | frame.isna().any(axis=1)
     if bad.any():
         line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-        raise InvalidInputError(f"{path}:{line}: a species id outside 0..{n_species - 1}, t_min >= t_max or an empty field")
+        raise InvalidInputError(
+            f"{path}:{line}: a species id outside 0..{n_species - 1}, t_min >= t_max or an empty field"
+        )
     keep = np.array([rid in stored.get(split, ()) for split, rid in zip(frame.split, frame.recording_id)], dtype=bool)
     return frame[keep].astype({"species_id": "int64"}).reset_index(drop=True)
 
@@ -97,8 +101,9 @@ def _check_truth_row(fields_: list[str], columns: tuple[str, ...]) -> tuple[str 
     return None, values
 
 
-def check_truth_against_clips(table: CheckedTable, path: Path, test_ids: set[str],
-                              rejected_audio: set[str]) -> CheckedTable:
+def check_truth_against_clips(
+    table: CheckedTable, path: Path, test_ids: set[str], rejected_audio: set[str]
+) -> CheckedTable:
     """Drop the truth rows whose recording is not a stored test clip; ``rejected`` holds only these."""
     keep = np.ones(len(table.rows), dtype=bool)
     rejected: list[Rejection] = []

@@ -20,8 +20,10 @@ from .params import MelParams
 
 INDEX_EVERY = 256  # clips between index checkpoints
 
-def open_or_create(store_path: str | Path | Location, params: MelParams, backend: str,
-                   storage_options: Mapping[str, Any] | None = None) -> zarr.Group:
+
+def open_or_create(
+    store_path: str | Path | Location, params: MelParams, backend: str, storage_options: Mapping[str, Any] | None = None
+) -> zarr.Group:
     """The store's root group: created when new, checked (format, mel parameters) when it exists.
 
     ``store_path`` is a local path or an fsspec URL (see :mod:`store.location`)."""
@@ -35,8 +37,15 @@ def open_or_create(store_path: str | Path | Location, params: MelParams, backend
         if loc.has_content():
             raise InvalidInputError(f"{store_path}: exists and is not a feature store; choose another --store")
         root = zarr.open_group(loc.zarr_store(), mode="w")
-        root.attrs.update({"format": layout.FORMAT, "version": layout.VERSION, "mel": params.to_dict(),
-                           "backend": backend, "rejected": []})
+        root.attrs.update(
+            {
+                "format": layout.FORMAT,
+                "version": layout.VERSION,
+                "mel": params.to_dict(),
+                "backend": backend,
+                "rejected": [],
+            }
+        )
         return root
     attrs = dict(root.attrs)
     if attrs.get("format") != layout.FORMAT:
@@ -44,7 +53,9 @@ def open_or_create(store_path: str | Path | Location, params: MelParams, backend
     stored = MelParams.from_dict(attrs["mel"])
     if stored != params:
         diff = {k: (v, params.to_dict()[k]) for k, v in stored.to_dict().items() if params.to_dict()[k] != v}
-        raise InvalidInputError(f"{store_path}: made with other mel parameters {diff} (stored, asked); use a new --store")
+        raise InvalidInputError(
+            f"{store_path}: made with other mel parameters {diff} (stored, asked); use a new --store"
+        )
     built_with = attrs.get("backend")
     if built_with != backend:
         if built_with is not None and layout.holds_clips(root):
@@ -52,14 +63,17 @@ def open_or_create(store_path: str | Path | Location, params: MelParams, backend
         root.attrs["backend"] = backend  # no clip is stored yet: the store takes this run's backend
     return root
 
+
 def _backend_mix(store_path: str, built_with: str, backend: str) -> str:
     """Why a store keeps one backend: the two decode and compute the log-mel each its own way."""
     if built_with == "dali" and not dali_available():
         how = "NVIDIA DALI is not installed here: resume it where DALI is, or use a new --store"
     else:
         how = f"resume it with --backend {built_with}, or use a new --store"
-    return (f"{store_path}: built with the {built_with} backend, and this run decodes with {backend}: one store keeps "
-            f"the features of one backend (the two differ by up to 0.1 dB); {how}")
+    return (
+        f"{store_path}: built with the {built_with} backend, and this run decodes with {backend}: one store keeps "
+        f"the features of one backend (the two differ by up to 0.1 dB); {how}"
+    )
 
 
 class _SplitWriter:
@@ -107,13 +121,19 @@ class _SplitWriter:
             write_column(self.group, name, values)
         self.group.attrs["n_clips"] = len(ids)
 
+
 def _write_truth(group: zarr.Group, rows: pd.DataFrame) -> None:
     """``recording_id`` (str) and ``labels`` (uint8, (n, n_species)), each in one chunk."""
     write_column(group, "recording_id", rows["recording_id"].to_numpy(dtype=object))
     labels = rows.drop(columns="recording_id").to_numpy(dtype=np.uint8)
-    arr = group.create_array("labels", shape=labels.shape, dtype=np.uint8,
-                             chunks=(max(1, len(labels)), labels.shape[1]), overwrite=True,
-                             dimension_names=("clip", "species"))
+    arr = group.create_array(
+        "labels",
+        shape=labels.shape,
+        dtype=np.uint8,
+        chunks=(max(1, len(labels)), labels.shape[1]),
+        overwrite=True,
+        dimension_names=("clip", "species"),
+    )
     if len(labels):
         arr[:] = labels
     group.attrs["n_rows"] = len(rows)

@@ -131,7 +131,10 @@ MASKED_SHARE = 0.5  # a TP label whose box band is at least this much masked is 
 
 
 def drop_masked_labels(
-    target: torch.Tensor, mask: torch.Tensor, label_boxes: torch.Tensor, masked_bins: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    label_boxes: torch.Tensor,
+    masked_bins: torch.Tensor,
     share: float = MASKED_SHARE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Make unknown (target 0, mask 0) the TP labels whose signal the frequency masking erased.
@@ -282,9 +285,7 @@ class Augmenter:
     SpecAugment.
     """
 
-    def __init__(
-        self, cfg: AugmentConfig, mixup_alpha: float = 0.5, generator: torch.Generator | None = None
-    ) -> None:
+    def __init__(self, cfg: AugmentConfig, mixup_alpha: float = 0.5, generator: torch.Generator | None = None) -> None:
         self.cfg = cfg
         self.mixup_alpha = mixup_alpha
         self.generator = generator

@@ -19,8 +19,7 @@ def make_synth_store(root: Path, n_train: int, n_test: int, seconds: float) -> P
     from rfcx.synth.dataset import synthesize
     from store import build_store
 
-    synthesize(root / "data", n_train=n_train, n_test=n_test, seconds=seconds, seed=1, tp_fraction=1.0,
-               progress=False)
+    synthesize(root / "data", n_train=n_train, n_test=n_test, seconds=seconds, seed=1, tp_fraction=1.0, progress=False)
     build_store(root / "data", root / "s.zarr", backend="torch", device="cpu", progress=False)
     return root / "s.zarr"
 
@@ -41,8 +40,9 @@ def tone(seconds: float, hz: float, sr: int = 48_000, channels: int = 1, seed: i
     return np.stack([y] * channels, axis=1) if channels > 1 else y
 
 
-def write_clip(path: Path, seconds: float = 3.0, hz: float = 2000.0, sr: int = 48_000, channels: int = 1,
-               seed: int = 0) -> Path:
+def write_clip(
+    path: Path, seconds: float = 3.0, hz: float = 2000.0, sr: int = 48_000, channels: int = 1, seed: int = 0
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, tone(seconds, hz, sr, channels, seed), sr, subtype="PCM_16", format="FLAC")
     return path
@@ -60,7 +60,9 @@ def make_dataset(root: Path, n_train: int = 4, n_test: int = 2, seconds: float =
     (root / "train_tp.csv").write_text("".join(tp))
     (root / "train_fp.csv").write_text("".join(fp))
     (root / "sample_submission.csv").write_text(
-        "recording_id," + ",".join(f"s{k}" for k in range(24)) + "\n"
+        "recording_id,"
+        + ",".join(f"s{k}" for k in range(24))
+        + "\n"
         + "".join(f"u{i}," + ",".join("0" for _ in range(24)) + "\n" for i in reversed(range(n_test)))
     )
     return root

@@ -69,18 +69,42 @@ def threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def write_checkpoint(run: RunDir, k: int, cfg: TrainConfig, spec: ModelSpec, fold: int, net: torch.nn.Module,
-                     mel: dict, complete: bool = True) -> Path:
+def write_checkpoint(
+    run: RunDir,
+    k: int,
+    cfg: TrainConfig,
+    spec: ModelSpec,
+    fold: int,
+    net: torch.nn.Module,
+    mel: dict,
+    complete: bool = True,
+) -> Path:
     path = run.checkpoint(k, spec, fold)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": net.state_dict(), "config": cfg.to_dict(), "member": {
-        "backbone": spec.backbone, "crop_seconds": spec.crop_seconds}, "fold": fold, "round": k,
-        "epoch": cfg.epochs, "complete": complete, "mel": mel}, path)
+    torch.save(
+        {
+            "state_dict": net.state_dict(),
+            "config": cfg.to_dict(),
+            "member": {"backbone": spec.backbone, "crop_seconds": spec.crop_seconds},
+            "fold": fold,
+            "round": k,
+            "epoch": cfg.epochs,
+            "complete": complete,
+            "mel": mel,
+        },
+        path,
+    )
     return path
 
 
-def make_run(root: Path, mel: dict, nets: list[torch.nn.Module], k: int = 0, formats=("torchscript", "export"),
-             complete: bool = True) -> RunDir:
+def make_run(
+    root: Path,
+    mel: dict,
+    nets: list[torch.nn.Module],
+    k: int = 0,
+    formats=("torchscript", "export"),
+    complete: bool = True,
+) -> RunDir:
     """A run directory whose round ``k`` holds one tiny member on ``len(nets)`` folds, exported."""
     from rfcx.train.export import export_round
 
@@ -98,16 +122,19 @@ def make_run(root: Path, mel: dict, nets: list[torch.nn.Module], k: int = 0, for
 
 def store_fixture(base: Path) -> dict[str, Path]:
     """make_dataset (4 train, 3 test clips of 3 s; the sample submission lists the test ids in reverse order)."""
+
     def make() -> dict[str, Path]:
         data = make_dataset(base / "data", n_train=4, n_test=3, seconds=3.0)
         store = base / "store.zarr"
         build_store(data, store, backend="torch", device="cpu", progress=False)
         return {"data": data, "store": store}
+
     return cached("store", make)
 
 
 def run_fixture(base: Path) -> dict[str, Any]:
     """Round 0 (complete) of two folds of the tiny model, exported as .ts and .pt2."""
+
     def make() -> dict[str, Any]:
         paths = store_fixture(base)
         mel = FeatureStore.open(paths["store"]).params.to_dict()
@@ -115,6 +142,7 @@ def run_fixture(base: Path) -> dict[str, Any]:
         nets = [lively(build_classifier(cfg, spec), seed=fold) for fold in range(2)]
         run = make_run(base / "runs", mel, nets)
         return {**paths, "runs": run.root, "nets": nets, "member": member_name(spec)}
+
     return cached("run", make)
 
 
@@ -125,8 +153,16 @@ def copy_run(src: Path, dst: Path) -> Path:
 
 # -- a briefly trained tiny model -------------------------------------------------------------------------------
 
-def _train(net: torch.nn.Module, mels: dict[str, np.ndarray], calls: pd.DataFrame, crop: int, fps: float,
-           steps: int, seed: int = 0) -> float:
+
+def _train(
+    net: torch.nn.Module,
+    mels: dict[str, np.ndarray],
+    calls: pd.DataFrame,
+    crop: int,
+    fps: float,
+    steps: int,
+    seed: int = 0,
+) -> float:
     """Crops (mostly around calls) with multi-hot labels of the calls they hold; AdamW; returns the last loss."""
     by_clip = {rid: g for rid, g in calls.groupby("recording_id")}
     rng = np.random.default_rng(seed)
@@ -146,7 +182,7 @@ def _train(net: torch.nn.Module, mels: dict[str, np.ndarray], calls: pd.DataFram
                 start = int(np.clip(centre - rng.uniform(0.2, 0.8) * crop, 0, frames - crop))
             else:
                 start = int(rng.integers(0, frames - crop))
-            xs.append(mels[rid][:, start:start + crop])
+            xs.append(mels[rid][:, start : start + crop])
             y = np.zeros(24, np.float32)
             if g is not None:
                 t0, t1 = start / fps, (start + crop) / fps
@@ -164,6 +200,7 @@ def _train(net: torch.nn.Module, mels: dict[str, np.ndarray], calls: pd.DataFram
 def trained_fixture(base: Path, steps: int = 120) -> dict[str, Any]:
     """A synthetic data set (16 train, 8 test clips of 10 s), its store, and a tiny model trained for ``steps``
     steps on 2 s crops labelled from the synthetic call truth (every call, not only the sparse boxes)."""
+
     def make() -> dict[str, Any]:
         from rfcx.synth.dataset import synthesize
 
@@ -177,11 +214,18 @@ def trained_fixture(base: Path, steps: int = 120) -> dict[str, Any]:
         net = build_classifier(cfg, spec)
         calls = pd.read_csv(data / "calls_truth.csv")
         mels = {rid: fs.mel(rid) for rid in fs.ids("train")}
-        loss = _train(net, mels, calls[calls.split == "train"], fs.params.seconds_to_frames(spec.crop_seconds),
-                      fs.params.frames_per_second, steps)
+        loss = _train(
+            net,
+            mels,
+            calls[calls.split == "train"],
+            fs.params.seconds_to_frames(spec.crop_seconds),
+            fs.params.frames_per_second,
+            steps,
+        )
         net.eval()
         run = make_run(base / "trained_runs", fs.params.to_dict(), [net], formats=("torchscript",))
         return {"data": data, "store": store, "net": net, "runs": run.root, "final_loss": loss}
+
     return cached("trained", make)
 
 
@@ -214,6 +258,7 @@ def one_thread() -> Iterator[None]:
 
 
 # -- clips without a store ----------------------------------------------------------------------------------------
+
 
 class NoiseClips:
     """In-memory clips ``c0, c1, ...``: spectrogram-like noise seeded by the id, optionally slow to read."""

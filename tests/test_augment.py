@@ -239,7 +239,7 @@ def test_a_tp_label_whose_band_was_masked_becomes_unknown() -> None:
         y, masked = freq_mask_outside_box(x, box_bins, 1.0, generator=g, return_masked=True)
         assert torch.equal(xa, y)  # the same draws as before the fix
         for c, (lo, hi) in ((5, (10, 20)), (9, (50, 60))):
-            erased = bool(masked[0, lo:hi + 1].float().mean() >= 0.5)
+            erased = bool(masked[0, lo : hi + 1].float().mean() >= 0.5)
             seen.add((c, erased))
             assert (ta[0, c], ma[0, c]) == ((0.0, 0.0) if erased else (1.0, 1.0))
         assert ta[0, 3] == ma[0, 3] == 1 and ta[0, 7] == ma[0, 7] == 1  # species 7 keeps an unmasked box
@@ -262,12 +262,15 @@ def _labels(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     t, m = labels()
     return t[:n], m[:n]
 
+
 SAME_DRAWS = {
     "time_warp": lambda m, x, g, p: m.time_warp(x, 0.2, p, g),
-    "freq_mask": lambda m, x, g, p: m.freq_mask_outside_box(x, BOXES[: x.shape[0]].clamp(max=x.shape[2] - 1), p,
-                                                            generator=g, return_masked=True),
-    "freq_mask_fill": lambda m, x, g, p: m.freq_mask_outside_box(x, BOXES[: x.shape[0]].clamp(max=x.shape[2] - 1), p,
-                                                                 fill=-99.0, generator=g),
+    "freq_mask": lambda m, x, g, p: m.freq_mask_outside_box(
+        x, BOXES[: x.shape[0]].clamp(max=x.shape[2] - 1), p, generator=g, return_masked=True
+    ),
+    "freq_mask_fill": lambda m, x, g, p: m.freq_mask_outside_box(
+        x, BOXES[: x.shape[0]].clamp(max=x.shape[2] - 1), p, fill=-99.0, generator=g
+    ),
     "gain": lambda m, x, g, p: m.volume_gain(x, 6.0, p, g),
     "spec_augment": lambda m, x, g, p: m.spec_augment(x, p=p, generator=g),
     "spec_augment_fill": lambda m, x, g, p: m.spec_augment(x, p=p, fill=-99.0, generator=g),

@@ -36,9 +36,18 @@ def tiny_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
 def quality_run(root: Path) -> Path:
     for k, lw in enumerate((0.5, 0.55, 0.6)):
         (root / f"round{k}").mkdir(parents=True)
-        (root / f"round{k}" / "metrics.json").write_text(json.dumps(
-            {"round": k, "config": "cpu", "test_lwlrap": lw, "oof_lwlrap": lw + 0.1, "oof_box_auc": 0.7,
-             "train_seconds": 600.0 * (k + 1)}))
+        (root / f"round{k}" / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "round": k,
+                    "config": "cpu",
+                    "test_lwlrap": lw,
+                    "oof_lwlrap": lw + 0.1,
+                    "oof_box_auc": 0.7,
+                    "train_seconds": 600.0 * (k + 1),
+                }
+            )
+        )
     return root
 
 
@@ -51,8 +60,14 @@ def check_png(path: Path) -> None:
 def test_bench_quick_writes_json_markdown_and_plots(tiny_sizes, tiny_run, tmp_path: Path) -> None:  # noqa: F811
     out = tmp_path / "bench"
     quality = quality_run(tmp_path / "runs-full")
-    result = run_bench(out, quick=True, runs=tiny_run["runs"], store=tiny_run["store"],
-                       quality_runs=[f"full={quality}"], echo=lambda _: None)
+    result = run_bench(
+        out,
+        quick=True,
+        runs=tiny_run["runs"],
+        store=tiny_run["store"],
+        quality_runs=[f"full={quality}"],
+        echo=lambda _: None,
+    )
 
     data = json.loads((out / "bench.json").read_text())
     assert data["mode"] == "quick" and data["files"] == result["files"]
@@ -92,8 +107,21 @@ def test_bench_quick_writes_json_markdown_and_plots(tiny_sizes, tiny_run, tmp_pa
 def test_bench_command(tmp_path: Path) -> None:
     out = tmp_path / "b"
     quality = quality_run(tmp_path / "runs")
-    res = CliRunner().invoke(app, ["bench", "--quick", "--only", "quality", "--out", str(out),
-                                   "--quality-runs", f"full={quality}", "--quality-runs", f"again={quality}"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--quick",
+            "--only",
+            "quality",
+            "--out",
+            str(out),
+            "--quality-runs",
+            f"full={quality}",
+            "--quality-runs",
+            f"again={quality}",
+        ],
+    )
     assert res.exit_code == 0, res.output
     data = json.loads((out / "bench.json").read_text())
     assert [b["name"] for b in data["benchmarks"]] == ["quality"]

@@ -20,6 +20,7 @@ def test_lru_keeps_recent_arrays_within_budget() -> None:
         def load() -> np.ndarray:
             loads.append(key)
             return np.zeros(100, dtype=np.float64)  # 800 bytes
+
         return load
 
     for key in "abc":

@@ -79,7 +79,10 @@ def test_full_file_without_base(tmp_path: Path) -> None:
     [
         ('base = "cpu"\nepoch = 3\n', r"'epoch'.*'epochs'"),
         ('base = "cpu"\n[augment]\nmixup_prob = 0.1\n', r"augment\.mixup_prob.*mixup_p"),
-        ('base = "cpu"\n[[backbones]]\nbackbone = "rexnet_20"\ncrop_seconds = 4\n', r"backbones\[0\]: backbone .rexnet_20.*rexnet_200"),
+        (
+            'base = "cpu"\n[[backbones]]\nbackbone = "rexnet_20"\ncrop_seconds = 4\n',
+            r"backbones\[0\]: backbone .rexnet_20.*rexnet_200",
+        ),
         ('base = "cpux"\n', r"cpux.*'cpu'"),
         ('base = "cpu"\nepochs = "3"\n', r"epochs must be of type int"),
         ('base = "cpu"\noptimizer = "adamm"\n', r"adamw"),

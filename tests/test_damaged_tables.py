@@ -46,7 +46,8 @@ def test_duplicated_rows_are_named_and_kept_once(tmp_path) -> None:
     table = read_boxes(path)
     assert [(r.row, r.reason) for r in table.rejected] == [
         (6, "duplicate of line 3 (the same box twice: kept once, from line 3)"),
-        (7, "duplicate of line 3 (the same box twice: kept once, from line 3)")]
+        (7, "duplicate of line 3 (the same box twice: kept once, from line 3)"),
+    ]
     assert len(table.rows) == 4
 
 
@@ -68,10 +69,13 @@ def test_build_store_reports_quote_and_duplicates_with_their_lines(dataset, tmp_
 def test_header_only_tp_table_is_said_and_train_refuses_it(dataset, tmp_path) -> None:
     (dataset / "train_tp.csv").write_text(BOX_HEADER)
     store = tmp_path / "s.zarr"
-    res = CliRunner().invoke(app, ["build-store", "--data", str(dataset), "--store", str(store),
-                                   "--backend", "torch", "--device", "cpu"])
+    res = CliRunner().invoke(
+        app, ["build-store", "--data", str(dataset), "--store", str(store), "--backend", "torch", "--device", "cpu"]
+    )
     assert res.exit_code == 0, res.output
-    assert "warning: " in res.output and "train_tp.csv: has a header and no rows: the store gets no TP box" in res.output
+    assert (
+        "warning: " in res.output and "train_tp.csv: has a header and no rows: the store gets no TP box" in res.output
+    )
     summary = build_store(dataset, store, backend="torch", device="cpu", progress=False)
     assert len(summary.warnings) == 1 and "no TP box" in summary.warnings[0]
     assert len(FeatureStore.open(store).boxes("fp")) == 4  # FP boxes only
@@ -79,14 +83,17 @@ def test_header_only_tp_table_is_said_and_train_refuses_it(dataset, tmp_path) ->
     with pytest.raises(ValueError, match=r"no TP box \(4 FP\): round 0 learns from the TP boxes"):
         train_rounds(str(store), tmp_path / "runs", get_config("tiny"), 0, progress=False)
     assert not (tmp_path / "runs" / "config.json").exists()
-    res = CliRunner().invoke(app, ["train", "--store", str(store), "--runs", str(tmp_path / "runs"),
-                                   "--config", "tiny"])
+    res = CliRunner().invoke(
+        app, ["train", "--store", str(store), "--runs", str(tmp_path / "runs"), "--config", "tiny"]
+    )
     assert res.exit_code == 1 and "no TP box" in res.output
 
 
 def test_tp_rows_all_rejected_is_said(dataset, tmp_path) -> None:
     (dataset / "train_tp.csv").write_text(BOX_HEADER + "nosuch,1,1,0.1,10,0.2,20\n")
     summary = build_store(dataset, tmp_path / "s.zarr", backend="torch", device="cpu", progress=False)
-    assert summary.warnings == [f"{dataset / 'train_tp.csv'}: has no usable row (1 rejected, each named above): "
-                                f"the store gets no TP box, and `rfcx train` refuses a store without one (round 0 "
-                                f"learns from them)"]
+    assert summary.warnings == [
+        f"{dataset / 'train_tp.csv'}: has no usable row (1 rejected, each named above): "
+        f"the store gets no TP box, and `rfcx train` refuses a store without one (round 0 "
+        f"learns from them)"
+    ]

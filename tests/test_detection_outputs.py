@@ -31,24 +31,40 @@ COLS = [f"s{c}" for c in range(24)]
 
 def _windows(rows: list[tuple[str, float, float, dict[int, float]]]) -> pd.DataFrame:
     """Window scores: (recording, start, end, {species: score}), the other species 0."""
-    frame = pd.DataFrame({"recording_id": [r[0] for r in rows], "window_s": [r[2] - r[1] for r in rows],
-                          "start_s": [r[1] for r in rows], "end_s": [r[2] for r in rows]})
+    frame = pd.DataFrame(
+        {
+            "recording_id": [r[0] for r in rows],
+            "window_s": [r[2] - r[1] for r in rows],
+            "start_s": [r[1] for r in rows],
+            "end_s": [r[2] for r in rows],
+        }
+    )
     for c in range(24):
         frame[f"s{c}"] = np.array([r[3].get(c, 0.0) for r in rows], dtype=np.float32)
     return frame
 
 
-WINDOWS = _windows([
-    ("a", 0.0, 2.0, {3: 0.9, 7: 0.6}),
-    ("a", 0.5, 2.5, {3: 0.7}),  # overlaps the first: one event of species 3 (0.0-2.5)
-    ("a", 2.5, 4.5, {3: 0.8}),  # touches it: the same event (0.0-4.5)
-    ("a", 5.0, 7.0, {3: 0.6, 7: 0.4}),  # a gap: a new event; species 7 below 0.5 here
-    ("b", 0.0, 2.0, {3: 0.2}),
-    ("b", 1.0, 3.0, {5: 0.95}),
-])
-BOXES = pd.DataFrame({"recording_id": ["t0", "t1", "t2", "t3"], "species_id": [3, 3, 3, 7], "songtype_id": 1,
-                      "t_min": 0.0, "f_min": [1000.0, 1200.0, 800.0, 5000.0], "t_max": 1.0,
-                      "f_max": [3000.0, 2600.0, 2800.0, 6000.0]})
+WINDOWS = _windows(
+    [
+        ("a", 0.0, 2.0, {3: 0.9, 7: 0.6}),
+        ("a", 0.5, 2.5, {3: 0.7}),  # overlaps the first: one event of species 3 (0.0-2.5)
+        ("a", 2.5, 4.5, {3: 0.8}),  # touches it: the same event (0.0-4.5)
+        ("a", 5.0, 7.0, {3: 0.6, 7: 0.4}),  # a gap: a new event; species 7 below 0.5 here
+        ("b", 0.0, 2.0, {3: 0.2}),
+        ("b", 1.0, 3.0, {5: 0.95}),
+    ]
+)
+BOXES = pd.DataFrame(
+    {
+        "recording_id": ["t0", "t1", "t2", "t3"],
+        "species_id": [3, 3, 3, 7],
+        "songtype_id": 1,
+        "t_min": 0.0,
+        "f_min": [1000.0, 1200.0, 800.0, 5000.0],
+        "t_max": 1.0,
+        "f_max": [3000.0, 2600.0, 2800.0, 6000.0],
+    }
+)
 
 
 def test_events_merge_overlapping_and_touching_windows() -> None:
@@ -80,8 +96,9 @@ def test_threshold_for_a_target_precision() -> None:
     assert threshold_for_precision(scores, tp, 1.0, min_positives=1) == pytest.approx((0.9 + 0.85) / 2)
     assert threshold_for_precision(scores, tp, 0.8, min_positives=6) is None  # too few positives
     assert threshold_for_precision(np.array([0.9, 0.8]), np.array([False, True]), 0.9, 1) is None  # never reached
-    labelled = pd.DataFrame({"species_id": [2] * 8 + [4] * 2, "score": [*scores, 0.9, 0.8],
-                             "is_tp": [*tp, False, True]})
+    labelled = pd.DataFrame(
+        {"species_id": [2] * 8 + [4] * 2, "score": [*scores, 0.9, 0.8], "is_tp": [*tp, False, True]}
+    )
     assert thresholds_for_precision(labelled, 0.8, min_positives=1) == {2: pytest.approx(0.65)}
 
 
@@ -127,11 +144,25 @@ def test_raven_tables_round_trip(tmp_path: Path) -> None:
     ev = _events()
     assert is_folder_target(tmp_path / "raven", "raven") and not is_folder_target(tmp_path / "r.txt", "raven")
     written = write_raven(ev, tmp_path / "raven", ["a", "b", "c"])
-    assert [p.name for p in written] == ["a.Table.1.selections.txt", "b.Table.1.selections.txt",
-                                         "c.Table.1.selections.txt"]
+    assert [p.name for p in written] == [
+        "a.Table.1.selections.txt",
+        "b.Table.1.selections.txt",
+        "c.Table.1.selections.txt",
+    ]
     lines = written[0].read_text().splitlines()
-    assert lines[0].split("\t") == ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
-                                    "High Freq (Hz)", "Species", "Score", "Mean Score", "Windows"]
+    assert lines[0].split("\t") == [
+        "Selection",
+        "View",
+        "Channel",
+        "Begin Time (s)",
+        "End Time (s)",
+        "Low Freq (Hz)",
+        "High Freq (Hz)",
+        "Species",
+        "Score",
+        "Mean Score",
+        "Windows",
+    ]
     assert lines[1].split("\t")[:5] == ["1", "Spectrogram 1", "1", "0.000000", "4.500000"]
     assert len(lines) == 4  # header + the 3 events of a
     assert written[2].read_text().count("\n") == 1  # c: header only
@@ -139,12 +170,27 @@ def test_raven_tables_round_trip(tmp_path: Path) -> None:
 
     combined = write_raven(ev, tmp_path / "all.txt", ["a", "b"], files={"a": "a.flac", "b": "b.flac"})[0]
     table = pd.read_csv(combined, sep="\t")
-    assert list(table.columns[:8]) == ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)",
-                                       "Low Freq (Hz)", "High Freq (Hz)", "Begin File"]
+    assert list(table.columns[:8]) == [
+        "Selection",
+        "View",
+        "Channel",
+        "Begin Time (s)",
+        "End Time (s)",
+        "Low Freq (Hz)",
+        "High Freq (Hz)",
+        "Begin File",
+    ]
     assert table["Selection"].tolist() == [1, 2, 3, 4] and table["Begin File"].tolist()[-1] == "b.flac"
     _same(read_raven(combined), ev)
-    assert list(raven_table(ev.iloc[:0]).columns)[:7] == ["Selection", "View", "Channel", "Begin Time (s)",
-                                                         "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)"]
+    assert list(raven_table(ev.iloc[:0]).columns)[:7] == [
+        "Selection",
+        "View",
+        "Channel",
+        "Begin Time (s)",
+        "End Time (s)",
+        "Low Freq (Hz)",
+        "High Freq (Hz)",
+    ]
 
 
 def test_audacity_labels_round_trip(tmp_path: Path) -> None:
@@ -155,11 +201,17 @@ def test_audacity_labels_round_trip(tmp_path: Path) -> None:
     lines = written[1].read_text().splitlines()
     low, high = species_bands(BOXES, 24, 24_000).loc[5].tolist()
     assert lines == ["1.000000\t3.000000\tspecies 5 0.950", f"\\\t{low:.6f}\t{high:.6f}"]
-    _same(read_audacity(tmp_path / "labels"), ev,
-          ["recording_id", "species_id", "start_s", "end_s", "low_hz", "high_hz", "peak_score"])
+    _same(
+        read_audacity(tmp_path / "labels"),
+        ev,
+        ["recording_id", "species_id", "start_s", "end_s", "low_hz", "high_hz", "peak_score"],
+    )
     one = write_audacity(ev[ev.recording_id == "a"], tmp_path / "a.txt", ["a"])[0]
-    _same(read_audacity(one), ev[ev.recording_id == "a"], ["recording_id", "species_id", "start_s", "end_s",
-                                                           "low_hz", "high_hz", "peak_score"])
+    _same(
+        read_audacity(one),
+        ev[ev.recording_id == "a"],
+        ["recording_id", "species_id", "start_s", "end_s", "low_hz", "high_hz", "peak_score"],
+    )
     with pytest.raises(ValueError, match="holds one recording's labels, and 2 were scored; give a folder"):
         write_audacity(ev, tmp_path / "both.txt", ["a", "b"])
     (tmp_path / "broken.txt").write_text("\\\t1\t2\n")
@@ -174,8 +226,13 @@ def test_write_detections_levels_and_formats(tmp_path: Path) -> None:
     assert list(pd.read_csv(tmp_path / "ev.csv").columns) == EVENT_COLUMNS
     w = write_detections(WINDOWS, tmp_path / "win.csv", 0.5, level="windows", thresholds={3: 0.75})
     assert (w.level, w.rows) == ("windows", 4)  # species 3: 0.9, 0.8; species 7: 0.6; species 5: 0.95
-    assert list(pd.read_csv(tmp_path / "win.csv").columns) == ["recording_id", "start_s", "end_s", "species_id",
-                                                                "score"]
+    assert list(pd.read_csv(tmp_path / "win.csv").columns) == [
+        "recording_id",
+        "start_s",
+        "end_s",
+        "species_id",
+        "score",
+    ]
     w = write_detections(WINDOWS, tmp_path / "rav", 0.5, level="windows", fmt="raven", bands=bands)
     assert w.rows == 6 and len(w.paths) == 2 and read_raven(tmp_path / "rav")["n_windows"].eq(1).all()
     assert "6 window(s) in 2 raven file(s) in" in w.describe(tmp_path / "rav")
@@ -193,8 +250,20 @@ from tests.engine_fixtures import engine_base, one_thread, tiny_run  # noqa: E40
 def _infer(run: dict, tmp_path: Path, *extra: object) -> tuple[int, str]:
     from rfcx.cli import app
 
-    args = ["infer", "--batch", "--store", run["store"], "--runs", run["runs"], "--out", tmp_path / "sub.csv",
-            "--device", "cpu", "--no-progress", *extra]
+    args = [
+        "infer",
+        "--batch",
+        "--store",
+        run["store"],
+        "--runs",
+        run["runs"],
+        "--out",
+        tmp_path / "sub.csv",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *extra,
+    ]
     result = CliRunner().invoke(app, [str(a) for a in args])
     return result.exit_code, result.output + (result.stderr if result.stderr_bytes is not None else "")
 
@@ -212,8 +281,9 @@ def test_infer_writes_events_raven_and_audacity(tiny_run, tmp_path: Path) -> Non
     bands = species_bands(tp, 24, 24_000)
     np.testing.assert_allclose(ev.low_hz, bands.low_hz.reindex(ev.species_id))
 
-    code, text = _infer(tiny_run, tmp_path, "--detections", tmp_path / "raven", "--detections-format", "raven",
-                        "--threshold", "0.6")
+    code, text = _infer(
+        tiny_run, tmp_path, "--detections", tmp_path / "raven", "--detections-format", "raven", "--threshold", "0.6"
+    )
     assert code == 0, text
     assert sorted(p.name for p in (tmp_path / "raven").iterdir()) == [f"u{i}.Table.1.selections.txt" for i in range(3)]
     _same(read_raven(tmp_path / "raven"), ev)
@@ -222,8 +292,9 @@ def test_infer_writes_events_raven_and_audacity(tiny_run, tmp_path: Path) -> Non
     assert code == 1 and "give a folder" in text and not (tmp_path / "one.txt").exists()  # refused before scoring
 
     thr = write_thresholds({int(ev.species_id.iloc[0]): 1.0}, tmp_path / "thr.csv")
-    code, text = _infer(tiny_run, tmp_path, "--detections", tmp_path / "ev2.csv", "--threshold", "0.6",
-                        "--species-thresholds", thr)
+    code, text = _infer(
+        tiny_run, tmp_path, "--detections", tmp_path / "ev2.csv", "--threshold", "0.6", "--species-thresholds", thr
+    )
     assert code == 0, text
     assert "thresholds: 1 species from" in text
     ev2 = pd.read_csv(tmp_path / "ev2.csv")
@@ -249,9 +320,15 @@ def test_target_precision_on_out_of_fold_scores(tiny_run, tmp_path: Path) -> Non
             s[1, 3] = 0.9  # species 3 scores high in the middle window of every clip
         offsets = np.arange(len(mine) + 1) * 3
         path = run.round_dir(0) / "members" / f"{tiny_run['member']}_fold{fold}" / "predictions.npz"
-        np.savez(path, oof_ids=np.array(mine), oof_offsets=offsets, oof_scores=np.concatenate(scores),
-                 test_ids=np.array([], dtype=str), test_offsets=np.zeros(1, dtype=np.int64),
-                 test_scores=np.zeros((0, 24), dtype=np.float32))
+        np.savez(
+            path,
+            oof_ids=np.array(mine),
+            oof_offsets=offsets,
+            oof_scores=np.concatenate(scores),
+            test_ids=np.array([], dtype=str),
+            test_offsets=np.zeros(1, dtype=np.int64),
+            test_scores=np.zeros((0, 24), dtype=np.float32),
+        )
     box = dict(songtype_id=1, f_min=1000.0, f_max=2000.0)
     tp = pd.DataFrame([dict(recording_id=r, species_id=3, t_min=1.0, t_max=2.5, **box) for r in ids[:3]])
     fp = pd.DataFrame([dict(recording_id="t3", species_id=3, t_min=0.0, t_max=0.5, **box)])  # window 0: low score
@@ -260,8 +337,9 @@ def test_target_precision_on_out_of_fold_scores(tiny_run, tmp_path: Path) -> Non
     assert labelled[labelled.is_tp].score.tolist() == pytest.approx([0.9] * 3)
     assert set(thresholds) == {3} and labelled[~labelled.is_tp].score.max() < thresholds[3] < 0.9
 
-    code, text = _infer({**tiny_run, "runs": runs}, tmp_path, "--detections", tmp_path / "ev.csv",
-                        "--target-precision", "0.9")
+    code, text = _infer(
+        {**tiny_run, "runs": runs}, tmp_path, "--detections", tmp_path / "ev.csv", "--target-precision", "0.9"
+    )
     assert code == 0, text
     assert "thresholds: 0 species at precision >= 0.9 on round 0's out-of-fold scores of 4 TP / 4 FP boxes" in text
     assert "24 keep --threshold 0.5" in text

@@ -26,6 +26,7 @@ CROP = P.seconds_to_frames(4.0)
 
 # -- yardsticks ------------------------------------------------------------------------------------------------
 
+
 def test_random_and_prior_yardsticks() -> None:
     rng = np.random.default_rng(0)
     truth = (rng.random((200, 24)) < np.linspace(0.4, 0.01, 24)).astype(int)  # class 0 common, 23 rare
@@ -54,8 +55,9 @@ def test_round_table_reads_rounds_and_oracle(tmp_path: Path) -> None:
         d = tmp_path / f"{name}round{k}"
         d.mkdir(parents=True)
         together = {"test_lwlrap_rounds": 0.75, "gap_closed_rounds": 0.1} if k and not name else {}  # 0.1: stale
-        (d / "metrics.json").write_text(json.dumps({"round": k, "test_lwlrap": score, **together,
-                                                    "yardsticks": {"random": 0.2, "prior_only": 0.3}}))
+        (d / "metrics.json").write_text(
+            json.dumps({"round": k, "test_lwlrap": score, **together, "yardsticks": {"random": 0.2, "prior_only": 0.3}})
+        )
         (d / "complete.json").write_text("{}")
     rows = round_table(tmp_path)
     assert [r["round"] for r in rows] == [0, 1]
@@ -65,6 +67,7 @@ def test_round_table_reads_rounds_and_oracle(tmp_path: Path) -> None:
 
 
 # -- calibration -----------------------------------------------------------------------------------------------
+
 
 def _scores(rate: float, n: int, rng: np.random.Generator, sep: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
     truth = rng.random(n) < rate
@@ -120,7 +123,7 @@ def test_prior_rescale_of_pseudo_labels() -> None:
     rows = []
     for i in range(0, n_clips, 2):  # species 4 calls in half the clips around 10 s; a TP box on some of them
         w = offsets[i] + 19  # the window centred on 11.5 s
-        scores[w - 2:w + 3, 4] = 0.9
+        scores[w - 2 : w + 3, 4] = 0.9
         if i % 4 == 0:
             rows.append((ids[i], 4, True, 11.0, 12.0, 1000.0, 2000.0))
     labels = PseudoLabels(ids, offsets, scores, 4.0, 0.5)
@@ -145,8 +148,10 @@ def test_tp_clips_labels_find_the_boxed_species_other_calls() -> None:
     scores[80, 7] = 0.42  # ... and an unboxed one
     scores[n + 19, 7] = 0.5  # clip b: a call of species 7, no box
     labels = PseudoLabels(["a", "b"], np.array([0, n, 2 * n]), scores, 4.0, 0.5)
-    boxes = pd.DataFrame([("a", 7, True, 11.0, 12.0, 1000.0, 2000.0), ("b", 3, False, 11.0, 12.0, 1000.0, 2000.0)],
-                         columns=["recording_id", "species_id", "is_tp", "t_min", "t_max", "f_min", "f_max"])
+    boxes = pd.DataFrame(
+        [("a", 7, True, 11.0, 12.0, 1000.0, 2000.0), ("b", 3, False, 11.0, 12.0, 1000.0, 2000.0)],
+        columns=["recording_id", "species_id", "is_tp", "t_min", "t_max", "f_min", "f_max"],
+    )
     out = rescale(labels, "tp_clips", boxes=boxes).scores
     assert out[19, 7] == 1.0 and 0.75 < out[80, 7] < 0.9  # (0.42 - median) / (0.5 - median)
     background = np.delete(np.arange(n), [19, 80])
@@ -169,8 +174,14 @@ def _boxes() -> pd.DataFrame:
 
 
 def test_oracle_labels_follow_every_call() -> None:
-    calls = pd.DataFrame({"recording_id": ["a", "a", "b"], "species_id": [3, 8, 5],
-                          "t_min": [10.0, 40.0, 30.0], "t_max": [11.0, 41.0, 32.0]})
+    calls = pd.DataFrame(
+        {
+            "recording_id": ["a", "a", "b"],
+            "species_id": [3, 8, 5],
+            "t_min": [10.0, 40.0, 30.0],
+            "t_max": [11.0, 41.0, 32.0],
+        }
+    )
     sampler = CropSampler(_boxes(), FRAMES, P, CROP, 0, seed=0, truth=calls)
     b = sampler.sample(400)
     assert (b.mask == 1).all() and (b.box_bins == -1).all()
@@ -219,8 +230,9 @@ def test_pseudo_negative_weight_of_rounds_after_the_bootstrap() -> None:
 def test_tp_box_share_draws_tp_boxes_that_often() -> None:
     """``tp_box_share``: a box crop is around a TP box with that probability (round 0 walks each kind in turn,
     later rounds draw); 0 keeps every box alike; a fold without FP (or TP) boxes ignores it."""
-    rows = [("a", 3, True, 10.0, 11.0, 1000.0, 2000.0)] + [("b", 5, False, t, t + 1.0, 4000.0, 6000.0)
-                                                          for t in np.arange(5.0, 50.0, 5.0)]
+    rows = [("a", 3, True, 10.0, 11.0, 1000.0, 2000.0)] + [
+        ("b", 5, False, t, t + 1.0, 4000.0, 6000.0) for t in np.arange(5.0, 50.0, 5.0)
+    ]
     boxes = pd.DataFrame(rows, columns=["recording_id", "species_id", "is_tp", "t_min", "t_max", "f_min", "f_max"])
 
     def tp_rate(round_idx: int, share: float, **kw) -> float:
@@ -237,6 +249,7 @@ def test_tp_box_share_draws_tp_boxes_that_often() -> None:
 
 
 # -- synthetic mix and the store's calls --------------------------------------------------------------------------
+
 
 def test_zipf_mix_is_skewed_and_sparse() -> None:
     mix = Mix()
@@ -267,8 +280,7 @@ def test_several_backgrounds_and_calls_in_store(tmp_path: Path, real_clip: Path)
     for name in ("x", "y"):
         (bg / f"{name}.flac").symlink_to(real_clip)
     data = tmp_path / "data"
-    synthesize(data, n_train=3, n_test=2, seconds=3.0, seed=1, background=bg, progress=False,
-               mix=Mix(tp_per_clip=1.0))
+    synthesize(data, n_train=3, n_test=2, seconds=3.0, seed=1, background=bg, progress=False, mix=Mix(tp_per_clip=1.0))
     build_store(data, tmp_path / "f.zarr", backend="torch", device="cpu", progress=False)
     fs = FeatureStore.open(tmp_path / "f.zarr")
     truth = pd.read_csv(data / "calls_truth.csv")
@@ -292,15 +304,29 @@ def test_report_and_evaluate_print_the_yardsticks(tmp_path: Path) -> None:
     out = CliRunner().invoke(app, ["report", "--runs", str(runs)])
     assert out.exit_code == 0, out.output
     assert "prior-only 0.3000" in out.output and "oracle 0.9000" in out.output and "50%" in out.output
-    assert "rfcx infer uses round 1 by default (--round best: the best held-out signal, RUNS/best_round.json); " \
-           "--round all uses rounds 0-1 together" in out.output
+    assert (
+        "rfcx infer uses round 1 by default (--round best: the best held-out signal, RUNS/best_round.json); "
+        "--round all uses rounds 0-1 together" in out.output
+    )
     cols = ",".join(f"s{k}" for k in range(24))
     (tmp_path / "truth.csv").write_text(f"recording_id,{cols}\na,1{',0' * 23}\nb,0,1{',0' * 22}\n")
     (tmp_path / "pred.csv").write_text(f"recording_id,{cols}\na,0.9{',0.1' * 23}\nb,0.1,0.8{',0.1' * 22}\n")
-    (tmp_path / "tp.csv").write_text("recording_id,species_id,songtype_id,t_min,f_min,t_max,f_max\n"
-                                     "x,0,1,1,100,2,200\ny,0,1,1,100,2,200\nz,1,1,1,100,2,200\n")
-    ev = CliRunner().invoke(app, ["evaluate", "--pred", str(tmp_path / "pred.csv"), "--truth",
-                                  str(tmp_path / "truth.csv"), "--train-tp", str(tmp_path / "tp.csv")])
+    (tmp_path / "tp.csv").write_text(
+        "recording_id,species_id,songtype_id,t_min,f_min,t_max,f_max\n"
+        "x,0,1,1,100,2,200\ny,0,1,1,100,2,200\nz,1,1,1,100,2,200\n"
+    )
+    ev = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--pred",
+            str(tmp_path / "pred.csv"),
+            "--truth",
+            str(tmp_path / "truth.csv"),
+            "--train-tp",
+            str(tmp_path / "tp.csv"),
+        ],
+    )
     assert ev.exit_code == 0, ev.output
     first = ev.output.splitlines()[0]
     assert first.startswith("LWLRAP 1.0000") and "random" in first and "prior-only 0.7500" in first

@@ -33,16 +33,22 @@ def free_port() -> int:
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR",
-                                                              "MASTER_PORT", "LOCAL_WORLD_SIZE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
+    }
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
     return env
 
 
 def rfcx(*args: str, nproc: int = 1, timeout: float = 240) -> subprocess.CompletedProcess:
     """``python -m rfcx ARGS`` (nproc 1) or ``python -m torch.distributed.run --nproc-per-node N -m rfcx ARGS``."""
-    launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-                                      "--master-port", str(free_port())]
+    launcher = (
+        []
+        if nproc == 1
+        else ["-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(free_port())]
+    )
     cmd = [sys.executable, *launcher, "-m", "rfcx", *map(str, args)]
     done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{' '.join(cmd)} exited {done.returncode}:\n{done.stdout}\n{done.stderr[-4000:]}"
@@ -73,12 +79,13 @@ def assert_same_store(a: Path, b: Path) -> None:
 
 # -- build-store ---------------------------------------------------------------------------------------------------
 
+
 def test_build_store_on_two_ranks_equals_one_process(tmp_path) -> None:
     data = make_dataset(tmp_path / "data", n_train=7, n_test=4, seconds=2.0)
     # rejected by the rank that decodes them (files sorted: bad on rank 0, t2x and u0x on rank 1)
     (data / "train" / "bad.flac").write_bytes(b"fLaC but not really")
     whole = (data / "train" / "t0.flac").read_bytes()
-    (data / "train" / "t2x.flac").write_bytes(whole[:len(whole) // 3])  # truncated
+    (data / "train" / "t2x.flac").write_bytes(whole[: len(whole) // 3])  # truncated
     (data / "test" / "u0x.flac").write_bytes(b"")
     with open(data / "train_tp.csv", "a") as f:  # a box of a rejected recording: rejected after the shards
         f.write("t2x,3,1,0.5,1000,1.5,2000\n")
@@ -110,6 +117,7 @@ class ThreadGather:
             out = list(self.slots)
             self.barrier.wait()
             return out
+
         return gather
 
 
@@ -130,8 +138,9 @@ def test_sharded_build_extends_a_store_like_one_process(tmp_path) -> None:
     gather, out = ThreadGather(2), [None, None]
 
     def run(r: int) -> None:
-        out[r] = build_store(data, grown, backend="torch", device="cpu", progress=False, shard=(r, 2),
-                             gather=gather.rank(r))
+        out[r] = build_store(
+            data, grown, backend="torch", device="cpu", progress=False, shard=(r, 2), gather=gather.rank(r)
+        )
 
     threads = [threading.Thread(target=run, args=(r,)) for r in range(2)]
     for t in threads:
@@ -154,10 +163,19 @@ def test_build_store_checks_its_shard_arguments(tmp_path) -> None:
 
 # -- bad launches --------------------------------------------------------------------------------------------------
 
+
 def test_torchrun_environment_is_checked() -> None:
     assert torchrun_launch({}) is None
-    launch = torchrun_launch({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
-                              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"})
+    launch = torchrun_launch(
+        {
+            "WORLD_SIZE": "2",
+            "RANK": "1",
+            "LOCAL_RANK": "1",
+            "LOCAL_WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": "29500",
+        }
+    )
     assert (launch.rank, launch.world, launch.local_rank, launch.local_world) == (1, 2, 1, 2)
     with pytest.raises(DistributedError, match="RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT is not"):
         torchrun_launch({"WORLD_SIZE": "2"})
@@ -196,16 +214,26 @@ with launched() as group:
 def test_a_rank_that_does_not_come_is_named_after_the_timeout(tmp_path) -> None:
     script = tmp_path / "probe.py"
     script.write_text(PROBE)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
-           str(script)]
-    late = subprocess.run([*cmd, "20"], env={**_env(), "RFCX_DIST_WORK_TIMEOUT_MIN": "0.05"}, capture_output=True,
-                          text=True, timeout=60)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port()),
+        str(script),
+    ]
+    late = subprocess.run(
+        [*cmd, "20"], env={**_env(), "RFCX_DIST_WORK_TIMEOUT_MIN": "0.05"}, capture_output=True, text=True, timeout=60
+    )
     assert late.returncode != 0
     assert "rank 0/2: probe: rank(s) 1 did not arrive within 0:00:03" in late.stdout
     on_time = subprocess.run([*cmd, "0"], env=_env(), capture_output=True, text=True, timeout=60)
     assert on_time.returncode == 0 and "rank 0 passed" in on_time.stdout and "rank 1 passed" in on_time.stdout
-    bad = subprocess.run([*cmd, "0"], env={**_env(), "RFCX_DIST_TIMEOUT_MIN": "soon"}, capture_output=True,
-                         text=True, timeout=60)
+    bad = subprocess.run(
+        [*cmd, "0"], env={**_env(), "RFCX_DIST_TIMEOUT_MIN": "soon"}, capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode != 0 and "RFCX_DIST_TIMEOUT_MIN must be a number of minutes, got 'soon'" in bad.stderr
 
 
@@ -213,9 +241,25 @@ def test_a_failing_rank_stops_the_launch(tmp_path) -> None:
     """--strict and a bad file in rank 1's shard: rank 1 stops with the file named, rank 0 does not hang."""
     data = make_dataset(tmp_path / "data", n_train=3, n_test=0, seconds=1.0)
     (data / "train" / "t1x.flac").write_bytes(b"not audio")  # position 2: rank 1
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
-           "-m", "rfcx", "build-store", "--data", str(data), "--store", str(tmp_path / "s.zarr"), "--backend", "torch",
-           "--strict"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port()),
+        "-m",
+        "rfcx",
+        "build-store",
+        "--data",
+        str(data),
+        "--store",
+        str(tmp_path / "s.zarr"),
+        "--backend",
+        "torch",
+        "--strict",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "t1x.flac: not a readable audio file" in done.stderr and "--strict: stopped" in done.stderr
@@ -267,6 +311,7 @@ def test_cpu_processes_split_the_threads() -> None:
 
 # -- infer --batch -------------------------------------------------------------------------------------------------
 
+
 def test_infer_batch_on_two_ranks_writes_the_one_process_submission(tmp_path) -> None:
     from rfcx.train.models import build_classifier
     from tests.engine_fixtures import lively, make_run, threads, tiny
@@ -277,10 +322,24 @@ def test_infer_batch_on_two_ranks_writes_the_one_process_submission(tmp_path) ->
     cfg, spec = tiny()
     with threads(1):
         nets = [lively(build_classifier(cfg, spec), seed=fold) for fold in range(2)]
-        runs = make_run(tmp_path / "runs", FeatureStore.open(store).params.to_dict(), nets,
-                        formats=("torchscript",)).root
-    common = ["infer", "--batch", "--store", store, "--runs", runs, "--chunk-clips", "2", "--batch-size", "8",
-              "--threshold", "0.3", "--no-progress"]
+        runs = make_run(
+            tmp_path / "runs", FeatureStore.open(store).params.to_dict(), nets, formats=("torchscript",)
+        ).root
+    common = [
+        "infer",
+        "--batch",
+        "--store",
+        store,
+        "--runs",
+        runs,
+        "--chunk-clips",
+        "2",
+        "--batch-size",
+        "8",
+        "--threshold",
+        "0.3",
+        "--no-progress",
+    ]
     rfcx(*common, "--out", tmp_path / "one.csv", "--detections", tmp_path / "one_det.csv")
     out = rfcx(*common, "--out", tmp_path / "two.csv", "--detections", tmp_path / "two_det.csv", nproc=2)
     assert out.stdout.count("scored 7 clips") == 1  # rank 0 reports the whole split
@@ -300,8 +359,12 @@ def test_shards_of_ids_and_their_merge() -> None:
 
     def part(names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
         clip = pd.DataFrame({"recording_id": names, "s0": np.arange(len(names), dtype=np.float32)})
-        clip.attrs = {"resumed_clips": 0, "computed_clips": len(names), "seconds": float(len(names)),
-                      "windows_scored": 3 * len(names)}
+        clip.attrs = {
+            "resumed_clips": 0,
+            "computed_clips": len(names),
+            "seconds": float(len(names)),
+            "windows_scored": 3 * len(names),
+        }
         rows = [(n, w, t, t + w, np.float32(t)) for w in (2.0, 4.0) for n in names for t in (0.0, 0.5)]
         return clip, pd.DataFrame(rows, columns=["recording_id", "window_s", "start_s", "end_s", "s0"])
 
@@ -316,6 +379,7 @@ def test_shards_of_ids_and_their_merge() -> None:
 
 
 # -- train ---------------------------------------------------------------------------------------------------------
+
 
 def _metrics(path: Path) -> dict:
     """metrics.json without what depends on the clock."""
@@ -348,8 +412,19 @@ def test_train_on_cpu_processes_equals_one_process(tmp_path) -> None:
     synthesize(tmp_path / "data", n_train=12, n_test=3, seconds=10.0, seed=1, tp_fraction=1.0, progress=False)
     store = tmp_path / "s.zarr"
     build_store(tmp_path / "data", store, backend="torch", device="cpu", progress=False)
-    common = ["train", "--round", "1", "--store", store, "--config", "tiny", "--folds", "3",
-              "--set", "pseudo_templates=true"]  # the template teacher: each rank matches its share of the clips
+    common = [
+        "train",
+        "--round",
+        "1",
+        "--store",
+        store,
+        "--config",
+        "tiny",
+        "--folds",
+        "3",
+        "--set",
+        "pseudo_templates=true",
+    ]  # the template teacher: each rank matches its share of the clips
     rfcx(*common, "--runs", tmp_path / "one")
     out = rfcx(*common, "--runs", tmp_path / "two", "--set", "cpu_processes=2")
     assert out.stdout.count("round 1: OOF LWLRAP") == 1  # rank 0 reports
@@ -358,8 +433,9 @@ def test_train_on_cpu_processes_equals_one_process(tmp_path) -> None:
     assert_same_store(tmp_path / "one" / "templates.zarr", tmp_path / "two" / "templates.zarr")
     summary = json.loads((tmp_path / "one" / "templates.json").read_text())
     assert summary["species_calibrated"]  # the labels compared are not all zero
-    assert {k: v for k, v in json.loads((tmp_path / "two" / "templates.json").read_text()).items()
-            if k != "seconds"} == {k: v for k, v in summary.items() if k != "seconds"}
+    assert {
+        k: v for k, v in json.loads((tmp_path / "two" / "templates.json").read_text()).items() if k != "seconds"
+    } == {k: v for k, v in summary.items() if k != "seconds"}
 
 
 def assert_same_run(one: Path, two: Path, rounds: int, folds: int) -> None:
@@ -379,4 +455,5 @@ def assert_same_run(one: Path, two: Path, rounds: int, folds: int) -> None:
                     for key in a.files:
                         assert np.array_equal(a[key], b[key]), (name, p, key)
         assert sorted(p.name for p in (two / f"round{k}" / "models").iterdir()) == sorted(
-            p.name for p in (one / f"round{k}" / "models").iterdir())
+            p.name for p in (one / f"round{k}" / "models").iterdir()
+        )

@@ -31,8 +31,20 @@ def store(tmp_path_factory) -> Path:
 
 
 def _train_cmd(store: Path, runs: Path, *sets: str, round_: int = 0) -> list[str]:
-    return ["train", "--round", str(round_), "--store", str(store), "--runs", str(runs), "--config", "tiny",
-            "--set", "distribute=ddp", *(x for s in sets for x in ("--set", s))]
+    return [
+        "train",
+        "--round",
+        str(round_),
+        "--store",
+        str(store),
+        "--runs",
+        str(runs),
+        "--config",
+        "tiny",
+        "--set",
+        "distribute=ddp",
+        *(x for s in sets for x in ("--set", s)),
+    ]
 
 
 def _same_predictions(a: Path, b: Path) -> None:
@@ -51,7 +63,8 @@ def test_ddp_round_on_two_ranks(store, tmp_path) -> None:
         rd = runs / f"round{k}"
         assert (rd / "complete.json").is_file() and (rd / "metrics.json").is_file() and (rd / "pseudo.zarr").is_dir()
         assert sorted(p.name for p in (rd / "models").iterdir()) == sorted(
-            f"{m}.{ext}" for m in MEMBERS for ext in ("ts", "pt2"))
+            f"{m}.{ext}" for m in MEMBERS for ext in ("ts", "pt2")
+        )
         assert not [p for p in rd.rglob("*") if ".tmp" in p.name]  # every file written whole, none left half-done
         members = _metrics(rd / "metrics.json")["members"]
         assert sorted(members) == MEMBERS
@@ -97,8 +110,18 @@ def test_ddp_config_and_batch_checks() -> None:
 
 
 def test_ddp_refuses_a_batch_the_ranks_cannot_split(store, tmp_path) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
-           "-m", "rfcx", *_train_cmd(store, tmp_path / "runs", "batch_size=5")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port()),
+        "-m",
+        "rfcx",
+        *_train_cmd(store, tmp_path / "runs", "batch_size=5"),
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "batch_size = 5 crops over the 2 ranks, which needs a batch_size divisible by 2" in done.stderr
@@ -145,10 +168,21 @@ def test_ddp_resumes_after_a_kill_to_the_uninterrupted_result(store, tmp_path) -
 
     cut = tmp_path / "cut"
     first = cut / "round0/members" / MEMBERS[0] / "checkpoint.pt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
-           "-m", "rfcx", *_train_cmd(store, cut, *sets)]
-    launch = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port()),
+        "-m",
+        "rfcx",
+        *_train_cmd(store, cut, *sets),
+    ]
+    launch = subprocess.Popen(
+        cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 90
         while not first.is_file() and launch.poll() is None and time.monotonic() < deadline:

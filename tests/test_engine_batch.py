@@ -34,8 +34,14 @@ def _toy(scale: float, crop_seconds: float = 4.0, name: str = "toy") -> LoadedMo
         return scale * sign * (x[:, 0, :].mean(dim=1, keepdim=True) - 2.8)
 
     frames = PARAMS.seconds_to_frames(crop_seconds)
-    meta = {"mel": PARAMS.to_dict(), "n_classes": 24, "window_frames": frames, "crop_seconds": crop_seconds,
-            "hop_seconds": 0.5, "fcn": None}
+    meta = {
+        "mel": PARAMS.to_dict(),
+        "n_classes": 24,
+        "window_frames": frames,
+        "crop_seconds": crop_seconds,
+        "hop_seconds": 0.5,
+        "fcn": None,
+    }
     return LoadedModel(Path(f"{name}.ts"), "toy", meta, forward, None, torch.device("cpu"))
 
 
@@ -68,6 +74,7 @@ def test_max_over_windows_mean_over_models() -> None:
     models = [_toy(1.0, name="a"), _toy(2.0, name="b"), _toy(1.0, crop_seconds=8.0, name="c")]
     clip_scores, windows = infer_clips(models, _RampClip(), ["r"], PARAMS, batch_size=50, progress=False)
     assert list(clip_scores.columns) == ["recording_id", *COLS]
+
     # per model: the last window (even classes) or the first (odd classes) wins
     def best(m: LoadedModel, last: bool) -> float:
         n = m.window_frames
@@ -76,6 +83,7 @@ def test_max_over_windows_mean_over_models() -> None:
         mean_t = (start + (n - 1) / 2) / 1000.0
         scale = 2.0 if m.path.name == "b.ts" else 1.0
         return _sigmoid(scale * (mean_t - 2.8) * (1 if last else -1))
+
     even = np.mean([best(m, True) for m in models])
     odd = np.mean([best(m, False) for m in models])
     np.testing.assert_allclose(clip_scores.loc[0, "s0"], even, rtol=1e-5)
@@ -95,7 +103,7 @@ def _eager_clip_scores(nets: list[torch.nn.Module], fs: FeatureStore, rid: str) 
     for net in nets:
         starts = window_starts(mel.shape[1], PARAMS.frames_per_second, 2.0, 0.5)
         padded = np.concatenate([mel, np.full((256, 188), PARAMS.floor_db, np.float32)], axis=1)
-        x = torch.from_numpy(np.stack([padded[:, s:s + 188] for s in starts]))
+        x = torch.from_numpy(np.stack([padded[:, s : s + 188] for s in starts]))
         with torch.no_grad():
             per_model.append(torch.sigmoid(net(x)).numpy().max(axis=0))
     return np.mean(per_model, axis=0)
@@ -109,8 +117,9 @@ def test_infer_split_equals_eager(tiny_run, suffix: str) -> None:
         clip_scores, windows = infer_split(models, fs, "test", batch_size=batch_size, device="cpu", progress=False)
         assert clip_scores.recording_id.tolist() == fs.ids("test")
         for i, rid in enumerate(fs.ids("test")):
-            np.testing.assert_allclose(clip_scores.loc[i, COLS].to_numpy(float),
-                                       _eager_clip_scores(tiny_run["nets"], fs, rid), atol=1e-4)
+            np.testing.assert_allclose(
+                clip_scores.loc[i, COLS].to_numpy(float), _eager_clip_scores(tiny_run["nets"], fs, rid), atol=1e-4
+            )
         per_clip = windows.groupby("recording_id").size()
         assert (per_clip == n_windows(fs.n_frames("u0"), PARAMS.frames_per_second, 2.0, 0.5)).all()
     assert clip_scores.attrs["computed_clips"] == 3 and clip_scores.attrs["resumed_clips"] == 0
@@ -124,8 +133,11 @@ def test_bad_requests(tiny_run) -> None:
     with pytest.raises(ValueError, match="mode must be one of"):
         infer_split(files, fs, mode="fast", device="cpu", progress=False)
     other = MelParams(f_max=12000.0)
-    with pytest.raises(ValueError, match=r"fold0.ts: the model was trained on other log-mel features .*"
-                                         r"f_max: 24000.0 \(model\) vs 12000.0 \(the clips\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"fold0.ts: the model was trained on other log-mel features .*"
+        r"f_max: 24000.0 \(model\) vs 12000.0 \(the clips\)",
+    ):
         infer_clips([load_model(files[0])], NoiseClips(1), ["c0"], other, progress=False, source="the clips")
     with pytest.raises(ValueError, match="mode 'fcn' needs the fully convolutional entry point"):
         infer_clips([_toy(1.0)], _RampClip(), ["r"], PARAMS, mode="fcn", progress=False)
@@ -139,8 +151,9 @@ def test_clips_of_mixed_lengths(tiny_run, mode: str) -> None:
     together, windows = infer_clips(models, clips, clips.ids, PARAMS, mode=mode, batch_size=16, progress=False)
     for i, rid in enumerate(clips.ids):
         alone, _ = infer_clips(models, clips, [rid], PARAMS, mode=mode, batch_size=1, progress=False)
-        np.testing.assert_allclose(together.loc[i, COLS].to_numpy(float), alone.loc[0, COLS].to_numpy(float),
-                                   atol=1e-4)  # float reductions differ with the batch size and threads
+        np.testing.assert_allclose(
+            together.loc[i, COLS].to_numpy(float), alone.loc[0, COLS].to_numpy(float), atol=1e-4
+        )  # float reductions differ with the batch size and threads
         assert (windows.recording_id == rid).sum() == n_windows(clips.frames[rid], PARAMS.frames_per_second, 2.0, 0.5)
 
 
@@ -160,8 +173,13 @@ def test_resume_after_kill(tiny_run, tmp_path: Path) -> None:
         "infer_clips(models, clips, clips.ids, MelParams(), chunk_clips=1, prefetch=1, read_workers=1,\n"
         "            progress=False, checkpoint_dir=sys.argv[1], source='noise')\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code, str(work), *files], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(work), *files],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.time() + 90
     while len(_parts(work)) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -172,8 +190,9 @@ def test_resume_after_kill(tiny_run, tmp_path: Path) -> None:
 
     models = [load_model(p) for p in files]
     clips = NoiseClips(12)
-    resumed, resumed_windows = infer_clips(models, clips, clips.ids, PARAMS, chunk_clips=1, progress=False,
-                                           checkpoint_dir=work, source="noise")
+    resumed, resumed_windows = infer_clips(
+        models, clips, clips.ids, PARAMS, chunk_clips=1, progress=False, checkpoint_dir=work, source="noise"
+    )
     assert resumed.attrs["resumed_clips"] == done and resumed.attrs["computed_clips"] == 12 - done
     fresh, fresh_windows = infer_clips(models, clips, clips.ids, PARAMS, progress=False)
     assert resumed.recording_id.tolist() == clips.ids
@@ -184,6 +203,14 @@ def test_resume_after_kill(tiny_run, tmp_path: Path) -> None:
     assert again.attrs["computed_clips"] == 0 and again.attrs["resumed_clips"] == 12
     with pytest.raises(ValueError, match="holds partial results of another inference run .*mode"):
         infer_clips(models, clips, clips.ids, PARAMS, mode="fcn", progress=False, checkpoint_dir=work, source="noise")
-    other, _ = infer_clips(models[:1], clips, clips.ids[:2], PARAMS, progress=False, checkpoint_dir=work,
-                           source="noise", restart_other=True)  # what the CLI does with its own default folder
+    other, _ = infer_clips(
+        models[:1],
+        clips,
+        clips.ids[:2],
+        PARAMS,
+        progress=False,
+        checkpoint_dir=work,
+        source="noise",
+        restart_other=True,
+    )  # what the CLI does with its own default folder
     assert other.attrs["computed_clips"] == 2 and len(_parts(work)) == 1

@@ -28,8 +28,20 @@ def _run(*args: str) -> tuple[int, str]:
 
 
 def _infer(run: dict, out: Path, *extra: str) -> tuple[int, str]:
-    return _run("infer", "--batch", "--store", run["store"], "--runs", run["runs"], "--out", out, "--device", "cpu",
-                "--no-progress", *extra)
+    return _run(
+        "infer",
+        "--batch",
+        "--store",
+        run["store"],
+        "--runs",
+        run["runs"],
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--no-progress",
+        *extra,
+    )
 
 
 def test_infer_batch_writes_the_submission(tiny_run, tmp_path: Path) -> None:
@@ -49,14 +61,17 @@ def test_infer_batch_writes_the_submission(tiny_run, tmp_path: Path) -> None:
     assert len(d) and (d.score > 0.9).all() and set(d.recording_id) <= {"u0", "u1", "u2"}
     assert np.allclose(d.end_s - d.start_s, 188 / 93.75)
     for rid, g in d.groupby("recording_id"):  # a detection's species scores at least that high for the clip
-        assert (sub.set_index("recording_id").loc[rid, [f"s{s}" for s in g.species_id]].to_numpy()
-                >= g.score.to_numpy() - 1e-5).all()
+        assert (
+            sub.set_index("recording_id").loc[rid, [f"s{s}" for s in g.species_id]].to_numpy()
+            >= g.score.to_numpy() - 1e-5
+        ).all()
 
     out2 = tmp_path / "sub2.csv"
     code, text = _infer(tiny_run, out2, "--format", "export", "--mode", "fcn", "--batch-size", "7")
     assert code == 0, text
-    assert ("warning: --mode fcn approximates --mode exact, and these windows span only 2 feature position(s)"
-            in text)  # the tiny models' 2 s windows pooled 4x: fcn is not for them
+    assert (
+        "warning: --mode fcn approximates --mode exact, and these windows span only 2 feature position(s)" in text
+    )  # the tiny models' 2 s windows pooled 4x: fcn is not for them
     assert "fcn approximates" not in _infer(tiny_run, tmp_path / "sub4.csv")[1]
     code, text = _infer(tiny_run, tmp_path / "sub3.csv", "--mode", "fcn")
     assert code == 0, text
@@ -73,8 +88,9 @@ def test_infer_prior_postprocess(tiny_run, tmp_path: Path) -> None:
     prior = prior_from_boxes(tp.recording_id, tp.species_id, 24)
     np.testing.assert_allclose(post[COLS], apply_prior(plain[COLS].to_numpy(), prior), atol=2e-6)
     labels = tmp_path / "labels.csv"
-    pd.DataFrame([["a"] + [1] * 3 + [0] * 21, ["b"] + [0] * 24], columns=["recording_id", *COLS]).to_csv(labels,
-                                                                                                       index=False)
+    pd.DataFrame([["a"] + [1] * 3 + [0] * 21, ["b"] + [0] * 24], columns=["recording_id", *COLS]).to_csv(
+        labels, index=False
+    )
     code, text = _infer(tiny_run, tmp_path / "prior2.csv", "--postprocess", "prior", "--prior", labels)
     assert code == 0, text
 
@@ -84,8 +100,18 @@ def test_infer_audio_files_equals_store(tiny_run, tmp_path: Path) -> None:
     assert code == 0, text
     test_dir = tiny_run["data"] / "test"
     out = tmp_path / "files.csv"
-    code, text = _run("infer", test_dir / "u1.flac", test_dir, "--runs", tiny_run["runs"], "--out", out,
-                      "--device", "cpu", "--no-progress")
+    code, text = _run(
+        "infer",
+        test_dir / "u1.flac",
+        test_dir,
+        "--runs",
+        tiny_run["runs"],
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--no-progress",
+    )
     assert code == 1 and "two files share the recording id 'u1'" in text  # u1 given twice
     code, text = _run("infer", test_dir, "--runs", tiny_run["runs"], "--out", out, "--device", "cpu", "--no-progress")
     assert code == 0, text
@@ -134,8 +160,9 @@ def test_infer_bad_input(tiny_run, tiny_store, tmp_path: Path) -> None:
     other = FeatureStore.open(tiny_store["store"]).params.to_dict() | {"f_max": 16000.0}
     from rfcx.train.models import build_classifier
 
-    mismatched = make_run(tmp_path / "mismatch", other, [lively(build_classifier(cfg, spec), 0)],
-                          formats=("torchscript",))
+    mismatched = make_run(
+        tmp_path / "mismatch", other, [lively(build_classifier(cfg, spec), 0)], formats=("torchscript",)
+    )
     fails("the model was trained on other log-mel features than store", "--runs", mismatched.root)
     fails("f_max: 16000.0 (model) vs 24000.0 (store", "--runs", mismatched.root)
 
@@ -163,7 +190,9 @@ def test_export_command(tiny_run, tmp_path: Path) -> None:
     code, text = _run("export", "--round", "0", "--runs", runs, "--format", "torchscript")
     assert code == 0, text
     assert sorted(p.name for p in RunDir(runs).models_dir(0).iterdir()) == [
-        "test_efficientnet-2s_fold0.ts", "test_efficientnet-2s_fold1.ts"]
+        "test_efficientnet-2s_fold0.ts",
+        "test_efficientnet-2s_fold1.ts",
+    ]
     code, text = _run("export", "--round", "3", "--runs", runs)
     assert code == 1 and "round3: no such round (rounds in" in text
     code, text = _run("export", "--round", "0", "--runs", runs, "--format", "onnx")
@@ -177,10 +206,10 @@ def test_evaluate(tmp_path: Path) -> None:
     truth[0, 3] = 1
     scores = np.clip(truth * 0.5 + rng.random((30, 24)) * 0.6, 0, 1)
     pd.DataFrame(truth, columns=COLS).assign(recording_id=ids)[["recording_id", *COLS]].to_csv(
-        tmp_path / "truth.csv", index=False)
+        tmp_path / "truth.csv", index=False
+    )
     pred = pd.DataFrame(scores, columns=COLS).assign(recording_id=ids)[["recording_id", *COLS]]
-    pd.concat([pred.iloc[::-1], pred.iloc[:1].assign(recording_id="extra")]).to_csv(tmp_path / "pred.csv",
-                                                                                     index=False)
+    pd.concat([pred.iloc[::-1], pred.iloc[:1].assign(recording_id="extra")]).to_csv(tmp_path / "pred.csv", index=False)
     code, text = _run("evaluate", "--pred", tmp_path / "pred.csv", "--truth", tmp_path / "truth.csv")
     assert code == 0, text
     assert f"LWLRAP {lwlrap(truth, scores):.4f} on 30 clips (1 predicted clips without truth ignored)" in text
@@ -203,8 +232,15 @@ def test_evaluate(tmp_path: Path) -> None:
 def test_detections_threshold_edges(suffix: str, tmp_path: Path) -> None:
     from engine.outputs import detections, submission_frame
 
-    windows = pd.DataFrame({"recording_id": ["a", "a", "b"], "window_s": 4.0, "start_s": [0.0, 0.5, 0.0],
-                            "end_s": [4.0, 4.5, 4.0], **{c: [0.1, 0.6, 0.95] if c == "s5" else [0.0] * 3 for c in COLS}})
+    windows = pd.DataFrame(
+        {
+            "recording_id": ["a", "a", "b"],
+            "window_s": 4.0,
+            "start_s": [0.0, 0.5, 0.0],
+            "end_s": [4.0, 4.5, 4.0],
+            **{c: [0.1, 0.6, 0.95] if c == "s5" else [0.0] * 3 for c in COLS},
+        }
+    )
     d = detections(windows, 0.5)
     assert d[["recording_id", "start_s", "species_id"]].values.tolist() == [["a", 0.5, 5], ["b", 0.0, 5]]
     assert detections(windows, 0.99).empty
@@ -227,8 +263,9 @@ def test_infer_and_export_default_to_the_best_round(tiny_run, tmp_path: Path) ->
     from rfcx.train.models import build_classifier
 
     cfg, spec = tiny()
-    make_run(runs, mel, [lively(build_classifier(cfg, spec), seed=9 + f) for f in range(2)], k=1,
-             formats=("torchscript",))  # new nets: the session's tiny_run nets stay as they are
+    make_run(
+        runs, mel, [lively(build_classifier(cfg, spec), seed=9 + f) for f in range(2)], k=1, formats=("torchscript",)
+    )  # new nets: the session's tiny_run nets stay as they are
     run = RunDir(runs)
     write_json_atomic(run.metrics(0), {"round": 0, "oof_lwlrap": 0.40})
     write_json_atomic(run.metrics(1), {"round": 1, "oof_lwlrap": 0.33})
@@ -256,8 +293,11 @@ def test_infer_and_export_default_to_the_best_round(tiny_run, tmp_path: Path) ->
     # rounds' own (each round has as many members)
     code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "all.csv", "--round", "all")
     assert code == 0, text
-    assert "rounds 0, 1: every complete round's models together (the rounds' ensemble; best_round.json names " \
-           "round 0)" in text and "rounds 0-1: 4 torchscript model(s)" in text
+    assert (
+        "rounds 0, 1: every complete round's models together (the rounds' ensemble; best_round.json names round 0)"
+        in text
+        and "rounds 0-1: 4 torchscript model(s)" in text
+    )
     code, text = _infer({**tiny_run, "runs": runs}, tmp_path / "r1.csv", "--round", "1")
     assert code == 0, text
     frames = [pd.read_csv(tmp_path / f"{n}.csv").set_index("recording_id") for n in ("all", "r0", "r1")]

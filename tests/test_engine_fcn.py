@@ -55,8 +55,9 @@ def test_squeeze_excitation_context_is_a_windows_length(tiny_run) -> None:
     from engine.export import crop_context
 
     s = torch.arange(10.0).view(1, 1, 1, 10)
-    torch.testing.assert_close(crop_context(s, 4)[..., [0, 1, 2, 5, 8, 9]],
-                               torch.tensor([1.5, 1.5, 1.5, 4.5, 7.5, 7.5]).view(1, 1, 1, 6))  # shifted inside
+    torch.testing.assert_close(
+        crop_context(s, 4)[..., [0, 1, 2, 5, 8, 9]], torch.tensor([1.5, 1.5, 1.5, 4.5, 7.5, 7.5]).view(1, 1, 1, 6)
+    )  # shifted inside
     torch.testing.assert_close(crop_context(s[..., :3], 4), torch.full((1, 1, 1, 3), 1.0))  # shorter: the mean
     torch.testing.assert_close(crop_context(s, 1), s)
 

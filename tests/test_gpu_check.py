@@ -19,11 +19,31 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("gpu-check")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
-           "GPU_CHECK_INSTALL_RC": "0", "GPU_CHECK_WHEELS": ".whl/zarr-3.1.6-py3-none-any.whl"}
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--dry-run", "--out", str(tmp / "out"),
-                           "--work", str(tmp / "work")], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        "GPU_CHECK_INSTALL_RC": "0",
+        "GPU_CHECK_WHEELS": ".whl/zarr-3.1.6-py3-none-any.whl",
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.gpu_check",
+            "--dry-run",
+            "--out",
+            str(tmp / "out"),
+            "--work",
+            str(tmp / "work"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return {"proc": proc, "out": tmp / "out"}
 
 
@@ -46,8 +66,10 @@ def test_dry_run_every_stage_ok(dry_run: dict) -> None:
     assert len(st["train_input"]["train_member"]) == 2
     assert st["train_rounds"]["complete"] and len(st["train_rounds"]["exported_torchscript"]) == 4
     members = ["test_efficientnet-2s_fold0", "test_efficientnet-3s_fold0"]
-    assert st["export"]["ensemble"] == {"torchscript": [f"{m}.ts" for m in members],
-                                        "export": [f"{members[0]}.pt2"]}  # the dry run: one .pt2
+    assert st["export"]["ensemble"] == {
+        "torchscript": [f"{m}.ts" for m in members],
+        "export": [f"{members[0]}.pt2"],
+    }  # the dry run: one .pt2
     for row in st["export"]["rows"]:  # exported on the CPU, run on the CPU: what eager computes
         assert row["ts_max_abs_logit_diff"] < 1e-4 and row["ts_windows_max_abs_logit_diff"] < 1e-4
         assert row["ts_meta_torch"] == st["env"]["torch"]
@@ -55,8 +77,12 @@ def test_dry_run_every_stage_ok(dry_run: dict) -> None:
     assert first["pt2_max_abs_logit_diff"] < 1e-4 and first["pt2_windows_max_abs_logit_diff"] < 1e-4
     assert first["pt2_meta_torch"] == st["env"]["torch"]
     runs = {(r["format"], r["mode"], r["batch"]): r["models"] for r in st["infer"]["rows"]}
-    assert runs == {(f, m, b): {"torchscript": 2, "export": 1}[f] for f in ("torchscript", "export")
-                    for m in ("exact", "fcn") for b in (8, 32)}
+    assert runs == {
+        (f, m, b): {"torchscript": 2, "export": 1}[f]
+        for f in ("torchscript", "export")
+        for m in ("exact", "fcn")
+        for b in (8, 32)
+    }
     assert all(r["windows_per_s"] > 0 for r in st["infer"]["rows"])
     cli = st["infer"]["cli"]  # `python -m rfcx infer --batch` itself: every .ts of round 0 (2 members x 2 folds)
     assert cli["submission_rows"] == 2 and "4 torchscript model(s), mode fcn on cpu" in cli["said"][-1]
@@ -75,8 +101,7 @@ def test_failed_stage_is_recorded_and_the_rest_go_on(tmp_path: Path, monkeypatch
     log = tmp_path / "pip.log"
     log.write_text("ERROR: x.whl is not a supported wheel on this platform.\n")
     monkeypatch.setenv("GPU_CHECK_INSTALL_LOG", str(log))
-    check = gpu_check.Check(tmp_path / "out", tmp_path / "work", True, dict(gpu_check.DRY),
-                            gpu_check.Budget(60.0))
+    check = gpu_check.Check(tmp_path / "out", tmp_path / "work", True, dict(gpu_check.DRY), gpu_check.Budget(60.0))
     ran: list[str] = []
 
     def boom(deadline: float, errors: list) -> dict:
@@ -86,6 +111,7 @@ def test_failed_stage_is_recorded_and_the_rest_go_on(tmp_path: Path, monkeypatch
         def stage(deadline: float, errors: list) -> dict:
             ran.append(name)
             return {"ran": name}
+
         return stage
 
     for name in gpu_check.STAGES[1:]:
@@ -94,9 +120,17 @@ def test_failed_stage_is_recorded_and_the_rest_go_on(tmp_path: Path, monkeypatch
     assert check.run() == 1
     result = json.loads((tmp_path / "out" / "bench.json").read_text())
     status = {name: s["status"] for name, s in result["stages"].items()}
-    assert status == {"wheels": "partial", "env": "ok", "synth": "failed", "store_build": "skipped",
-                      "train_model": "ok", "train_input": "skipped", "train_rounds": "skipped",
-                      "export": "skipped", "infer": "skipped"}
+    assert status == {
+        "wheels": "partial",
+        "env": "ok",
+        "synth": "failed",
+        "store_build": "skipped",
+        "train_model": "ok",
+        "train_input": "skipped",
+        "train_rounds": "skipped",
+        "export": "skipped",
+        "infer": "skipped",
+    }
     assert ran == ["env", "train_model"]
     synth = result["stages"]["synth"]
     assert synth["error"] == "ValueError: synthetic data: no disk left"

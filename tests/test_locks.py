@@ -20,11 +20,13 @@ from store.lock import LOCK_NAME, NoLock, WriterLock, read_holder, writer_lock
 from tests.conftest import make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-HOLD = ("import sys, time\n"
-        "from store.lock import WriterLock\n"
-        "WriterLock(sys.argv[1], 'x', command='the holder', beside=sys.argv[2] == '1').acquire()\n"
-        "print('held', flush=True)\n"
-        "time.sleep(300)\n")
+HOLD = (
+    "import sys, time\n"
+    "from store.lock import WriterLock\n"
+    "WriterLock(sys.argv[1], 'x', command='the holder', beside=sys.argv[2] == '1').acquire()\n"
+    "print('held', flush=True)\n"
+    "time.sleep(300)\n"
+)
 
 
 def _env() -> dict[str, str]:
@@ -35,8 +37,14 @@ class Holder:
     """Another process that takes the writer lock of ``folder`` and sleeps (as a long build or training does)."""
 
     def __init__(self, folder: Path, beside: bool = False) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), "1" if beside else "0"], cwd=ROOT,
-                                     env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", HOLD, str(folder), "1" if beside else "0"],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         line = self.proc.stdout.readline().strip()
         assert line == "held", self.proc.stderr.read()
 
@@ -116,8 +124,20 @@ def test_a_forked_child_does_not_hold_the_lock(tmp_path) -> None:
 def test_build_store_is_refused_while_another_writes_and_runs_after_a_kill(tmp_path, holders) -> None:
     data, store = make_dataset(tmp_path / "data"), tmp_path / "s.zarr"
     h = holders(store, beside=True)
-    cmd = [sys.executable, "-m", "rfcx", "build-store", "--data", str(data), "--store", str(store),
-           "--backend", "torch", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rfcx",
+        "build-store",
+        "--data",
+        str(data),
+        "--store",
+        str(store),
+        "--backend",
+        "torch",
+        "--device",
+        "cpu",
+    ]
     second = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert second.returncode == 1
     assert f"error: {store}: another process is writing this feature store" in second.stderr

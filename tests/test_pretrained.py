@@ -55,8 +55,11 @@ def test_bad_weights_files_are_clear_errors(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"pretrained = '.*nowhere.pth': weights file not found"):
         check_pretrained(cfg.replace(pretrained=str(tmp_path / "nowhere.pth")))
     other, _ = _weights(tmp_path, name="test_resnet")  # weights of another backbone
-    with pytest.raises(ValueError, match=r"test_resnet.pth: the weights do not fit the backbone test_efficientnet "
-                                         r"\(missing keys: conv_stem.weight, .*unexpected keys: conv1.0.weight"):
+    with pytest.raises(
+        ValueError,
+        match=r"test_resnet.pth: the weights do not fit the backbone test_efficientnet "
+        r"\(missing keys: conv_stem.weight, .*unexpected keys: conv1.0.weight",
+    ):
         check_pretrained(cfg.replace(pretrained=str(other)))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not torch")

@@ -23,17 +23,21 @@ def _drop_in_absent_recordings(dataset) -> None:
 def test_absent_recordings_are_grouped_and_defects_keep_their_lines(dataset, tmp_path) -> None:
     _drop_in_absent_recordings(dataset)
     store = tmp_path / "features.zarr"
-    res = CliRunner().invoke(app, ["build-store", "--data", str(dataset), "--store", str(store),
-                                   "--backend", "torch", "--device", "cpu"])
+    res = CliRunner().invoke(
+        app, ["build-store", "--data", str(dataset), "--store", str(store), "--backend", "torch", "--device", "cpu"]
+    )
     assert res.exit_code == 0, res.output
     out = res.output
     assert f"rejected {dataset / 'train_tp.csv'}:36: unknown species_id 99" in out
-    assert (f"rejected {dataset / 'train_tp.csv'}: 30 rows name a recording that has no audio file (e.g. line 6: "
-            f"recording absent0 has no audio file in train/; line 7: recording absent1 has no audio file in train/; "
-            f"line 8: recording absent2 has no audio file in train/; and 27 more)") in out
-    assert (f"rejected {dataset / 'train_fp.csv'}: 2 rows name a recording that has no audio file (e.g. line 6: "
-            f"recording absent0 has no audio file in train/; line 7: recording absent1 has no audio file in train/)"
-            ) in out
+    assert (
+        f"rejected {dataset / 'train_tp.csv'}: 30 rows name a recording that has no audio file (e.g. line 6: "
+        f"recording absent0 has no audio file in train/; line 7: recording absent1 has no audio file in train/; "
+        f"line 8: recording absent2 has no audio file in train/; and 27 more)"
+    ) in out
+    assert (
+        f"rejected {dataset / 'train_fp.csv'}: 2 rows name a recording that has no audio file (e.g. line 6: "
+        f"recording absent0 has no audio file in train/; line 7: recording absent1 has no audio file in train/)"
+    ) in out
     lines = [ln.strip() for ln in out.splitlines() if "has no audio file" in ln]
     assert len(lines) == 2 and all(" rows name a recording" in ln for ln in lines)  # the groups, no line per row
     listed = tmp_path / "features.zarr.rejected.csv"

@@ -60,6 +60,7 @@ def _same_store(a: FeatureStore, b: FeatureStore) -> None:
 
 # -- locations ---------------------------------------------------------------------------------------------------
 
+
 def test_location_parsing(tmp_path) -> None:
     assert not is_url("demo/features.zarr") and not is_url(tmp_path) and is_url("s3://b/k") and is_url("memory://x")
     local = Location.parse(tmp_path / "s.zarr")
@@ -99,6 +100,7 @@ def test_missing_remote_store_is_not_found() -> None:
 
 
 # -- the store ---------------------------------------------------------------------------------------------------
+
 
 def test_build_store_to_memory_and_file_urls_equals_a_local_build(data, local_store, tmp_path) -> None:
     local = FeatureStore.open(local_store)
@@ -148,8 +150,13 @@ def test_remote_build_resumes_after_interruption(data, local_store, monkeypatch)
 def test_cli_build_store_and_info_with_a_file_url_across_processes(data, local_store, tmp_path) -> None:
     url = f"file://{tmp_path}/cli.zarr"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "rfcx", "build-store", "--data", str(data), "--store", url,
-                           "--backend", "torch"], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "rfcx", "build-store", "--data", str(data), "--store", url, "--backend", "torch"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "stored 6 new clips" in done.stdout
     _same_store(FeatureStore.open(local_store), FeatureStore.open(url))
@@ -158,6 +165,7 @@ def test_cli_build_store_and_info_with_a_file_url_across_processes(data, local_s
 
 
 # -- run directories ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def synth_store(tmp_path_factory) -> str:
@@ -174,17 +182,19 @@ def synth_store(tmp_path_factory) -> str:
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Callable[[str], Path]:
     """``cache(name)`` points the run cache at a fresh folder (as on another machine) and returns it."""
+
     def use(name: str) -> Path:
         folder = tmp_path / f"cache-{name}"
         monkeypatch.setenv(CACHE_ENV, str(folder))
         return folder
+
     use("first")
     return use
 
 
 def _remote_files(url: str) -> dict[str, bytes]:
     fs, root = Location.parse(url).filesystem()
-    return {p[len(root.rstrip("/")) + 1:]: fs.cat_file(p) for p in fs.find(root)}
+    return {p[len(root.rstrip("/")) + 1 :]: fs.cat_file(p) for p in fs.find(root)}
 
 
 def _cfg(**changes):
@@ -238,22 +248,50 @@ def test_train_then_infer_with_runs_at_a_memory_url(synth_store, cache, tmp_path
     result = runner.invoke(app, ["train", "--round", "0", "--store", synth_store, "--runs", url, "--config", "tiny"])
     assert result.exit_code == 0, result.output
     remote = _remote_files(url)
-    assert {"config.json", "folds.json", "lwlrap.png", "round0/complete.json", "round0/metrics.json", "best_round.json",
-            "round0/loss.png", "round0/pseudo.zarr/zarr.json", "round0/models/test_efficientnet-2s_fold1.ts",
-            "round0/models/test_efficientnet-2s_fold1.pt2",
-            "round0/members/test_efficientnet-2s_fold0/checkpoint.pt"} <= set(remote)
+    assert {
+        "config.json",
+        "folds.json",
+        "lwlrap.png",
+        "round0/complete.json",
+        "round0/metrics.json",
+        "best_round.json",
+        "round0/loss.png",
+        "round0/pseudo.zarr/zarr.json",
+        "round0/models/test_efficientnet-2s_fold1.ts",
+        "round0/models/test_efficientnet-2s_fold1.pt2",
+        "round0/members/test_efficientnet-2s_fold0/checkpoint.pt",
+    } <= set(remote)
     local = tmp_path / "local-runs"
-    train_rounds(synth_store, local, _cfg(), until_round=0, progress=False, echo=lambda *_: None,
-                 export_formats=("torchscript",))
-    assert json.loads(remote["round0/metrics.json"])["oof_lwlrap"] == json.loads(
-        (local / "round0" / "metrics.json").read_text())["oof_lwlrap"]
+    train_rounds(
+        synth_store, local, _cfg(), until_round=0, progress=False, echo=lambda *_: None, export_formats=("torchscript",)
+    )
+    assert (
+        json.loads(remote["round0/metrics.json"])["oof_lwlrap"]
+        == json.loads((local / "round0" / "metrics.json").read_text())["oof_lwlrap"]
+    )
 
     fresh = cache("infer")
     outs = {}
     for name, runs in (("url", url), ("local", str(local))):
         outs[name] = tmp_path / f"{name}.csv"
-        result = runner.invoke(app, ["infer", "--batch", "--store", synth_store, "--runs", runs, "--out",
-                                     str(outs[name]), "--no-progress", "--threads", "1", "--round", "best"])
+        result = runner.invoke(
+            app,
+            [
+                "infer",
+                "--batch",
+                "--store",
+                synth_store,
+                "--runs",
+                runs,
+                "--out",
+                str(outs[name]),
+                "--no-progress",
+                "--threads",
+                "1",
+                "--round",
+                "best",
+            ],
+        )
         assert result.exit_code == 0, result.output
         assert "round 0: the run's best round (held-out oof_clip_lwlrap" in result.output  # best_round.json pulled
     assert outs["url"].read_text() == outs["local"].read_text()
@@ -277,8 +315,9 @@ def test_train_then_infer_with_runs_at_a_memory_url(synth_store, cache, tmp_path
     assert "complete, skipped" in echoed[0] and echoed[1].startswith("round 1: ")
     assert not list(again.rglob("round0/members/*/checkpoint.pt"))
     assert list(again.rglob("round0/pseudo.zarr/zarr.json"))
-    local_again = train_rounds(synth_store, local, _cfg(), until_round=1, progress=False, echo=lambda *_: None,
-                               export_formats=())
+    local_again = train_rounds(
+        synth_store, local, _cfg(), until_round=1, progress=False, echo=lambda *_: None, export_formats=()
+    )
     assert json.loads(_remote_files(url)["round1/metrics.json"])["test_lwlrap"] == local_again[1]["test_lwlrap"]
 
 
@@ -340,13 +379,39 @@ def test_infer_with_file_urls_across_processes(synth_store, tmp_path) -> None:
     src.get(root.rstrip("/") + "/", str(store) + "/", recursive=True)
     assert FeatureStore.open(store).ids("test") == fs.ids("test")
     runs = tmp_path / "runs"
-    train_rounds(f"file://{store}", f"file://{runs}", _cfg(), until_round=0, progress=False, echo=lambda *_: None,
-                 export_formats=("torchscript",))
+    train_rounds(
+        f"file://{store}",
+        f"file://{runs}",
+        _cfg(),
+        until_round=0,
+        progress=False,
+        echo=lambda *_: None,
+        export_formats=("torchscript",),
+    )
     assert (runs / "round0" / "complete.json").is_file()
     out = tmp_path / "sub.csv"
-    done = subprocess.run([sys.executable, "-m", "rfcx", "infer", "--batch", "--store", f"file://{store}", "--runs",
-                           f"file://{runs}", "--out", str(out), "--no-progress", "--threads", "1"],
-                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rfcx",
+            "infer",
+            "--batch",
+            "--store",
+            f"file://{store}",
+            "--runs",
+            f"file://{runs}",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert out.read_text().splitlines()[0].startswith("recording_id,s0,")
     assert len(out.read_text().splitlines()) == 1 + len(fs.ids("test"))
@@ -355,6 +420,7 @@ def test_infer_with_file_urls_across_processes(synth_store, tmp_path) -> None:
 def test_missing_backend_for_runs(local_store) -> None:
     try:
         import s3fs  # noqa: F401
+
         pytest.skip("s3fs is installed here")
     except ImportError:
         pass
@@ -362,5 +428,7 @@ def test_missing_backend_for_runs(local_store) -> None:
         open_run("s3://bucket/runs")
     result = runner.invoke(app, ["infer", "--batch", "--store", str(local_store), "--runs", "s3://bucket/runs"])
     assert result.exit_code == 1 and "s3:// needs the s3fs package: pip install s3fs" in result.output
-    result = runner.invoke(app, ["train", "--store", str(local_store), "--runs", "s3://bucket/runs", "--config", "tiny"])
+    result = runner.invoke(
+        app, ["train", "--store", str(local_store), "--runs", "s3://bucket/runs", "--config", "tiny"]
+    )
     assert result.exit_code == 1 and "s3:// needs the s3fs package: pip install s3fs" in result.output

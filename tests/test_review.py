@@ -28,16 +28,31 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     """Rounds 0 and 1 of the tiny config on 8 train and 3 test clips of 10 s (no exported models: not needed)."""
     root = tmp_path_factory.mktemp("review")
     store = make_synth_store(root, n_train=8, n_test=3, seconds=10.0)
-    train_rounds(str(store), root / "runs", get_config("tiny"), until_round=1, progress=False, echo=lambda *_: None,
-                 export_formats=())
+    train_rounds(
+        str(store),
+        root / "runs",
+        get_config("tiny"),
+        until_round=1,
+        progress=False,
+        echo=lambda *_: None,
+        export_formats=(),
+    )
     return {"root": root, "store": store, "runs": root / "runs", "data": root / "data"}
 
 
 @pytest.fixture(scope="module")
 def page(tiny, tmp_path_factory):  # noqa: ANN201 (rfcx.review.ReviewSummary)
     """The page of both rounds with every species' best event (threshold 0) and a snippet of each."""
-    return write_review(tiny["runs"], tiny["store"], tmp_path_factory.mktemp("page") / "review", data=tiny["data"],
-                        top=1, train_clips=1, threshold=0.0, progress=False)
+    return write_review(
+        tiny["runs"],
+        tiny["store"],
+        tmp_path_factory.mktemp("page") / "review",
+        data=tiny["data"],
+        top=1,
+        train_clips=1,
+        threshold=0.0,
+        progress=False,
+    )
 
 
 class _Links(HTMLParser):
@@ -109,8 +124,9 @@ def test_missing_parts_become_notes(tiny, tmp_path, monkeypatch) -> None:
     data = tmp_path / "data"
     (data / "train").mkdir(parents=True)  # an empty data folder: no recording to cut a snippet from
     monkeypatch.setattr(FeatureStore, "truth", lambda self, split="test": None)
-    summary = write_review(runs, tiny["store"], tmp_path / "out", data=data, top=1, train_clips=1, threshold=0.0,
-                           progress=False)
+    summary = write_review(
+        runs, tiny["store"], tmp_path / "out", data=data, top=1, train_clips=1, threshold=0.0, progress=False
+    )
     _check_self_contained(summary.index)
     html = summary.index.read_text()
     assert summary.rounds == [0] and summary.snippets == 0
@@ -126,9 +142,17 @@ def _window_scores(run: Path) -> pd.DataFrame:
     return window_table(round_scores(RunDir(run), 1).test, run_grid(RunDir(run)))
 
 
-@pytest.mark.parametrize("fmt, level, target", [("csv", "events", "d.csv"), ("csv", "windows", "w.csv"),
-                                                ("parquet", "events", "d.parquet"), ("raven", "events", "raven"),
-                                                ("raven", "events", "all.txt"), ("audacity", "events", "labels")])
+@pytest.mark.parametrize(
+    "fmt, level, target",
+    [
+        ("csv", "events", "d.csv"),
+        ("csv", "windows", "w.csv"),
+        ("parquet", "events", "d.parquet"),
+        ("raven", "events", "raven"),
+        ("raven", "events", "all.txt"),
+        ("audacity", "events", "labels"),
+    ],
+)
 def test_detections_of_every_format_read_back(tiny, tmp_path, fmt, level, target) -> None:
     """What `rfcx infer --detections` writes, in each format and level, reads back as the same events (the
     formats that keep less, as much as they keep) and is guessed from the file where no format is given."""
@@ -160,14 +184,29 @@ def test_review_shows_a_detections_file(tiny, tmp_path) -> None:
     from engine.outputs import write_detections
 
     write_detections(_window_scores(tiny["runs"]), tmp_path / "raven", 0.0, fmt="raven")
-    summary = write_review(tiny["runs"], tiny["store"], tmp_path / "out", detections=tmp_path / "raven",
-                           data=tiny["data"], top=1, train_clips=0, progress=False)
+    summary = write_review(
+        tiny["runs"],
+        tiny["store"],
+        tmp_path / "out",
+        detections=tmp_path / "raven",
+        data=tiny["data"],
+        top=1,
+        train_clips=0,
+        progress=False,
+    )
     _check_self_contained(summary.index)
     assert summary.events > 0 and "raven, by peak score" in summary.index.read_text()
     # a windows-level table: its overlapping windows are merged into events before the best are picked
     write_detections(_window_scores(tiny["runs"]), tmp_path / "w.csv", 0.0, level="windows")
-    summary = write_review(tiny["runs"], tiny["store"], tmp_path / "out2", detections=tmp_path / "w.csv",
-                           top=1, train_clips=0, progress=False)
+    summary = write_review(
+        tiny["runs"],
+        tiny["store"],
+        tmp_path / "out2",
+        detections=tmp_path / "w.csv",
+        top=1,
+        train_clips=0,
+        progress=False,
+    )
     html = summary.index.read_text()
     assert "its overlapping windows merged" in html
     assert re.search(r"\(mean [0-9.]+, (?:[2-9]|[1-9][0-9]+) windows\)", html)
@@ -176,14 +215,28 @@ def test_review_shows_a_detections_file(tiny, tmp_path) -> None:
 def test_cli_review_and_its_errors(tiny, tmp_path) -> None:
     runner = CliRunner()
     base = ["review", "--store", str(tiny["store"]), "--no-progress", "--top", "1", "--train-clips", "1"]
-    res = runner.invoke(app, [*base, "--runs", str(tiny["runs"]), "--out", str(tmp_path / "page"), "--round", "1",
-                              "--data", str(tiny["data"])])
+    res = runner.invoke(
+        app,
+        [
+            *base,
+            "--runs",
+            str(tiny["runs"]),
+            "--out",
+            str(tmp_path / "page"),
+            "--round",
+            "1",
+            "--data",
+            str(tiny["data"]),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "wrote" in res.output and (tmp_path / "page" / "index.html").is_file()
     res = runner.invoke(app, [*base, "--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "p2")])
     assert res.exit_code == 1 and "run directory not found" in res.output
-    res = runner.invoke(app, ["review", "--runs", str(tiny["runs"]), "--store", str(tmp_path / "none.zarr"),
-                              "--out", str(tmp_path / "p3")])
+    res = runner.invoke(
+        app,
+        ["review", "--runs", str(tiny["runs"]), "--store", str(tmp_path / "none.zarr"), "--out", str(tmp_path / "p3")],
+    )
     assert res.exit_code == 1 and "feature store not found" in res.output
     res = runner.invoke(app, [*base, "--runs", str(tiny["runs"]), "--out", str(tmp_path / "p4"), "--round", "7"])
     assert res.exit_code == 1 and "round 7 is not complete" in res.output
@@ -194,8 +247,9 @@ def test_cli_review_and_its_errors(tiny, tmp_path) -> None:
     res = runner.invoke(app, [*base, "--runs", str(tiny["runs"]), "--out", str(tmp_path / "mine")])
     assert res.exit_code == 1 and "other files than a review page" in res.output
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
-    res = runner.invoke(app, [*base, "--runs", str(tiny["runs"]), "--out", str(tmp_path / "p6"), "--data",
-                              str(tmp_path / "nodata")])
+    res = runner.invoke(
+        app, [*base, "--runs", str(tiny["runs"]), "--out", str(tmp_path / "p6"), "--data", str(tmp_path / "nodata")]
+    )
     assert res.exit_code == 1 and "data folder not found" in res.output
 
 

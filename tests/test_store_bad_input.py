@@ -100,7 +100,9 @@ def test_cli_build_store(dataset, tmp_path) -> None:
     (dataset / "test" / "bad.flac").write_bytes(b"")
     res = runner.invoke(app, ["build-store", "--data", str(dataset), "--store", store, "--backend", "torch"])
     assert res.exit_code == 0 and "bad.flac: empty file" in res.output and "skipped 6 already stored" in res.output
-    res = runner.invoke(app, ["build-store", "--data", str(dataset), "--store", store, "--backend", "torch", "--strict"])
+    res = runner.invoke(
+        app, ["build-store", "--data", str(dataset), "--store", store, "--backend", "torch", "--strict"]
+    )
     assert res.exit_code == 2 and "bad.flac: empty file" in res.output
     res = runner.invoke(app, ["build-store", "--data", str(tmp_path / "nope"), "--store", store])
     assert res.exit_code == 1 and "data folder not found" in res.output

@@ -75,8 +75,7 @@ def test_torch_cpu_threads_give_the_same_store(dataset, tmp_path) -> None:
 
     before = torch.get_num_threads()
     build_store(dataset, tmp_path / "one.zarr", backend="torch", device="cpu", progress=False, threads=1)
-    build_store(dataset, tmp_path / "two.zarr", backend="torch", device="cpu", progress=False, threads=2,
-                batch_size=3)
+    build_store(dataset, tmp_path / "two.zarr", backend="torch", device="cpu", progress=False, threads=2, batch_size=3)
     assert torch.get_num_threads() == before
     one, two = FeatureStore.open(tmp_path / "one.zarr"), FeatureStore.open(tmp_path / "two.zarr")
     assert one.ids("train") == two.ids("train") and one.ids("test") == two.ids("test")
@@ -130,8 +129,9 @@ def test_half_written_clip_is_not_taken_for_whole(dataset, tmp_path) -> None:
     build_store(dataset, path, backend="torch", device="cpu", progress=False)
     root = zarr.open_group(path, mode="r+")
     # what a kill between the first and the last chunk leaves: an array whose `complete` flag is still false
-    root["train/mel"].create_array("t1", shape=(256, 282), dtype="float16", chunks=(256, 64),
-                                   attributes={"complete": False}, overwrite=True)
+    root["train/mel"].create_array(
+        "t1", shape=(256, 282), dtype="float16", chunks=(256, 64), attributes={"complete": False}, overwrite=True
+    )
     del root["train/ids"]  # ... and an index that was never written
     again = build_store(dataset, path, backend="torch", device="cpu", progress=False)
     assert again.stored == {"train": 1, "test": 0}

@@ -43,8 +43,9 @@ def reference():
     if not REAL_CLIP.is_file():
         pytest.skip("real recording not available")
     y, _ = decode(REAL_CLIP, P.sample_rate)
-    s = librosa.feature.melspectrogram(y=y, sr=P.sample_rate, n_fft=P.n_fft, hop_length=P.hop, n_mels=P.n_mels,
-                                       power=2.0)
+    s = librosa.feature.melspectrogram(
+        y=y, sr=P.sample_rate, n_fft=P.n_fft, hop_length=P.hop, n_mels=P.n_mels, power=2.0
+    )
     return y, 10 * np.log10(np.maximum(s, P.amin))
 
 
@@ -90,7 +91,7 @@ def test_mel_band_groups_hold_every_weight() -> None:
 @pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI not installed")
 def test_dali_backend_matches_librosa_on_real_clip(reference) -> None:
     y, ref = reference
-    (ours, n_samples), = DaliLogMel(P, batch_size=1)([np.fromfile(REAL_CLIP, dtype=np.uint8)])
+    ((ours, n_samples),) = DaliLogMel(P, batch_size=1)([np.fromfile(REAL_CLIP, dtype=np.uint8)])
     assert n_samples == len(y)
     assert ours.shape == ref.shape
     assert _corr(ours, ref) >= 0.99

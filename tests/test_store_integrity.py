@@ -59,8 +59,11 @@ def test_a_changed_byte_fails_its_read_naming_split_clip_and_chunk(built) -> Non
         with pytest.raises(DamagedStoreError) as caught:
             fs.mel("t1")
         message = str(caught.value)
-        assert (f"{store}: damaged chunk 1 of clip t1 (split train, frames 512-750): checksum mismatch" in message
-                and "rfcx build-store --repair" in message and "\n" not in message), message
+        assert (
+            f"{store}: damaged chunk 1 of clip t1 (split train, frames 512-750): checksum mismatch" in message
+            and "rfcx build-store --repair" in message
+            and "\n" not in message
+        ), message
         assert isinstance(caught.value, StoreError) and caught.value.damage.chunk == 1
         with pytest.raises(DamagedStoreError, match="damaged chunk 1 of clip t1"):
             fs.crop("t1", 600, 100)
@@ -87,8 +90,9 @@ def test_info_check_lists_the_damaged_clips_and_repair_decodes_only_them(built) 
 
     untouched = {p: p.read_bytes() for p in (store / "train" / "mel" / "t0").rglob("*") if p.is_file()}
     stamps = {p: p.stat().st_mtime_ns for p in untouched}
-    code, text = _run("build-store", "--data", data, "--store", store, "--backend", "torch", "--device", "cpu",
-                      "--repair")
+    code, text = _run(
+        "build-store", "--data", data, "--store", store, "--backend", "torch", "--device", "cpu", "--repair"
+    )
     assert code == 0, text
     assert "--repair: checked 3 clips (6 chunks): 2 damaged clip(s)" in text
     assert "repaired train/t1 chunk 0 (frames 0-511): checksum mismatch" in text and "repaired test/u0 chunk 1" in text
@@ -109,7 +113,8 @@ def test_a_damaged_clip_without_its_audio_stays_and_is_named(built, tmp_path) ->
     _flip(_chunk(built["store"], "train", "t1", 1))
     summary = build_store(data, built["store"], backend="torch", device="cpu", progress=False, repair=True)
     assert summary.repaired == [] and [str(d) for d in summary.checked.damaged] == [
-        "train/t1 chunk 1 (frames 512-750): checksum mismatch (its bytes changed after it was written)"]
+        "train/t1 chunk 1 (frames 512-750): checksum mismatch (its bytes changed after it was written)"
+    ]
     assert any("train/t1 chunk 1" in w and "has no audio file" in w for w in summary.warnings)
 
 
@@ -126,8 +131,9 @@ def test_a_store_written_before_checksums_still_reads_and_is_checked(tmp_path, m
     assert report.ok and report.clips == 2 and report.without_checksum == 2
     path = _chunk(store, "train", "t0", 0)
     path.write_bytes(b"\xff" * 16 + path.read_bytes()[16:])  # a damaged header: does not decompress
-    with pytest.raises(DamagedStoreError, match="damaged chunk 0 of clip t0 \\(split train, frames 0-511\\): does "
-                                                "not decompress"):
+    with pytest.raises(
+        DamagedStoreError, match="damaged chunk 0 of clip t0 \\(split train, frames 0-511\\): does not decompress"
+    ):
         FeatureStore.open(store).mel("t0")
     summary = build_store(data, store, backend="torch", device="cpu", progress=False, repair=True)
     assert [d.recording_id for d in summary.repaired] == ["t0"]
@@ -146,8 +152,19 @@ def test_train_on_a_damaged_store_prints_one_line(synth_store, tmp_path, workers
     shutil.copytree(synth_store, store)
     for chunk in (store / "train" / "mel").glob("*/c/0/*"):
         _flip(chunk)
-    code, text = _run("train", "--store", store, "--runs", tmp_path / "runs", "--config", "tiny",
-                      "--set", "batches_per_epoch=1", "--set", f"num_workers={workers}")
+    code, text = _run(
+        "train",
+        "--store",
+        store,
+        "--runs",
+        tmp_path / "runs",
+        "--config",
+        "tiny",
+        "--set",
+        "batches_per_epoch=1",
+        "--set",
+        f"num_workers={workers}",
+    )
     assert code == 1, text
     errors = ["error: " + part.split("\n")[0] for part in text.split("error: ")[1:]]  # (after a progress bar)
     assert len(errors) == 1 and "Traceback" not in text and text.strip().endswith(errors[0]), text
@@ -166,10 +183,15 @@ def test_one_backend_per_store(built) -> None:
     zarr.open_group(store, mode="r+").attrs["backend"] = "dali"
     code, text = _run("build-store", "--data", data, "--store", store, "--backend", "torch", "--device", "cpu")
     assert code == 1, text
-    assert (f"{store}: built with the dali backend, and this run decodes with torch: one store keeps the features "
-            f"of one backend (the two differ by up to 0.1 dB); " in text), text
-    assert ("resume it with --backend dali, or use a new --store" if dali_available() else
-            "NVIDIA DALI is not installed here: resume it where DALI is, or use a new --store") in text
+    assert (
+        f"{store}: built with the dali backend, and this run decodes with torch: one store keeps the features "
+        f"of one backend (the two differ by up to 0.1 dB); " in text
+    ), text
+    assert (
+        "resume it with --backend dali, or use a new --store"
+        if dali_available()
+        else "NVIDIA DALI is not installed here: resume it where DALI is, or use a new --store"
+    ) in text
     assert FeatureStore.open(store).backend == "dali"
 
     from store.params import MelParams
@@ -192,5 +214,6 @@ def test_info_shows_the_submission_rows_without_a_stored_clip(tmp_path) -> None:
     assert FeatureStore.open(store).missing_submission_ids() == ["u0", "gone1", "gone2", "gone3", "gone4"]
     code, text = _run("info", "--store", store)
     assert code == 0, text
-    assert ("sample submission: 5 of its 6 recordings have no stored test clip (e.g. u0, gone1, gone2; and 2 more)"
-            in text), text
+    assert (
+        "sample submission: 5 of its 6 recordings have no stored test clip (e.g. u0, gone1, gone2; and 2 more)" in text
+    ), text

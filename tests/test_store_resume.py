@@ -31,10 +31,23 @@ def _complete_clips(path: Path) -> int:
 def test_resume_after_kill(tmp_path) -> None:
     data = make_dataset(tmp_path / "data", n_train=24, n_test=0, seconds=20.0)
     store = tmp_path / "s.zarr"
-    cmd = [sys.executable, "-m", "rfcx", "build-store", "--data", str(data), "--store", str(store),
-           "--backend", "torch", "--batch-size", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "rfcx",
+        "build-store",
+        "--data",
+        str(data),
+        "--store",
+        str(store),
+        "--backend",
+        "torch",
+        "--batch-size",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     deadline = time.time() + 120
     while _complete_clips(store) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

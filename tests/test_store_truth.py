@@ -57,8 +57,12 @@ def test_bad_rows_rejected_with_file_and_line(dataset, tmp_path) -> None:
         HEADER
         + _row("u0", (1,))  # line 2: good
         + _row("u1", n=23)  # line 3: too few fields
-        + "u1," + ",".join(["0"] * 23 + ["2"]) + "\n"  # line 4: not 0/1
-        + "u1," + ",".join(["x"] + ["0"] * 23) + "\n"  # line 5: not a number
+        + "u1,"
+        + ",".join(["0"] * 23 + ["2"])
+        + "\n"  # line 4: not 0/1
+        + "u1,"
+        + ",".join(["x"] + ["0"] * 23)
+        + "\n"  # line 5: not a number
         + _row("", (1,))  # line 6: empty id
         + _row("t0", (2,))  # line 7: a train clip, not a test clip
         + _row("nope")  # line 8: no such clip

@@ -76,8 +76,12 @@ def test_ids_unique_hex(data: Path) -> None:
     ids = _ids(data / "train") + _ids(data / "test")
     assert len(set(ids)) == len(ids)
     assert all(re.fullmatch(r"[0-9a-f]{9}", i) for i in ids)
-    boxes = pd.concat([pd.read_csv(data / "train_tp.csv", dtype={"recording_id": str}),
-                       pd.read_csv(data / "train_fp.csv", dtype={"recording_id": str})])
+    boxes = pd.concat(
+        [
+            pd.read_csv(data / "train_tp.csv", dtype={"recording_id": str}),
+            pd.read_csv(data / "train_fp.csv", dtype={"recording_id": str}),
+        ]
+    )
     assert set(boxes.recording_id) <= set(_ids(data / "train"))
 
 
@@ -193,8 +197,11 @@ def _check_clip_labels(clip, tp_calls: int) -> None:  # noqa: ANN001 (rfcx.synth
     table, sim = load_species_table(), band_similarity(load_species_table())
     hits = []
     for s, _, t0, _, t1, _ in clip.tp:
-        hit = [k for k, c in enumerate(clip.calls)
-               if c.species_id == s and abs(c.t_min - t0) < TOL and abs(c.t_max - t1) < TOL]
+        hit = [
+            k
+            for k, c in enumerate(clip.calls)
+            if c.species_id == s and abs(c.t_min - t0) < TOL and abs(c.t_max - t1) < TOL
+        ]
         assert len(hit) == 1
         hits += hit
     assert len(hits) == len(set(hits))  # no call labelled twice
@@ -231,14 +238,35 @@ def test_label_density_cli(tmp_path: Path) -> None:
 
     from rfcx.cli import app
 
-    base = ["synth", "--train", "2", "--test", "0", "--seconds", "1", "--seed", str(SEED), "--mix", "labels",
-            "--tp-fraction", "1.0"]
+    base = [
+        "synth",
+        "--train",
+        "2",
+        "--test",
+        "0",
+        "--seconds",
+        "1",
+        "--seed",
+        str(SEED),
+        "--mix",
+        "labels",
+        "--tp-fraction",
+        "1.0",
+    ]
     bad = CliRunner().invoke(app, [*base[:1], str(tmp_path / "bad"), *base[1:], "--label-density", "0.5"])
     assert bad.exit_code == 1 and "label_density" in bad.output
     ok = CliRunner().invoke(app, [*base[:1], str(tmp_path / "ok"), *base[1:], "--label-density", "3"])
     assert ok.exit_code == 0, ok.output
-    direct = synthesize(tmp_path / "direct", n_train=2, n_test=0, seconds=1.0, seed=SEED, progress=False,
-                        tp_fraction=1.0, label_density=3.0).out_dir
+    direct = synthesize(
+        tmp_path / "direct",
+        n_train=2,
+        n_test=0,
+        seconds=1.0,
+        seed=SEED,
+        progress=False,
+        tp_fraction=1.0,
+        label_density=3.0,
+    ).out_dir
     for name in ("train_tp.csv", "train_fp.csv"):
         assert (tmp_path / "ok" / name).read_bytes() == (direct / name).read_bytes(), name
 
@@ -263,8 +291,7 @@ def test_tp_and_fp_boxes_sit_on_calls() -> None:
     for i in range(10):
         clip = make_clip("train", i, SEED, 20.0)
         for s, _, t0, _, t1, _ in clip.tp:  # a TP box covers exactly one call of its species
-            assert any(c.species_id == s and abs(c.t_min - t0) < TOL and abs(c.t_max - t1) < TOL
-                       for c in clip.calls)
+            assert any(c.species_id == s and abs(c.t_min - t0) < TOL and abs(c.t_max - t1) < TOL for c in clip.calls)
         for a, _, t0, f0, t1, f1 in clip.fp:  # under an FP box of A: a call of a similar species B
             n_fp += 1
             assert a not in clip.species
@@ -365,13 +392,15 @@ def test_background_recording(tmp_path: Path) -> None:
     sf.write(str(low), x[::3], sr // 3)  # 16 kHz: resampled to 48 kHz on load
     plain = synthesize(tmp_path / "plain", n_train=3, n_test=1, seconds=5.0, seed=1, progress=False).out_dir
     for bg in (real / "f97ababc1.flac", low):
-        out = synthesize(tmp_path / bg.stem, n_train=3, n_test=1, seconds=5.0, seed=1, background=bg,
-                         progress=False).out_dir
+        out = synthesize(
+            tmp_path / bg.stem, n_train=3, n_test=1, seconds=5.0, seed=1, background=bg, progress=False
+        ).out_dir
         for name in ("train_tp.csv", "train_fp.csv", "test_labels.csv"):  # labels don't depend on it
             assert (out / name).read_bytes() == (plain / name).read_bytes()
         rid = _ids(out / "train")[0]
-        assert not np.array_equal(sf.read(str(out / "train" / f"{rid}.flac"))[0],
-                                  sf.read(str(plain / "train" / f"{rid}.flac"))[0])
+        assert not np.array_equal(
+            sf.read(str(out / "train" / f"{rid}.flac"))[0], sf.read(str(plain / "train" / f"{rid}.flac"))[0]
+        )
 
 
 def test_bad_arguments(tmp_path: Path) -> None:

@@ -27,14 +27,14 @@ def _chirp(clip: np.ndarray, t: float) -> None:
     a, n = int(t * FPS), int(0.5 * FPS)
     for i in range(n):
         b = BAND[0] + int((BAND[1] - BAND[0] - 4) * i / n)
-        clip[b:b + 4, a + i] += 15.0
+        clip[b : b + 4, a + i] += 15.0
 
 
 def _tone(clip: np.ndarray, t: float) -> None:
     """A flat call in the same band: another species' (a confuser)."""
     a, n = int(t * FPS), int(0.5 * FPS)
     mid = (BAND[0] + BAND[1]) // 2
-    clip[mid - 2:mid + 2, a:a + n] += 15.0
+    clip[mid - 2 : mid + 2, a : a + n] += 15.0
 
 
 class Store:
@@ -58,8 +58,12 @@ class Store:
 def _boxes() -> pd.DataFrame:
     f_min, f_max = _hz(BAND[0]), _hz(BAND[1])
     rows = [("a", 5, 2.0, 2.5, True), ("d", 5, 7.0, 7.5, True), ("c", 5, 6.0, 6.5, False)]
-    return pd.DataFrame([dict(recording_id=r, species_id=s, songtype_id=1, t_min=a, f_min=f_min, t_max=e,
-                              f_max=f_max, is_tp=tp) for r, s, a, e, tp in rows])
+    return pd.DataFrame(
+        [
+            dict(recording_id=r, species_id=s, songtype_id=1, t_min=a, f_min=f_min, t_max=e, f_max=f_max, is_tp=tp)
+            for r, s, a, e, tp in rows
+        ]
+    )
 
 
 WINDOW, HOP = 2.0, 0.5
@@ -78,7 +82,9 @@ def test_match_finds_the_call_elsewhere_and_leaves_the_own_clip_out_of_other() -
     res = templates.match(fs, sorted(N_WINDOWS), tm, N_WINDOWS, WINDOW, HOP, boxes)
     assert res.best["b"].shape == (N_WINDOWS["b"], 24)
     b = res.best["b"][:, 5]
-    assert b[_windows_holding(6.0)].min() > 0.7 > 0.3 > b[~_windows_holding(6.0) & (np.arange(len(b)) * HOP > 7.5)].max()
+    assert (
+        b[_windows_holding(6.0)].min() > 0.7 > 0.3 > b[~_windows_holding(6.0) & (np.arange(len(b)) * HOP > 7.5)].max()
+    )
     assert res.best["c"][_windows_holding(6.0), 5].max() < 0.5  # the confuser
     assert res.best["a"][_windows_holding(2.0), 5].max() == pytest.approx(1.0, abs=1e-3)  # its own template
     assert 0.7 < res.other["a"][_windows_holding(2.0), 5].max() < 0.999  # d's template only
@@ -120,8 +126,15 @@ def test_fp_boxes_raise_the_background_and_silence_their_windows() -> None:
     fs, boxes = Store(), _boxes()
     _chirp(fs.clips["c"], 6.0)  # now the FP box of clip c holds a call the templates match
     labels, summary = templates.teacher(fs, boxes, N_WINDOWS, WINDOW, HOP)
-    fp_ncc = templates.match(fs, sorted(N_WINDOWS), templates.cut_templates(fs, boxes[boxes.is_tp], templates.POOL, 16),
-                             N_WINDOWS, WINDOW, HOP, boxes).fp[0][1]
+    fp_ncc = templates.match(
+        fs,
+        sorted(N_WINDOWS),
+        templates.cut_templates(fs, boxes[boxes.is_tp], templates.POOL, 16),
+        N_WINDOWS,
+        WINDOW,
+        HOP,
+        boxes,
+    ).fp[0][1]
     assert fp_ncc > 0.5
     level = summary["levels"].get("5")
     assert level is None or level["background"] >= fp_ncc - 1e-3
@@ -133,8 +146,9 @@ def test_calibration_levels() -> None:
     windows = {"x": np.full((10, 24), -1.0), "y": np.full((10, 24), -1.0)}
     windows["x"][:, 3] = 0.1
     windows["y"][:, 3] = np.linspace(0.0, 0.3, 10)
-    res = templates.MatchResult(best=windows, other=windows, tp=[(3, 0.8), (3, 0.9), (3, 0.95)],
-                                fp=[(3, 0.6), (3, 0.7)])
+    res = templates.MatchResult(
+        best=windows, other=windows, tp=[(3, 0.8), (3, 0.9), (3, 0.95)], fp=[(3, 0.6), (3, 0.7)]
+    )
     assert templates.calibration(res) == {3: pytest.approx((0.65, 0.9))}
     quiet = templates.MatchResult(best=windows, other=windows, tp=res.tp, fp=[])
     lo, hi = templates.calibration(quiet)[3]

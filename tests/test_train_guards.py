@@ -35,8 +35,10 @@ def stores(tmp_path_factory) -> dict[str, str]:
 
 
 def _train(store: str, runs: Path, *extra: str):
-    return CliRunner().invoke(app, ["train", "--store", store, "--runs", str(runs), "--config", "tiny",
-                                    "--set", "batches_per_epoch=1", *extra])
+    return CliRunner().invoke(
+        app,
+        ["train", "--store", store, "--runs", str(runs), "--config", "tiny", "--set", "batches_per_epoch=1", *extra],
+    )
 
 
 def test_too_many_folds_writes_nothing_and_the_right_command_then_runs(stores, tmp_path) -> None:
@@ -78,8 +80,10 @@ def test_resuming_on_another_store_names_both_stores(stores, tmp_path) -> None:
     for other, lacks in (("b", "8 of its 8"), ("sub", "2 of its 8")):
         res = _train(stores[other], runs, "--round", "1")
         assert res.exit_code == 1, res.output
-        assert f"this run was trained on the store {a}, and {stores[other]} lacks {lacks} train recordings" \
-            in res.output and f"resume it with --store {a}" in res.output
+        assert (
+            f"this run was trained on the store {a}, and {stores[other]} lacks {lacks} train recordings" in res.output
+            and f"resume it with --store {a}" in res.output
+        )
     assert (runs / "config.json").read_bytes() == config and (runs / "folds.json").read_bytes() == folds
     assert not (runs / "round1").exists()
     (runs / "store.json").unlink()  # a run made before store.json: still refused, without the name

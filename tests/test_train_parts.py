@@ -43,7 +43,7 @@ def test_window_count_and_grid() -> None:
     w4 = clip_windows(mel, FPS, 4.0, 0.5, 4.0, fill=-100)
     w8 = clip_windows(mel, FPS, 4.0, 0.5, 8.0, fill=-100)
     assert w4.shape == (113, 2, 375) and w8.shape == (113, 2, 750)
-    np.testing.assert_array_equal(w4[5, 0], mel[0, starts[5]:starts[5] + 375])
+    np.testing.assert_array_equal(w4[5, 0], mel[0, starts[5] : starts[5] + 375])
     # an 8 s crop is centred on the same window centre (within a frame), shifted inside the clip at its edges
     assert abs(w8[10, 0].mean() - w4[10, 0].mean()) <= 1
     assert (w8 != -100).all() and w8[0, 0, 0] == 0 and w8[-1, 0, -1] <= 5625
@@ -141,8 +141,11 @@ def test_training_side_fcn_scores_equal_the_engines_fcn(tmp_path, crop_s: float)
     kw = dict(grid_window_s=4.0, hop_s=0.5, crop_s=crop_s, device=torch.device("cpu"), batch_size=8)
     fcn = predict_windows(net, clips, ids, mode="fcn", **kw)
     exact = predict_windows(net, clips, ids, mode="exact", **kw)
-    assert [len(fcn[r]) for r in ids] == [len(exact[r]) for r in ids] == [n_windows(clips.frames[r], FPS, 4.0, 0.5)
-                                                                            for r in ids]
+    assert (
+        [len(fcn[r]) for r in ids]
+        == [len(exact[r]) for r in ids]
+        == [n_windows(clips.frames[r], FPS, 4.0, 0.5) for r in ids]
+    )
     engine, _ = infer_clips([model], clips, ids, P, mode="fcn", progress=False)
     ours = np.stack([fcn[rid].max(axis=0) for rid in ids])
     assert ours.std() > 0.01
@@ -172,7 +175,9 @@ def test_round0_crops_are_around_boxes_with_masked_box_labels() -> None:
     for rid, start, target, mask, bins in zip(b.recording_ids, b.starts, b.target, b.mask, b.box_bins):
         c0, c1 = start / FPS, (start + CROP) / FPS
         covered = _boxes()[(_boxes().recording_id == rid)]
-        covered = covered[(np.minimum(covered.t_max, c1) - np.maximum(covered.t_min, c0)) >= 0.5 * (covered.t_max - covered.t_min)]
+        covered = covered[
+            (np.minimum(covered.t_max, c1) - np.maximum(covered.t_min, c0)) >= 0.5 * (covered.t_max - covered.t_min)
+        ]
         assert len(covered) >= 1  # the crop holds its box
         known = set(covered.species_id)
         assert set(np.flatnonzero(mask)) == known  # every other class is masked out

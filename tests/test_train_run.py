@@ -59,8 +59,11 @@ def test_round_0_to_1_end_to_end(tiny_store, tmp_path) -> None:
     assert json.loads(run.metrics(1).read_text())["test_lwlrap_rounds"] == pytest.approx(expected)
     assert "test_lwlrap_rounds" not in json.loads(run.metrics(0).read_text())
     assert sorted(p.name for p in run.models_dir(1).iterdir()) == [
-        "test_efficientnet-2s_fold0.pt2", "test_efficientnet-2s_fold0.ts",
-        "test_efficientnet-2s_fold1.pt2", "test_efficientnet-2s_fold1.ts"]
+        "test_efficientnet-2s_fold0.pt2",
+        "test_efficientnet-2s_fold0.ts",
+        "test_efficientnet-2s_fold1.pt2",
+        "test_efficientnet-2s_fold1.ts",
+    ]
     pseudo = read_pseudo_labels(run.pseudo_labels(0))
     assert len(pseudo.ids) == 8 and pseudo.window_seconds == 2.0 and pseudo.hop_seconds == 0.5
     assert all(len(pseudo.clip(r)) == 17 for r in pseudo.ids)  # (10 s - 2 s) / 0.5 s + 1 windows
@@ -102,7 +105,9 @@ def test_resume_after_interruption_repeats_the_same_training(tiny_store, tmp_pat
 
 def test_run_directory_of_another_config_is_refused(tiny_store, tmp_path) -> None:
     runs = tmp_path / "runs"
-    train_rounds(tiny_store, runs, _cfg(batches_per_epoch=1), 0, progress=False, echo=lambda *_: None, export_formats=())
+    train_rounds(
+        tiny_store, runs, _cfg(batches_per_epoch=1), 0, progress=False, echo=lambda *_: None, export_formats=()
+    )
     with pytest.raises(ValueError, match=r"another config \(batches_per_epoch: 1 \(run\) vs 2 \(asked\)\).*new --runs"):
         train_rounds(tiny_store, runs, _cfg(), 0, progress=False, echo=lambda *_: None, export_formats=())
     # how a run executes is not what it learns: it resumes under other values of these
@@ -119,19 +124,57 @@ def test_bad_inputs(tiny_store, tmp_path, dataset) -> None:
     with pytest.raises(ValueError, match="no TP/FP boxes"):
         train_rounds(str(tmp_path / "nobox.zarr"), tmp_path / "r", _cfg(), 0, progress=False)
     runner = CliRunner()
-    res = runner.invoke(app, ["train", "--store", tiny_store, "--runs", str(tmp_path / "r2"), "--config", "tiny",
-                              "--set", "backbones=[{backbone: resnet_51, crop_seconds: 2.0}]"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--store",
+            tiny_store,
+            "--runs",
+            str(tmp_path / "r2"),
+            "--config",
+            "tiny",
+            "--set",
+            "backbones=[{backbone: resnet_51, crop_seconds: 2.0}]",
+        ],
+    )
     assert res.exit_code == 1 and "resnet_51" in res.output and "not a timm model" in res.output
-    res = runner.invoke(app, ["train", "--store", tiny_store, "--runs", str(tmp_path / "r2"), "--config", "tiny",
-                              "--set", "learning_rate=0.1"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--store",
+            tiny_store,
+            "--runs",
+            str(tmp_path / "r2"),
+            "--config",
+            "tiny",
+            "--set",
+            "learning_rate=0.1",
+        ],
+    )
     assert res.exit_code == 1 and "unknown config field 'learning_rate'" in res.output
     res = runner.invoke(app, ["train", "--store", tiny_store, "--runs", str(tmp_path / "r2"), "--config", "nope"])
     assert res.exit_code == 1 and "unknown config 'nope'" in res.output
 
 
 def test_cli_train_prints_lwlrap_per_round(tiny_store, tmp_path) -> None:
-    res = CliRunner().invoke(app, ["train", "--round", "0", "--store", tiny_store, "--runs", str(tmp_path / "r"),
-                                   "--config", "tiny", "--set", "batches_per_epoch=1"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--round",
+            "0",
+            "--store",
+            tiny_store,
+            "--runs",
+            str(tmp_path / "r"),
+            "--config",
+            "tiny",
+            "--set",
+            "batches_per_epoch=1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "round 0: OOF LWLRAP" in res.output and "test LWLRAP" in res.output
 
@@ -165,8 +208,9 @@ def test_round_1_resumes_after_clips_were_added_to_the_store(tiny_store, tmp_pat
     run = RunDir(tmp_path / "runs")
     ids = FeatureStore.open(tiny_store).ids("train")
     rng = np.random.default_rng(0)
-    write_pseudo_labels(run.pseudo_labels(0), {rid: rng.random((17, 24), dtype=np.float32) for rid in ids[2:]},
-                        2.0, 0.5)  # as if ids[:2] came later
+    write_pseudo_labels(
+        run.pseudo_labels(0), {rid: rng.random((17, 24), dtype=np.float32) for rid in ids[2:]}, 2.0, 0.5
+    )  # as if ids[:2] came later
     write_json_atomic(run.metrics(0), {"round": 0, "oof_lwlrap": 0.5, "oof_box_auc": 0.5, "test_lwlrap": None})
     write_json_atomic(run.complete_marker(0), {"round": 0})
     echoed = []
@@ -188,8 +232,12 @@ def test_until_converged_records_the_better_round(tiny_store, tmp_path) -> None:
     echoed = []
     results = train_rounds(tiny_store, run.root, _cfg(), 3, progress=False, echo=echoed.append, until_converged=True)
     assert [m["round"] for m in results] == [0, 1, 2]
-    assert run.best_round() == {"round": 1, "signal": "oof_lwlrap", "value": 0.45,
-                                "rounds": {"0": 0.30, "1": 0.45, "2": 0.41}}
+    assert run.best_round() == {
+        "round": 1,
+        "signal": "oof_lwlrap",
+        "value": 0.45,
+        "rounds": {"0": 0.30, "1": 0.45, "2": 0.41},
+    }
     assert "stopping (--until-converged); best round: 1 (oof_lwlrap 0.4500)" in echoed[-1]
 
 
@@ -247,8 +295,9 @@ def test_template_teacher_raises_the_next_rounds_labels(tiny_store, tmp_path, mo
         net_auc = json.loads(run.metrics(0).read_text())["oof_tp_auc"]
         assert len(net_auc) == 24 and all(v is None or 0.0 <= v <= 1.0 for v in net_auc)
         assert set(summary["tp_auc"]) <= set(summary["levels"])
-        only = teachers.template_only(summary["species_calibrated"], dict(enumerate(net_auc)),
-                                      {int(s): v for s, v in summary["tp_auc"].items()})
+        only = teachers.template_only(
+            summary["species_calibrated"], dict(enumerate(net_auc)), {int(s): v for s, v in summary["tp_auc"].items()}
+        )
         expected = np.maximum(network.scores, tm.scores)
         expected[:, only] = tm.scores[:, only]
     else:
@@ -275,8 +324,9 @@ def test_combine_teachers_max_mean_and_select() -> None:
     assert np.allclose(select, [[0.0, 1.0, 0.6], [0.5, 0.9, 0.0]])
     assert np.array_equal(network, before[0]) and np.array_equal(template, before[1])  # inputs untouched
     # a species without a network figure (no TP box held out) keeps the larger label
-    assert np.allclose(teachers.combine(network, template, "select", [0, 1], {}, {0: 0.9, 1: 0.9}),
-                       np.maximum(network, template))
+    assert np.allclose(
+        teachers.combine(network, template, "select", [0, 1], {}, {0: 0.9, 1: 0.9}), np.maximum(network, template)
+    )
     with pytest.raises(ValueError, match="combine"):
         teachers.combine(network, template, "sum", [0])
 

@@ -48,13 +48,16 @@ app = typer.Typer(
 
 
 @app.callback()
-def _main(ctx: typer.Context,
-          verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False) -> None:
+def _main(
+    ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False
+) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from rfcx.errors import UsageError
     from rfcx.process_group import torchrun_launch
 
     launch = torchrun_launch()
     if launch is not None and launch.world > 1 and ctx.invoked_subcommand not in DISTRIBUTED_COMMANDS:
-        raise UsageError(f"`rfcx {ctx.invoked_subcommand}` runs as one process; start it without torchrun (torchrun "
-                         f"runs {', '.join(DISTRIBUTED_COMMANDS[:-1])} and infer --batch)")
+        raise UsageError(
+            f"`rfcx {ctx.invoked_subcommand}` runs as one process; start it without torchrun (torchrun "
+            f"runs {', '.join(DISTRIBUTED_COMMANDS[:-1])} and infer --batch)"
+        )

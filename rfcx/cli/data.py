@@ -25,35 +25,57 @@ def synth(
     seconds: Annotated[float, typer.Option("--seconds", help="Length of each clip in seconds.")] = 60.0,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same data).")] = 0,
     background: Annotated[
-        list[Path] | None, typer.Option("--background", help="Real recordings (FLAC files or folders of them; "
-                                        "repeat the option) to mix in as background, one per clip.")
+        list[Path] | None,
+        typer.Option(
+            "--background",
+            help="Real recordings (FLAC files or folders of them; "
+            "repeat the option) to mix in as background, one per clip.",
+        ),
     ] = None,
     workers: Annotated[int, typer.Option("--workers", help="Processes generating clips.")] = 1,
     mix: Annotated[
-        str, typer.Option("--mix", help="zipf (default): a skewed species mix shared by train and test with labels "
-                          "as sparse as the competition's; labels: the species follow the labels (--tp-fraction, "
-                          "--label-density).")
+        str,
+        typer.Option(
+            "--mix",
+            help="zipf (default): a skewed species mix shared by train and test with labels "
+            "as sparse as the competition's; labels: the species follow the labels (--tp-fraction, "
+            "--label-density).",
+        ),
     ] = "zipf",
-    zipf_s: Annotated[float, typer.Option("--zipf", help="zipf mix: presence weight of the species of rank r is "
-                                          "r^-S (0: uniform).")] = 1.0,
-    species_per_clip: Annotated[float, typer.Option("--species-per-clip", help="zipf mix: mean species per clip "
-                                                    "(Poisson).")] = 1.5,
-    tp_per_clip: Annotated[float, typer.Option("--tp-per-clip", help="zipf mix: TP boxes per train clip "
-                                               "(competition: 0.26).")] = 0.26,
-    fp_per_clip: Annotated[float, typer.Option("--fp-per-clip", help="zipf mix: FP boxes per train clip "
-                                               "(competition: 1.6).")] = 1.6,
-    tp_balance: Annotated[float, typer.Option("--tp-balance", help="zipf mix: 1 spreads the TP boxes evenly over "
-                                              "the species (as the competition's tables), 0 makes them follow "
-                                              "presence.")] = 1.0,
+    zipf_s: Annotated[
+        float, typer.Option("--zipf", help="zipf mix: presence weight of the species of rank r is r^-S (0: uniform).")
+    ] = 1.0,
+    species_per_clip: Annotated[
+        float, typer.Option("--species-per-clip", help="zipf mix: mean species per clip (Poisson).")
+    ] = 1.5,
+    tp_per_clip: Annotated[
+        float, typer.Option("--tp-per-clip", help="zipf mix: TP boxes per train clip (competition: 0.26).")
+    ] = 0.26,
+    fp_per_clip: Annotated[
+        float, typer.Option("--fp-per-clip", help="zipf mix: FP boxes per train clip (competition: 1.6).")
+    ] = 1.6,
+    tp_balance: Annotated[
+        float,
+        typer.Option(
+            "--tp-balance",
+            help="zipf mix: 1 spreads the TP boxes evenly over "
+            "the species (as the competition's tables), 0 makes them follow "
+            "presence.",
+        ),
+    ] = 1.0,
     tp_fraction: Annotated[
         float | None,
-        typer.Option("--tp-fraction", help="labels mix: share of train clips with TP boxes, in (0, 1] (default: "
-                     "real ~24 %)."),
+        typer.Option(
+            "--tp-fraction", help="labels mix: share of train clips with TP boxes, in (0, 1] (default: real ~24 %)."
+        ),
     ] = None,
     label_density: Annotated[
         float,
-        typer.Option("--label-density", help="labels mix: label more of each train clip, >= 1: up to round(D) calls "
-                     "per TP species and ~D times the FP rows (default 1: the real sparsity)."),
+        typer.Option(
+            "--label-density",
+            help="labels mix: label more of each train clip, >= 1: up to round(D) calls "
+            "per TP species and ~D times the FP rows (default 1: the real sparsity).",
+        ),
     ] = 1.0,
 ) -> None:
     """Write a synthetic data set in the competition's layout (train/, test/, train_tp.csv, ...)."""
@@ -62,12 +84,29 @@ def synth(
     species_mix = None
     if choice(mix, MIXES, "--mix") == "zipf":
         if tp_fraction is not None or label_density != 1.0:
-            raise UsageError("--tp-fraction and --label-density belong to --mix labels; --mix zipf sets the "
-                             "label density with --tp-per-clip and --fp-per-clip")
-        species_mix = Mix(zipf_s=zipf_s, species_per_clip=species_per_clip, tp_per_clip=tp_per_clip,
-                          fp_per_clip=fp_per_clip, tp_balance=tp_balance)
-    s = synthesize(out_dir, n_train=train, n_test=test, seconds=seconds, seed=seed, background=background or None,
-                   workers=workers, tp_fraction=tp_fraction, label_density=label_density, mix=species_mix)
+            raise UsageError(
+                "--tp-fraction and --label-density belong to --mix labels; --mix zipf sets the "
+                "label density with --tp-per-clip and --fp-per-clip"
+            )
+        species_mix = Mix(
+            zipf_s=zipf_s,
+            species_per_clip=species_per_clip,
+            tp_per_clip=tp_per_clip,
+            fp_per_clip=fp_per_clip,
+            tp_balance=tp_balance,
+        )
+    s = synthesize(
+        out_dir,
+        n_train=train,
+        n_test=test,
+        seconds=seconds,
+        seed=seed,
+        background=background or None,
+        workers=workers,
+        tp_fraction=tp_fraction,
+        label_density=label_density,
+        mix=species_mix,
+    )
     typer.echo(
         f"wrote {s.n_train} train + {s.n_test} test clips of {s.seconds:g} s, {s.n_tp_rows} TP and {s.n_fp_rows} FP "
         f"boxes to {s.out_dir} in {s.elapsed_s:.1f} s"
@@ -77,16 +116,32 @@ def synth(
 @app.command("build-store")
 def build_store_cmd(
     data: Annotated[Path, typer.Option("--data", help="Data folder: train/, test/, train_tp.csv, train_fp.csv.")],
-    store: Annotated[str, typer.Option("--store", help="Feature store to create or extend (a .zarr folder or an "
-                                       "fsspec URL: s3://bucket/features.zarr).")],
-    backend: Annotated[str, typer.Option("--backend", help="auto (default: DALI on a GPU, torch on the CPU, where "
-                                         "each measured fastest; an existing store keeps its own), dali or torch.")
-                       ] = "auto",
+    store: Annotated[
+        str,
+        typer.Option(
+            "--store",
+            help="Feature store to create or extend (a .zarr folder or an fsspec URL: s3://bucket/features.zarr).",
+        ),
+    ],
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="auto (default: DALI on a GPU, torch on the CPU, where "
+            "each measured fastest; an existing store keeps its own), dali or torch.",
+        ),
+    ] = "auto",
     device: options.Device = "auto",
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad input (exit code 2).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Clips decoded per pipeline run.")] = 8,
-    repair: Annotated[bool, typer.Option("--repair", help="First read every stored chunk, and decode the damaged "
-                                         "clips again from their audio (the others are left as they are).")] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="First read every stored chunk, and decode the damaged "
+            "clips again from their audio (the others are left as they are).",
+        ),
+    ] = False,
 ) -> None:
     """Decode every clip and store its log-mel spectrogram in a chunked Zarr store (resumable)."""
     import os
@@ -101,16 +156,24 @@ def build_store_cmd(
     try:
         with launched(resolve_device(device).type == "cuda") as group:
             summary = build_store(
-                data, store, backend=backend, device=device, strict=strict, batch_size=batch_size,
+                data,
+                store,
+                backend=backend,
+                device=device,
+                strict=strict,
+                batch_size=batch_size,
                 # defects one line each as found; the causes many rows share are grouped at the end (_print_store)
-                on_reject=lambda r: None if is_grouped(r) else tqdm.write(f"rejected {r}"), progress=group.is_main,
+                on_reject=lambda r: None if is_grouped(r) else tqdm.write(f"rejected {r}"),
+                progress=group.is_main,
                 shard=(group.rank, group.world),
                 gather=lambda obj: group.gather_after_work(obj, "build-store"),
-                threads=max(1, (os.cpu_count() or 1) // group.local_world), repair=repair,
+                threads=max(1, (os.cpu_count() or 1) // group.local_world),
+                repair=repair,
             )
     except BadInputError as exc:  # --strict: the first bad input ends the build
-        raise StoppedAtBadInput(f"{exc} (--strict: stopped at the first bad input; what was stored before stays "
-                                f"stored)") from exc
+        raise StoppedAtBadInput(
+            f"{exc} (--strict: stopped at the first bad input; what was stored before stays stored)"
+        ) from exc
     if not group.is_main:
         return
     for message in summary.warnings:
@@ -133,8 +196,14 @@ def build_store_cmd(
 @app.command()
 def info(
     store: Annotated[str, typer.Option("--store", help="Feature store to describe.")],
-    check: Annotated[bool, typer.Option("--check", help="Also read every chunk of every clip (a progress bar) and "
-                                        "list the damaged clips (exit code 1 when any).")] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Also read every chunk of every clip (a progress bar) and "
+            "list the damaged clips (exit code 1 when any).",
+        ),
+    ] = False,
 ) -> None:
     """Describe a feature store: clips and hours per split, boxes, rejected inputs, submission rows without a clip;
     with --check, whether every stored chunk reads back as written."""
@@ -147,5 +216,7 @@ def info(
         print_check(report)
         if not report.ok:
             n = len(report.damaged_clips)
-            raise DamagedStoreError(f"{store}: {n} damaged clip{'s' if n != 1 else ''}; run `rfcx build-store --repair --data DIR "
-                  f"--store {store}` to decode {'them' if n != 1 else 'it'} again from the audio")
+            raise DamagedStoreError(
+                f"{store}: {n} damaged clip{'s' if n != 1 else ''}; run `rfcx build-store --repair --data DIR "
+                f"--store {store}` to decode {'them' if n != 1 else 'it'} again from the audio"
+            )

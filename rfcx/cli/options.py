@@ -16,18 +16,32 @@ DEFAULT_RUNS = "demo/runs"
 DEVICES = "auto, cpu, gpu (= cuda), cuda or cuda:N"
 
 Store = Annotated[str, typer.Option("--store", help="Feature store (a .zarr folder or an fsspec URL).")]
-Runs = Annotated[str, typer.Option("--runs", help="Run directory of `rfcx train` (a folder or an fsspec URL, "
-                                   "mirrored in a local cache).")]
+Runs = Annotated[
+    str,
+    typer.Option(
+        "--runs", help="Run directory of `rfcx train` (a folder or an fsspec URL, mirrored in a local cache)."
+    ),
+]
 LocalRuns = Annotated[Path, typer.Option("--runs", help="Run directory (local).")]
 Device = Annotated[str, typer.Option("--device", help=f"{DEVICES}.")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
-Threads = Annotated[int | None, typer.Option(
-    "--threads", help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine).",
-    show_default=False)]
-DetectionsFormat = Annotated[str | None, typer.Option(
-    "--detections-format", help="csv, parquet, raven (Raven Pro selection tables) or audacity (label tracks); "
-                                "default: guessed from the path (parquet for a .parquet path, else csv).",
-    show_default=False)]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine).",
+        show_default=False,
+    ),
+]
+DetectionsFormat = Annotated[
+    str | None,
+    typer.Option(
+        "--detections-format",
+        help="csv, parquet, raven (Raven Pro selection tables) or audacity (label tracks); "
+        "default: guessed from the path (parquet for a .parquet path, else csv).",
+        show_default=False,
+    ),
+]
 
 
 def choice(value: str, choices: Iterable[str], flag: str) -> str:

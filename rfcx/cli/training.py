@@ -19,14 +19,26 @@ def train(
     round_: Annotated[int, typer.Option("--round", help="Run rounds 0..N (complete ones are skipped).")] = 0,
     store: Annotated[str, typer.Option("--store", help="Feature store (from build-store).")] = DEFAULT_STORE,
     runs: options.Runs = DEFAULT_RUNS,
-    config: Annotated[str, typer.Option("--config", help="A named config (seed, cpu, tiny) or a TOML/YAML file.")] = "cpu",
+    config: Annotated[
+        str, typer.Option("--config", help="A named config (seed, cpu, tiny) or a TOML/YAML file.")
+    ] = "cpu",
     folds: Annotated[int | None, typer.Option("--folds", help="Override the config's fold count.")] = None,
     device: Annotated[str | None, typer.Option("--device", help=f"{options.DEVICES} (default: the config's).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config field: key=value (repeatable).")] = None,
-    until_converged: Annotated[bool, typer.Option("--until-converged", help="Stop when the held-out signal stops improving.")] = False,
-    oracle: Annotated[bool, typer.Option("--oracle", help="The ceiling: the same config trained on every call's "
-                                         "truth (synthetic data's calls_truth.csv), one round, into RUNS/oracle; "
-                                         "each round's report then shows it.")] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config field: key=value (repeatable).")
+    ] = None,
+    until_converged: Annotated[
+        bool, typer.Option("--until-converged", help="Stop when the held-out signal stops improving.")
+    ] = False,
+    oracle: Annotated[
+        bool,
+        typer.Option(
+            "--oracle",
+            help="The ceiling: the same config trained on every call's "
+            "truth (synthetic data's calls_truth.csv), one round, into RUNS/oracle; "
+            "each round's report then shows it.",
+        ),
+    ] = False,
 ) -> None:
     """Train the bootstrap round and the pseudo-label rounds 1..N (resumable)."""
     from rfcx.process_group import launched
@@ -36,8 +48,18 @@ def train(
 
     cfg = apply_overrides(get_config(config), set_ or [])
     with launched(resolve_device(device or cfg.device).type == "cuda") as group:  # torchrun: one rank of many
-        train_rounds(store, runs, cfg, until_round=round_, folds=folds, device=device,
-                     until_converged=until_converged, echo=typer.echo, group=group, oracle=oracle)
+        train_rounds(
+            store,
+            runs,
+            cfg,
+            until_round=round_,
+            folds=folds,
+            device=device,
+            until_converged=until_converged,
+            echo=typer.echo,
+            group=group,
+            oracle=oracle,
+        )
 
 
 @app.command()

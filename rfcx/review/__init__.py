@@ -73,14 +73,25 @@ def check_out(out: Path) -> None:
     index = out / "index.html"
     ours = index.is_file() and f'content="{GENERATOR}"' in index.read_text(errors="replace")[:4000]
     if not ours and any(out.iterdir()):
-        raise InvalidInputError(f"{out}: a folder holding other files than a review page; give a new or empty folder "
-                         "(a page written before is replaced)")
+        raise InvalidInputError(
+            f"{out}: a folder holding other files than a review page; give a new or empty folder "
+            "(a page written before is replaced)"
+        )
 
 
-def write_review(runs: str | os.PathLike, store: str | os.PathLike, out: str | os.PathLike,
-                 round_: int | str | None = "all", detections: str | os.PathLike | None = None,
-                 detections_format: str | None = None, data: str | os.PathLike | None = None, top: int = 5,
-                 train_clips: int = 2, threshold: float = 0.5, progress: bool = True) -> ReviewSummary:
+def write_review(
+    runs: str | os.PathLike,
+    store: str | os.PathLike,
+    out: str | os.PathLike,
+    round_: int | str | None = "all",
+    detections: str | os.PathLike | None = None,
+    detections_format: str | None = None,
+    data: str | os.PathLike | None = None,
+    top: int = 5,
+    train_clips: int = 2,
+    threshold: float = 0.5,
+    progress: bool = True,
+) -> ReviewSummary:
     """Write the review page of the run at ``runs`` (a local folder) trained on ``store`` into ``out``.
 
     ``round_``: ``all`` (every complete round) or a round K (the table shows rounds 0..K). The events are those of
@@ -112,8 +123,10 @@ def write_review(runs: str | os.PathLike, store: str | os.PathLike, out: str | o
     boxes = _boxes(fs, notes)
     truth = fs.truth("test")
     if truth is None:
-        notes.append("the store has no test labels (test_labels.csv): no test AP, and no test LWLRAP unless training "
-                     "recorded one")
+        notes.append(
+            "the store has no test labels (test_labels.csv): no test AP, and no test LWLRAP unless training "
+            "recorded one"
+        )
     try:
         grid = run_grid(run)
     except (FileNotFoundError, ValueError, KeyError) as exc:
@@ -151,16 +164,19 @@ def write_review(runs: str | os.PathLike, store: str | os.PathLike, out: str | o
             images += 1
         else:
             loss = None
-        sections.append(RoundSection(k, _metrics(run, k), loss, per_class_table(scores[k], boxes, truth, grid),
-                                     section_notes))
+        sections.append(
+            RoundSection(k, _metrics(run, k), loss, per_class_table(scores[k], boxes, truth, grid), section_notes)
+        )
 
     # -- the events -------------------------------------------------------------------------------------------
     if detections is not None:
         events = read_detections(detections, detections_format)
         unknown = sorted({rid for rid in events.recording_id if rid not in fs})
         if unknown:
-            notes.append(f"{len(unknown)} recording(s) of {Path(detections).name} are not in the store, their events "
-                         f"left out (e.g. {', '.join(unknown[:3])})")
+            notes.append(
+                f"{len(unknown)} recording(s) of {Path(detections).name} are not in the store, their events "
+                f"left out (e.g. {', '.join(unknown[:3])})"
+            )
             events = events[~events.recording_id.isin(unknown)]
         if len(events) and (events.n_windows == 1).all():  # windows: merged into events, as infer's default
             events = merge_window_rows(events, bands)
@@ -171,11 +187,15 @@ def write_review(runs: str | os.PathLike, store: str | os.PathLike, out: str | o
     else:
         windows = window_table(scores[last].test, grid)
         events = merge_events(windows, threshold, bands)
-        events_source = (f"round {last}'s ensemble on the store's test clips: {grid.window_s:g} s windows every "
-                         f"{grid.hop_s:g} s above {threshold:g}, merged; by peak score")
+        events_source = (
+            f"round {last}'s ensemble on the store's test clips: {grid.window_s:g} s windows every "
+            f"{grid.hop_s:g} s above {threshold:g}, merged; by peak score"
+        )
         if windows.empty:
-            notes.append(f"round {last} scored no test clip (the store has no test split?): no events to show; "
-                         "give --detections FILE of `rfcx infer`")
+            notes.append(
+                f"round {last} scored no test clip (the store has no test split?): no events to show; "
+                "give --detections FILE of `rfcx infer`"
+            )
     best = top_events(events, top)
 
     # -- the pseudo labels ------------------------------------------------------------------------------------
@@ -186,28 +206,40 @@ def write_review(runs: str | os.PathLike, store: str | os.PathLike, out: str | o
         if run.pseudo_labels(k).is_dir():
             labels[k] = read_pseudo_labels(run.pseudo_labels(k))
     if not labels:
-        notes.append(f"no pseudo labels ({run.pseudo_labels(last).relative_to(runs)}) in rounds 0..{last}: the train "
-                     "clips show their boxes only")
-    pseudo_source = ("beneath each clip: the species' pseudo labels of "
-                     + (", ".join(f"round {k}" for k in labels) if labels else "no round")
-                     + " (RUNS/round{k}/pseudo.zarr: round k's scores, what round k+1 learns from), by window centre")
+        notes.append(
+            f"no pseudo labels ({run.pseudo_labels(last).relative_to(runs)}) in rounds 0..{last}: the train "
+            "clips show their boxes only"
+        )
+    pseudo_source = (
+        "beneath each clip: the species' pseudo labels of "
+        + (", ".join(f"round {k}" for k in labels) if labels else "no round")
+        + " (RUNS/round{k}/pseudo.zarr: round k's scores, what round k+1 learns from), by window centre"
+    )
 
     # -- the figures and snippets (the long part) -------------------------------------------------------------
     views = []
     jobs: list[Callable[[], None]] = []
     for sid in range(N_CLASSES):
         mine = boxes[boxes.species_id == sid]
-        view = SpeciesView(sid, float(bands.low_hz[sid]), float(bands.high_hz[sid]), int(mine.is_tp.sum()),
-                           int((~mine.is_tp).sum()))
+        view = SpeciesView(
+            sid, float(bands.low_hz[sid]), float(bands.high_hz[sid]), int(mine.is_tp.sum()), int((~mine.is_tp).sum())
+        )
         views.append(view)
         ev = best.get(sid)
         if ev is None or ev.empty:
             view.events_note = "no event of this species" + ("" if detections is not None else f" above {threshold:g}")
         else:
             for i, e in enumerate(ev.itertuples(index=False)):
-                card = EventCard(str(e.recording_id), fs.split_of(e.recording_id), float(e.start_s), float(e.end_s),
-                                 float(e.peak_score), float(e.mean_score), int(e.n_windows),
-                                 f"img/event_s{sid}_{i}.png")
+                card = EventCard(
+                    str(e.recording_id),
+                    fs.split_of(e.recording_id),
+                    float(e.start_s),
+                    float(e.end_s),
+                    float(e.peak_score),
+                    float(e.mean_score),
+                    int(e.n_windows),
+                    f"img/event_s{sid}_{i}.png",
+                )
                 view.events.append(card)
                 jobs.append(_event_job(fs, e, card, tmp, data, f"audio/event_s{sid}_{i}.flac"))
         picks = train_examples(boxes, sid, train_clips)
@@ -216,16 +248,28 @@ def write_review(runs: str | os.PathLike, store: str | os.PathLike, out: str | o
         for i, (rid, kind) in enumerate(picks):
             clip_boxes = boxes[boxes.recording_id == rid]
             mine_here = clip_boxes[clip_boxes.species_id == sid]
-            curves = [(f"round {k}", lab.window_seconds / 2 + lab.hop_seconds * np.arange(len(lab.clip(rid))),
-                       lab.clip(rid)[:, sid]) for k, lab in labels.items() if rid in lab]
+            curves = [
+                (
+                    f"round {k}",
+                    lab.window_seconds / 2 + lab.hop_seconds * np.arange(len(lab.clip(rid))),
+                    lab.clip(rid)[:, sid],
+                )
+                for k, lab in labels.items()
+                if rid in lab
+            ]
             missing = [k for k, lab in labels.items() if rid not in lab]
-            caption = (f"{rid}: {int(mine_here.is_tp.sum())} TP / {int((~mine_here.is_tp).sum())} FP box(es) of "
-                       f"species {sid} (thick; other species' boxes thin); beneath, its pseudo labels"
-                       + (f" (none in round {', '.join(map(str, missing))})" if missing else ""))
+            caption = (
+                f"{rid}: {int(mine_here.is_tp.sum())} TP / {int((~mine_here.is_tp).sum())} FP box(es) of "
+                f"species {sid} (thick; other species' boxes thin); beneath, its pseudo labels"
+                + (f" (none in round {', '.join(map(str, missing))})" if missing else "")
+            )
             card = TrainCard(rid, kind, f"img/train_s{sid}_{i}.png", caption)
             view.train.append(card)
-            jobs.append(lambda rid=rid, sid=sid, cb=clip_boxes, curves=curves, card=card:
-                        train_clip_png(fs, rid, sid, cb, curves, tmp / card.img))
+            jobs.append(
+                lambda rid=rid, sid=sid, cb=clip_boxes, curves=curves, card=card: train_clip_png(
+                    fs, rid, sid, cb, curves, tmp / card.img
+                )
+            )
 
     from tqdm.auto import tqdm
 
@@ -235,20 +279,41 @@ def write_review(runs: str | os.PathLike, store: str | os.PathLike, out: str | o
     snippets = sum(1 for v in views for c in v.events if c.audio)
     without = sum(1 for v in views for c in v.events if not c.audio)
     if data is not None and without:
-        notes.append(f"{without} event(s) without audio: their recording is not in {data} (or does not read); each "
-                     "says why")
+        notes.append(
+            f"{without} event(s) without audio: their recording is not in {data} (or does not read); each says why"
+        )
 
     page = Page(
         title=f"rfcx review: {runs.resolve().name}" + (f" round {last}" if round_ not in (None, "all") else ""),
-        facts=[("run", str(runs)), ("store", str(store)), ("config", _config_name(run)),
-               ("rounds", ", ".join(map(str, shown))), ("members", str(scores[last].members)),
-               ("data", str(data) if data is not None else "none"), ("written", time.strftime("%Y-%m-%d %H:%M"))],
-        notes=notes, table=table, best_round=(run.best_round() or {}).get("round"), lwlrap_png=lwlrap_png,
-        rounds=sections, species=views, events_source=events_source, pseudo_source=pseudo_source)
+        facts=[
+            ("run", str(runs)),
+            ("store", str(store)),
+            ("config", _config_name(run)),
+            ("rounds", ", ".join(map(str, shown))),
+            ("members", str(scores[last].members)),
+            ("data", str(data) if data is not None else "none"),
+            ("written", time.strftime("%Y-%m-%d %H:%M")),
+        ],
+        notes=notes,
+        table=table,
+        best_round=(run.best_round() or {}).get("round"),
+        lwlrap_png=lwlrap_png,
+        rounds=sections,
+        species=views,
+        events_source=events_source,
+        pseudo_source=pseudo_source,
+    )
     (tmp / "index.html").write_text(render(page), encoding="utf-8")
     replace_dir(tmp, out)
-    return ReviewSummary(out / "index.html", shown, images, snippets, int(sum(len(v.events) for v in views)), notes,
-                         time.perf_counter() - started)
+    return ReviewSummary(
+        out / "index.html",
+        shown,
+        images,
+        snippets,
+        int(sum(len(v.events) for v in views)),
+        notes,
+        time.perf_counter() - started,
+    )
 
 
 def _boxes(fs, notes: list[str]) -> pd.DataFrame:  # noqa: ANN001 (store.FeatureStore)
@@ -271,8 +336,9 @@ def _with_bands(events: pd.DataFrame, bands: pd.DataFrame) -> pd.DataFrame:
     events = events.copy()
     sid = events.species_id.clip(0, N_CLASSES - 1)
     for col in ("low_hz", "high_hz"):
-        events[col] = events[col].astype(np.float64).fillna(pd.Series(bands[col].reindex(sid).to_numpy(),
-                                                                      index=events.index))
+        events[col] = (
+            events[col].astype(np.float64).fillna(pd.Series(bands[col].reindex(sid).to_numpy(), index=events.index))
+        )
     return events
 
 
@@ -290,8 +356,14 @@ def _config_name(run: RunDir) -> str:
         return "?"
 
 
-def _event_job(fs, event, card: EventCard, tmp: Path, data: Path | None,  # noqa: ANN001
-               audio: str) -> Callable[[], None]:
+def _event_job(
+    fs,
+    event,
+    card: EventCard,
+    tmp: Path,
+    data: Path | None,  # noqa: ANN001
+    audio: str,
+) -> Callable[[], None]:
     from .figures import event_png
     from .snippets import find_recording, write_snippet
 

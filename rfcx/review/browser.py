@@ -20,8 +20,15 @@ from pathlib import Path
 from store.errors import RfcxError
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-FLAGS = ("--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
-         "--virtual-time-budget=15000")
+FLAGS = (
+    "--headless",
+    "--disable-gpu",
+    "--no-sandbox",
+    "--hide-scrollbars",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--virtual-time-budget=15000",
+)
 CONSOLE = re.compile(r":CONSOLE[:(]")  # Chromium's log lines of the page's console messages
 
 CHECK_SCRIPT = """<script>
@@ -123,16 +130,30 @@ def check_page(index: str | Path, browser: str | None = None, timeout: float = 1
         copy.unlink(missing_ok=True)
     found = re.search(r'<pre id="review-check">(.*?)</pre>', done.stdout, re.S)
     if found is None:
-        raise BrowserError(f"{browser}: the page's check did not finish (exit {done.returncode}); stderr ends: "
-                           f"{done.stderr[-2000:]}")
-    result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<")
-                        .replace("&gt;", ">"))
-    return PageCheck([tuple(x) for x in result["images"]], [tuple(x) for x in result["audio"]],
-                     _console(done.stderr), browser_version(browser))
+        raise BrowserError(
+            f"{browser}: the page's check did not finish (exit {done.returncode}); stderr ends: {done.stderr[-2000:]}"
+        )
+    result = json.loads(
+        found.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
+    )
+    return PageCheck(
+        [tuple(x) for x in result["images"]],
+        [tuple(x) for x in result["audio"]],
+        _console(done.stderr),
+        browser_version(browser),
+    )
 
 
-def screenshot(index: str | Path, png: str | Path, sections: Sequence[str] | None = None, width: int = 1280,
-               height: int = 2000, browser: str | None = None, colours: int = 256, timeout: float = 180) -> Path:
+def screenshot(
+    index: str | Path,
+    png: str | Path,
+    sections: Sequence[str] | None = None,
+    width: int = 1280,
+    height: int = 2000,
+    browser: str | None = None,
+    colours: int = 256,
+    timeout: float = 180,
+) -> Path:
     """A screenshot (``width`` x ``height`` from the top) of the page, showing only the ``sections`` (ids: ``rounds``,
     ``round-1``, ``species-8``, ...) where given, as a palette PNG of ``colours``."""
     from PIL import Image
@@ -152,8 +173,9 @@ def screenshot(index: str | Path, png: str | Path, sections: Sequence[str] | Non
     finally:
         copy.unlink(missing_ok=True)
     if not png.is_file():
-        raise BrowserError(f"{browser}: no screenshot written (exit {done.returncode}); stderr ends: "
-                           f"{done.stderr[-2000:]}")
+        raise BrowserError(
+            f"{browser}: no screenshot written (exit {done.returncode}); stderr ends: {done.stderr[-2000:]}"
+        )
     with Image.open(png) as image:
         small = image.convert("RGB").quantize(colors=colours, method=Image.Quantize.MEDIANCUT)
     small.save(png, optimize=True)

@@ -58,8 +58,10 @@ def select_rounds(run: RunDir, round_: int | str | None) -> list[int]:
     done = complete_rounds(run)
     if not done:
         present = ", ".join(map(str, run.rounds())) or "none"
-        raise InvalidInputError(f"{run.root}: no complete round to review (rounds present: {present}; a round is complete "
-                         f"once {run.complete_marker(0).name} is written)")
+        raise InvalidInputError(
+            f"{run.root}: no complete round to review (rounds present: {present}; a round is complete "
+            f"once {run.complete_marker(0).name} is written)"
+        )
     if round_ in (None, "all"):
         return done
     if not isinstance(round_, int) or round_ not in done:
@@ -95,7 +97,8 @@ def round_scores(run: RunDir, k: int) -> RoundScores:
         oof={rid: oof_sum[rid] / oof_n[rid] for rid in oof_sum},
         test={rid: test_sum[rid] / len(test_best[rid]) for rid in test_sum},
         test_clips={rid: np.mean(v, axis=0) for rid, v in test_best.items()},
-        members=len(files))
+        members=len(files),
+    )
 
 
 def box_windows(boxes: pd.DataFrame, scores: dict[str, np.ndarray], grid: Grid) -> pd.DataFrame:
@@ -113,13 +116,20 @@ def box_windows(boxes: pd.DataFrame, scores: dict[str, np.ndarray], grid: Grid) 
     return pd.DataFrame(rows, columns=["species_id", "is_tp", "score"])
 
 
-def per_class_table(scores: RoundScores, boxes: pd.DataFrame, truth: pd.DataFrame | None,
-                    grid: Grid) -> pd.DataFrame:
+def per_class_table(scores: RoundScores, boxes: pd.DataFrame, truth: pd.DataFrame | None, grid: Grid) -> pd.DataFrame:
     """Per species (0..23): ``test_ap`` (average precision of the ensemble's test clip scores against the test
     labels, ``test_positives`` clips; NaN without labels or positives) and ``oof_ap`` (average precision of the
     out-of-fold scores of its TP boxes against its FP boxes, ``oof_tp``/``oof_fp`` boxes; NaN without both)."""
-    table = pd.DataFrame({"species_id": np.arange(N_CLASSES), "test_ap": np.nan, "test_positives": 0,
-                          "oof_ap": np.nan, "oof_tp": 0, "oof_fp": 0})
+    table = pd.DataFrame(
+        {
+            "species_id": np.arange(N_CLASSES),
+            "test_ap": np.nan,
+            "test_positives": 0,
+            "oof_ap": np.nan,
+            "oof_tp": 0,
+            "oof_fp": 0,
+        }
+    )
     if truth is not None:
         ids = [rid for rid in truth.index if rid in scores.test_clips]
         if ids:
@@ -133,8 +143,9 @@ def per_class_table(scores: RoundScores, boxes: pd.DataFrame, truth: pd.DataFram
         n_tp, n_fp = int(g.is_tp.sum()), int((~g.is_tp).sum())
         table.loc[sid, ["oof_tp", "oof_fp"]] = n_tp, n_fp
         if n_tp and n_fp:
-            table.loc[sid, "oof_ap"] = per_class_average_precision(g.is_tp.to_numpy()[:, None],
-                                                                   g.score.to_numpy()[:, None])[0]
+            table.loc[sid, "oof_ap"] = per_class_average_precision(
+                g.is_tp.to_numpy()[:, None], g.score.to_numpy()[:, None]
+            )[0]
     return table
 
 
@@ -162,8 +173,13 @@ def merge_window_rows(events: pd.DataFrame, bands: pd.DataFrame) -> pd.DataFrame
 
     if events.empty:
         return events
-    wide = events.pivot_table(index=["recording_id", "start_s", "end_s"], columns="species_id", values="peak_score",
-                              aggfunc="max", fill_value=0.0)
+    wide = events.pivot_table(
+        index=["recording_id", "start_s", "end_s"],
+        columns="species_id",
+        values="peak_score",
+        aggfunc="max",
+        fill_value=0.0,
+    )
     wide.columns = [f"s{int(c)}" for c in wide.columns]
     return merge_events(wide.reset_index(), 0.0, bands)
 
@@ -172,8 +188,9 @@ def top_events(events: pd.DataFrame, n: int) -> dict[int, pd.DataFrame]:
     """Per species, its ``n`` events of highest peak score (ties: earlier recording, then time)."""
     if events.empty:
         return {}
-    ordered = events.sort_values(["peak_score", "recording_id", "start_s"], ascending=[False, True, True],
-                                 kind="stable")
+    ordered = events.sort_values(
+        ["peak_score", "recording_id", "start_s"], ascending=[False, True, True], kind="stable"
+    )
     return {int(sid): g.head(n).reset_index(drop=True) for sid, g in ordered.groupby("species_id")}
 
 

@@ -51,8 +51,16 @@ def mel_bin(hz: float | np.ndarray, params: MelParams) -> np.ndarray:
 
 def _spectrogram(ax, mel: np.ndarray, t0: float, t1: float, params: MelParams) -> None:  # noqa: ANN001 (Axes)
     lo, hi = np.percentile(mel, [5, 99.7]) if mel.size else (0.0, 1.0)
-    ax.imshow(mel, origin="lower", aspect="auto", cmap=CMAP, vmin=lo, vmax=max(hi, lo + 1e-3),
-              extent=(t0, t1, -0.5, params.n_mels - 0.5), interpolation="antialiased")
+    ax.imshow(
+        mel,
+        origin="lower",
+        aspect="auto",
+        cmap=CMAP,
+        vmin=lo,
+        vmax=max(hi, lo + 1e-3),
+        extent=(t0, t1, -0.5, params.n_mels - 0.5),
+        interpolation="antialiased",
+    )
     ticks = [hz for hz in TICKS_HZ if params.f_min < hz < params.f_max]
     ax.set_yticks(mel_bin(np.array(ticks, dtype=np.float64), params))
     ax.set_yticklabels([f"{hz / 1000:g}k" for hz in ticks], fontsize=7)
@@ -60,15 +68,27 @@ def _spectrogram(ax, mel: np.ndarray, t0: float, t1: float, params: MelParams) -
     ax.set_ylabel("Hz", fontsize=7)
 
 
-def _box(ax, t0: float, t1: float, low: float, high: float, params: MelParams, colour: str,  # noqa: ANN001
-         width: float, style: str = "-") -> None:
+def _box(
+    ax,
+    t0: float,
+    t1: float,
+    low: float,
+    high: float,
+    params: MelParams,
+    colour: str,  # noqa: ANN001
+    width: float,
+    style: str = "-",
+) -> None:
     if math.isnan(low) or math.isnan(high):  # no band known: the span's edges only
         for t in (t0, t1):
             ax.axvline(t, color=colour, linewidth=width, linestyle=style)
         return
     b0, b1 = mel_bin(low, params), mel_bin(high, params)
-    ax.add_patch(Rectangle((t0, float(b0)), t1 - t0, float(b1 - b0), fill=False, edgecolor=colour, linewidth=width,
-                           linestyle=style))
+    ax.add_patch(
+        Rectangle(
+            (t0, float(b0)), t1 - t0, float(b1 - b0), fill=False, edgecolor=colour, linewidth=width, linestyle=style
+        )
+    )
 
 
 def event_png(fs: FeatureStore, event, path: Path, margin_s: float = 1.0) -> tuple[float, float]:  # noqa: ANN001
@@ -83,33 +103,62 @@ def event_png(fs: FeatureStore, event, path: Path, margin_s: float = 1.0) -> tup
     mel = fs.crop(event.recording_id, f0, n)
     fig, ax = plt.subplots(figsize=(4.0, 2.1))
     _spectrogram(ax, mel, f0 / fps, (f0 + n) / fps, params)
-    _box(ax, float(event.start_s), float(event.end_s), float(event.low_hz), float(event.high_hz), params,
-         EVENT_COLOUR, 1.6)
+    _box(
+        ax,
+        float(event.start_s),
+        float(event.end_s),
+        float(event.low_hz),
+        float(event.high_hz),
+        params,
+        EVENT_COLOUR,
+        1.6,
+    )
     ax.set_xlabel("s", fontsize=7, labelpad=1)
     fig.tight_layout(pad=0.3)
     save_png(fig, path)
     return t0, t1
 
 
-def train_clip_png(fs: FeatureStore, recording_id: str, species: int, boxes: pd.DataFrame,
-                   curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path) -> None:
+def train_clip_png(
+    fs: FeatureStore,
+    recording_id: str,
+    species: int,
+    boxes: pd.DataFrame,
+    curves: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    path: Path,
+) -> None:
     """A train clip with its boxes (``boxes``: the clip's TP and FP boxes, ``is_tp``), and beneath it the
     ``curves`` (label, window centres in s, the species' pseudo labels) of ``species``."""
     params = fs.params
     mel = fs.mel(recording_id)
     length_s = mel.shape[1] / params.frames_per_second
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9.0, 3.6), sharex=True,
-                                      gridspec_kw={"height_ratios": [2.2, 1.0], "hspace": 0.08})
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(9.0, 3.6), sharex=True, gridspec_kw={"height_ratios": [2.2, 1.0], "hspace": 0.08}
+    )
     _spectrogram(top, mel, 0.0, length_s, params)
     for box in boxes.itertuples():
         mine = int(box.species_id) == species
         colour = TP_COLOUR if box.is_tp else FP_COLOUR
-        _box(top, box.t_min, box.t_max, box.f_min, box.f_max, params, colour, 2.0 if mine else 0.7,
-             "-" if box.is_tp else "--")
-        top.annotate(f"{'TP' if box.is_tp else 'FP'} {int(box.species_id)}",
-                     (box.t_min, float(mel_bin(box.f_max, params))),
-                     xytext=(1, 2), textcoords="offset points", fontsize=6 if mine else 5, color=colour,
-                     fontweight="bold" if mine else "normal")
+        _box(
+            top,
+            box.t_min,
+            box.t_max,
+            box.f_min,
+            box.f_max,
+            params,
+            colour,
+            2.0 if mine else 0.7,
+            "-" if box.is_tp else "--",
+        )
+        top.annotate(
+            f"{'TP' if box.is_tp else 'FP'} {int(box.species_id)}",
+            (box.t_min, float(mel_bin(box.f_max, params))),
+            xytext=(1, 2),
+            textcoords="offset points",
+            fontsize=6 if mine else 5,
+            color=colour,
+            fontweight="bold" if mine else "normal",
+        )
         if mine:
             bottom.axvspan(box.t_min, box.t_max, color=colour, alpha=0.25, linewidth=0)
     for label, times, values in curves:
@@ -124,8 +173,16 @@ def train_clip_png(fs: FeatureStore, recording_id: str, species: int, boxes: pd.
     if curves:
         bottom.legend(fontsize=6, loc="upper right", ncol=len(curves))
     else:
-        bottom.text(0.5, 0.5, "no pseudo labels for this clip", transform=bottom.transAxes, ha="center",
-                    va="center", fontsize=7, color="dimgrey")
+        bottom.text(
+            0.5,
+            0.5,
+            "no pseudo labels for this clip",
+            transform=bottom.transAxes,
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="dimgrey",
+        )
     fig.subplots_adjust(left=0.06, right=0.99, top=0.98, bottom=0.11)
     save_png(fig, path)
 

@@ -5,8 +5,9 @@
       store.json                          the feature store it was made on and its log-mel parameters (a resumed
                                           run's store must hold every recording of folds.json, with these)
       folds.json                          the fold of every train recording
-      best_round.json                     the complete round with the best held-out signal (rfcx.train.round_metrics.round_signal),
-                                          with the signal of every complete round: `rfcx infer`/`export`'s default
+      best_round.json                     the complete round with the best held-out signal
+                                          (rfcx.train.round_metrics.round_signal), with the signal of every
+                                          complete round: `rfcx infer`/`export`'s default
       round{k}/
         members/{member}_fold{f}/checkpoint.pt   model + optimizer + scheduler + RNG + history + config;
                                           "complete": True once its last epoch is done
@@ -32,8 +33,8 @@ from typing import TYPE_CHECKING
 from rfcx.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from rfcx.train.config import ModelSpec
     from rfcx.runs.mirror import RunMirror
+    from rfcx.train.config import ModelSpec
 
 _ROUND = re.compile(r"^round(\d+)$")
 

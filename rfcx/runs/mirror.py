@@ -42,8 +42,17 @@ log = logging.getLogger(__name__)
 MANIFEST = ".rfcx-mirror.json"
 MARKERS = ("complete.json", "best_round.json")  # pushed after everything else, in this order
 CACHE_ENV = "RFCX_CACHE_DIR"
-_VERSION_KEYS = ("ETag", "etag", "md5Hash", "generation", "mtime", "LastModified", "last_modified", "updated",
-                 "created")
+_VERSION_KEYS = (
+    "ETag",
+    "etag",
+    "md5Hash",
+    "generation",
+    "mtime",
+    "LastModified",
+    "last_modified",
+    "updated",
+    "created",
+)
 
 
 class UploadError(RfcxError, OSError):
@@ -100,8 +109,9 @@ class RunMirror:
         return data.get("files", {}) if data.get("url") == self.url else {}
 
     def _save(self, files: dict[str, dict[str, Any]]) -> None:
-        write_text_atomic(self.cache / MANIFEST, json.dumps({"url": self.url, "files": files}, indent=0,
-                                                          sort_keys=True))
+        write_text_atomic(
+            self.cache / MANIFEST, json.dumps({"url": self.url, "files": files}, indent=0, sort_keys=True)
+        )
 
     def remote_path(self, rel: str) -> str:
         return f"{self.root}/{rel}"
@@ -174,8 +184,11 @@ class RunMirror:
         if not self.cache.is_dir():
             return []
         files = self._load()
-        changed = [rel for rel in _local_files(self.cache)
-                   if files.get(rel, {}).get("local") != _local_version(self.cache / rel)]
+        changed = [
+            rel
+            for rel in _local_files(self.cache)
+            if files.get(rel, {}).get("local") != _local_version(self.cache / rel)
+        ]
         changed.sort(key=lambda rel: (MARKERS.index(Path(rel).name) + 1 if Path(rel).name in MARKERS else 0, rel))
         pushed = []
         try:
@@ -187,10 +200,17 @@ class RunMirror:
                 pushed.append(rel)
         except Exception as exc:
             if strict:
-                raise UploadError(f"{self.url}: could not upload {rel} ({type(exc).__name__}: {exc}); "
-                                  f"the run is complete in {self.cache} and the next run pushes it") from exc
-            log.warning("%s: could not upload %s (%s: %s); retrying at the next checkpoint", self.url, rel,
-                        type(exc).__name__, exc)
+                raise UploadError(
+                    f"{self.url}: could not upload {rel} ({type(exc).__name__}: {exc}); "
+                    f"the run is complete in {self.cache} and the next run pushes it"
+                ) from exc
+            log.warning(
+                "%s: could not upload %s (%s: %s); retrying at the next checkpoint",
+                self.url,
+                rel,
+                type(exc).__name__,
+                exc,
+            )
         finally:
             if pushed:
                 self._save(files)
@@ -218,7 +238,7 @@ def _relative(path: str, root: str) -> str | None:
     root_stripped = root.lstrip("/")
     for r in (root, root_stripped):
         if path.startswith(r + "/"):
-            return path[len(r) + 1:]
+            return path[len(r) + 1 :]
     return None
 
 

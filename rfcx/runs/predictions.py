@@ -21,11 +21,12 @@ def stack(scores: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray, np.ndar
 
 
 def unstack(ids: list[str], offsets: np.ndarray, flat: np.ndarray) -> dict[str, np.ndarray]:
-    return {rid: flat[offsets[i]:offsets[i + 1]] for i, rid in enumerate(ids)}
+    return {rid: flat[offsets[i] : offsets[i + 1]] for i, rid in enumerate(ids)}
 
 
-def save_predictions(path: Path, oof: dict[str, np.ndarray], test: dict[str, np.ndarray],
-                     infold: dict[str, np.ndarray] | None = None) -> None:
+def save_predictions(
+    path: Path, oof: dict[str, np.ndarray], test: dict[str, np.ndarray], infold: dict[str, np.ndarray] | None = None
+) -> None:
     """A member's window scores (out-of-fold, test, and in-fold where given) as ``path`` (.npz), atomically."""
     arrays: dict[str, np.ndarray] = {}
     for name, scores in (("oof", oof), ("test", test), ("infold", infold)):
@@ -39,8 +40,10 @@ def save_predictions(path: Path, oof: dict[str, np.ndarray], test: dict[str, np.
 def load_predictions(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """A member's (out-of-fold, test) window scores."""
     with np.load(path) as z:
-        return (unstack(z["oof_ids"].tolist(), z["oof_offsets"], z["oof_scores"]),
-                unstack(z["test_ids"].tolist(), z["test_offsets"], z["test_scores"]))
+        return (
+            unstack(z["oof_ids"].tolist(), z["oof_offsets"], z["oof_scores"]),
+            unstack(z["test_ids"].tolist(), z["test_offsets"], z["test_scores"]),
+        )
 
 
 def load_infold(path: Path) -> dict[str, np.ndarray]:

@@ -34,8 +34,11 @@ def plot_rounds(runs: RunDir) -> None:
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in (("oof_lwlrap", "OOF LWLRAP (TP windows)"), ("oof_box_auc", "OOF TP-vs-FP AUC"),
-                       ("test_lwlrap", "test LWLRAP")):
+    for key, label in (
+        ("oof_lwlrap", "OOF LWLRAP (TP windows)"),
+        ("oof_box_auc", "OOF TP-vs-FP AUC"),
+        ("test_lwlrap", "test LWLRAP"),
+    ):
         pts = [(m["round"], m[key]) for m in rows if m.get(key) is not None]
         if pts:
             ax.plot(*zip(*pts), marker="o", label=label)
@@ -43,12 +46,21 @@ def plot_rounds(runs: RunDir) -> None:
 
     table = round_table(runs.root)
     sticks = table[-1]["yardsticks"] if table else {}
-    for key, label, style in (("random", "random scores", ":"), ("prior_only", "prior-only", "--"),
-                              ("oracle", "oracle (every call's truth)", "-.")):
+    for key, label, style in (
+        ("random", "random scores", ":"),
+        ("prior_only", "prior-only", "--"),
+        ("oracle", "oracle (every call's truth)", "-."),
+    ):
         if sticks.get(key) is not None:
             ax.axhline(sticks[key], color="grey", linestyle=style, linewidth=1)
-            ax.annotate(f"{label} {sticks[key]:.3f}", (0.0, sticks[key]), textcoords="offset points",
-                        xytext=(2, 2), fontsize=7, color="dimgrey")
+            ax.annotate(
+                f"{label} {sticks[key]:.3f}",
+                (0.0, sticks[key]),
+                textcoords="offset points",
+                xytext=(2, 2),
+                fontsize=7,
+                color="dimgrey",
+            )
     ax.set_xlabel("round")
     ax.set_xticks([m["round"] for m in rows])
     ax.set_ylim(0, 1)
@@ -62,25 +74,43 @@ def plot_rounds(runs: RunDir) -> None:
 
 def format_round_table(rows: list[dict], best: int | None = None) -> str:
     """The text of ``rfcx report``: test LWLRAP by round beside random, prior-only and the oracle."""
+
     def f(v):
         return "   n/a" if v is None else f"{v:.4f}"
 
     if not rows:
         return "no complete round yet"
     sticks = rows[-1]["yardsticks"]
-    lines = [f"yardsticks: random {f(sticks.get('random'))}, prior-only {f(sticks.get('prior_only'))}, "
-             f"oracle {f(sticks.get('oracle'))}" + ("" if sticks.get("oracle") is not None else
-                                                    " (rfcx train --oracle trains it, where calls_truth.csv exists)"),
-             "round  test LWLRAP  vs prior-only  gap closed  OOF clip LWLRAP (best_round.json)  rounds 0..k together"]
+    lines = [
+        f"yardsticks: random {f(sticks.get('random'))}, prior-only {f(sticks.get('prior_only'))}, "
+        f"oracle {f(sticks.get('oracle'))}"
+        + (
+            "" if sticks.get("oracle") is not None else " (rfcx train --oracle trains it, where calls_truth.csv exists)"
+        ),
+        "round  test LWLRAP  vs prior-only  gap closed  OOF clip LWLRAP (best_round.json)  rounds 0..k together",
+    ]
     for r in rows:
-        margin = None if r["test_lwlrap"] is None or sticks.get("prior_only") is None else \
-            r["test_lwlrap"] - sticks["prior_only"]
+        margin = (
+            None
+            if r["test_lwlrap"] is None or sticks.get("prior_only") is None
+            else r["test_lwlrap"] - sticks["prior_only"]
+        )
         gap = "         -" if r["gap_closed"] is None else f"{100 * r['gap_closed']:9.0f}%"
-        lines.append(f"{r['round']:>5}  {f(r['test_lwlrap']):>11}  {('+' if (margin or 0) >= 0 else '') + f(margin) if margin is not None else '   n/a':>12}  {gap:>10}  {f(r.get('oof_clip_lwlrap')):>32}  {f(r.get('test_lwlrap_rounds')) if r['round'] else '':>20}")
+        lines.append(
+            f"{r['round']:>5}  {f(r['test_lwlrap']):>11}  "
+            f"{('+' if (margin or 0) >= 0 else '') + f(margin) if margin is not None else '   n/a':>12}  {gap:>10}  "
+            f"{f(r.get('oof_clip_lwlrap')):>32}  {f(r.get('test_lwlrap_rounds')) if r['round'] else '':>20}"
+        )
     if len(rows) > 1:
-        lines.append((f"rfcx infer uses round {best} by default (--round best: the best held-out signal, "
-                      f"RUNS/best_round.json); " if best is not None else "")
-                     + f"--round all uses rounds {rows[0]['round']}-{rows[-1]['round']} together")
+        lines.append(
+            (
+                f"rfcx infer uses round {best} by default (--round best: the best held-out signal, "
+                f"RUNS/best_round.json); "
+                if best is not None
+                else ""
+            )
+            + f"--round all uses rounds {rows[0]['round']}-{rows[-1]['round']} together"
+        )
     elif best is not None:
         lines.append(f"rfcx infer uses round {best} by default")
     return "\n".join(lines)

@@ -17,26 +17,38 @@ def default_round(run: RunDir, runs: str, say: Callable[[str], None]) -> int:
     latest = run.latest_complete()
     if latest is None:
         known = ", ".join(map(str, run.rounds())) or "none"
-        raise RunError(f"{runs}: no complete round to infer with (rounds present: {known}; a round is complete once "
-                       f"{run.complete_marker(0).name} is written)")
+        raise RunError(
+            f"{runs}: no complete round to infer with (rounds present: {known}; a round is complete once "
+            f"{run.complete_marker(0).name} is written)"
+        )
     best = run.best_round()
     if best is not None and run.is_complete(best["round"]):
         k = best["round"]
         value = best.get("value")
         told = f" {value:.4f}" if isinstance(value, (int, float)) else ""
-        others = ", ".join(f"round {r}: {v:.4f}" for r, v in (best.get("rounds") or {}).items()
-                           if str(r) != str(k) and isinstance(v, (int, float)))
-        say(f"round {k}: the run's best round (held-out {best.get('signal', 'signal')}{told}"
-            + (f"; {others}" if others else "") + f", {run.best_round_file.name}); --round K picks another")
+        others = ", ".join(
+            f"round {r}: {v:.4f}"
+            for r, v in (best.get("rounds") or {}).items()
+            if str(r) != str(k) and isinstance(v, (int, float))
+        )
+        say(
+            f"round {k}: the run's best round (held-out {best.get('signal', 'signal')}{told}"
+            + (f"; {others}" if others else "")
+            + f", {run.best_round_file.name}); --round K picks another"
+        )
         return k
-    why = (f"{run.best_round_file.name} names round {best['round']}, which is not complete" if best is not None
-           else f"the run has no {run.best_round_file.name} (trained before it was written)")
+    why = (
+        f"{run.best_round_file.name} names round {best['round']}, which is not complete"
+        if best is not None
+        else f"the run has no {run.best_round_file.name} (trained before it was written)"
+    )
     say(f"round {latest}: the latest complete round ({why}); --round K picks another")
     return latest
 
 
-def round_models(runs: str, round_: int | str | None, fmt: str,
-                 say: Callable[[str], None]) -> tuple[str, list[Path], list[int]]:
+def round_models(
+    runs: str, round_: int | str | None, fmt: str, say: Callable[[str], None]
+) -> tuple[str, list[Path], list[int]]:
     """The exported model files of the requested round(s): a round number; ``best``/None (:func:`default_round`);
     or ``all``, every complete round's models together (the rounds' ensemble). Returns a label ("round 1",
     "rounds 0-2"), the files and the rounds; a :class:`RunError` otherwise.
@@ -54,13 +66,17 @@ def round_models(runs: str, round_: int | str | None, fmt: str,
         if len(rounds) > 1:
             best = run.best_round()
             named = f"; {run.best_round_file.name} names round {best['round']}" if best else ""
-            say(f"rounds {', '.join(map(str, rounds))}: every complete round's models together (the rounds' "
-                f"ensemble{named}); --round K or --round best uses one round")
+            say(
+                f"rounds {', '.join(map(str, rounds))}: every complete round's models together (the rounds' "
+                f"ensemble{named}); --round K or --round best uses one round"
+            )
     elif round_ in (None, "best"):  # the default (README "A detector that works": the best round beat the rounds'
         rounds = [default_round(run, runs, say)]  # ensemble on both benchmark-scale sets)
     elif not run.is_complete(int(round_)):
-        raise RunError(f"{run.describe(run.round_dir(int(round_)))}: round {round_} is not complete "
-                       f"(no {run.complete_marker(int(round_)).name})")
+        raise RunError(
+            f"{run.describe(run.round_dir(int(round_)))}: round {round_} is not complete "
+            f"(no {run.complete_marker(int(round_)).name})"
+        )
     else:
         rounds = [int(round_)]
     files: list[Path] = []
@@ -72,8 +88,10 @@ def round_models(runs: str, round_: int | str | None, fmt: str,
         found = sorted(run.models_dir(k).glob(f"*{SUFFIXES[fmt]}"))
         if not found:
             flag = "torchscript" if fmt == "torchscript" else "export"
-            raise RunError(f"{run.describe(run.models_dir(k))}: no exported {fmt} models (*{SUFFIXES[fmt]}); "
-                           f"run `rfcx export --round {k} --runs {runs} --format {flag}`")
+            raise RunError(
+                f"{run.describe(run.models_dir(k))}: no exported {fmt} models (*{SUFFIXES[fmt]}); "
+                f"run `rfcx export --round {k} --runs {runs} --format {flag}`"
+            )
         files += found
     label = f"round {rounds[0]}" if len(rounds) == 1 else f"rounds {rounds[0]}-{rounds[-1]}"
     return label, files, rounds

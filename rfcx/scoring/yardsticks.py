@@ -80,17 +80,26 @@ def round_table(runs_root: Path) -> list[dict]:
         if not (path.parent / "complete.json").is_file():
             continue
         m = json.loads(path.read_text())
-        rows.append({"round": m["round"], "test_lwlrap": m.get("test_lwlrap"), "oof_lwlrap": m.get("oof_lwlrap"),
-                     "oof_clip_lwlrap": m.get("oof_clip_lwlrap"), "test_lwlrap_prior": m.get("test_lwlrap_prior"),
-                     "test_lwlrap_rounds": m.get("test_lwlrap_rounds"), "yardsticks": m.get("yardsticks") or {}})
+        rows.append(
+            {
+                "round": m["round"],
+                "test_lwlrap": m.get("test_lwlrap"),
+                "oof_lwlrap": m.get("oof_lwlrap"),
+                "oof_clip_lwlrap": m.get("oof_clip_lwlrap"),
+                "test_lwlrap_prior": m.get("test_lwlrap_prior"),
+                "test_lwlrap_rounds": m.get("test_lwlrap_rounds"),
+                "yardsticks": m.get("yardsticks") or {},
+            }
+        )
     oracle = oracle_metrics(root)
     oracle_score = oracle.get("test_lwlrap") if oracle else None
     bootstrap = rows[0]["test_lwlrap"] if rows and rows[0]["round"] == 0 else None
     for row in rows:
         row["yardsticks"] = {**row["yardsticks"], "oracle": oracle_score}
         row["gap_closed"] = gap_closed(row["test_lwlrap"], bootstrap, oracle_score) if row["round"] else None
-        row["gap_closed_rounds"] = (gap_closed(row["test_lwlrap_rounds"], bootstrap, oracle_score)
-                                    if row["round"] else None)
+        row["gap_closed_rounds"] = (
+            gap_closed(row["test_lwlrap_rounds"], bootstrap, oracle_score) if row["round"] else None
+        )
     return rows
 
 

@@ -18,16 +18,44 @@ from rfcx.synth.species import N_SPECIES, load_species_table
 
 SR = 48_000
 KINDS = (
-    "sweep_up", "sweep_down", "harmonic", "trill", "notes",
-    "clicks", "buzz", "warble", "chevron", "series",
+    "sweep_up",
+    "sweep_down",
+    "harmonic",
+    "trill",
+    "notes",
+    "clicks",
+    "buzz",
+    "warble",
+    "chevron",
+    "series",
 )
 # Chosen by hand so that each species' three most band-similar species (IoU of bands)
 # have a different kind; tests/test_synth.py checks this against the shipped table.
 SPECIES_KIND: tuple[str, ...] = (
-    "notes", "sweep_up", "harmonic", "warble", "harmonic", "chevron",       # 0-5
-    "sweep_up", "harmonic", "trill", "buzz", "clicks", "chevron",           # 6-11
-    "clicks", "buzz", "clicks", "trill", "warble", "trill",                 # 12-17
-    "sweep_down", "sweep_down", "series", "notes", "sweep_up", "trill",     # 18-23
+    "notes",
+    "sweep_up",
+    "harmonic",
+    "warble",
+    "harmonic",
+    "chevron",  # 0-5
+    "sweep_up",
+    "harmonic",
+    "trill",
+    "buzz",
+    "clicks",
+    "chevron",  # 6-11
+    "clicks",
+    "buzz",
+    "clicks",
+    "trill",
+    "warble",
+    "trill",  # 12-17
+    "sweep_down",
+    "sweep_down",
+    "series",
+    "notes",
+    "sweep_up",
+    "trill",  # 18-23
 )
 BAND_MARGIN = 0.05  # calls keep this fraction of the band width off each band edge
 PITCH_JITTER = 0.02  # std of the per-call log pitch factor (clipped to +-5 %)
@@ -97,8 +125,18 @@ def make_shape(species_id: int, f_lo: float, f_hi: float, duration: float) -> Ca
         rate = float(rng.uniform(5, 14))
     elif kind == "series":
         units = int(rng.integers(5, 13))
-    return CallShape(species_id, kind, float(f_lo), float(f_hi), float(duration),
-                     units, rate, curve, direction, tuple(float(p) for p in pattern))
+    return CallShape(
+        species_id,
+        kind,
+        float(f_lo),
+        float(f_hi),
+        float(duration),
+        units,
+        rate,
+        curve,
+        direction,
+        tuple(float(p) for p in pattern),
+    )
 
 
 def shapes_from_table(table: pd.DataFrame) -> tuple[CallShape, ...]:
@@ -148,8 +186,7 @@ def _extent(freq: np.ndarray, env: np.ndarray) -> tuple[float, float]:
     return float(on.min()), float(on.max())
 
 
-def render_call(shape: CallShape, rng: np.random.Generator, sr: int = SR,
-                max_duration: float | None = None) -> Call:
+def render_call(shape: CallShape, rng: np.random.Generator, sr: int = SR, max_duration: float | None = None) -> Call:
     """Render one call of ``shape`` with random pitch/duration variation, at unit RMS."""
     pitch = float(np.exp(np.clip(rng.normal(0, PITCH_JITTER), -0.05, 0.05)))
     dur = shape.duration * rng.uniform(1 - DURATION_JITTER, 1 + DURATION_JITTER)
@@ -163,7 +200,7 @@ def render_call(shape: CallShape, rng: np.random.Generator, sr: int = SR,
 
     if kind in ("sweep_up", "sweep_down", "chevron"):
         u, env = _units(n, shape.units, fill=0.8, taper=0.12)
-        g = u ** shape.curve if kind != "chevron" else np.sin(np.pi * u) ** shape.curve
+        g = u**shape.curve if kind != "chevron" else np.sin(np.pi * u) ** shape.curve
         if shape.direction < 0:
             g = 1.0 - g
         freq = a + (b - a) * g

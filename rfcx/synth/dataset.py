@@ -122,12 +122,21 @@ class Mix:
     snr_db: tuple[float, float] = (-3.0, 22.0)
 
     def __post_init__(self) -> None:
-        for name, lo, hi in (("zipf_s", 0.0, 5.0), ("species_per_clip", 0.0, float(MAX_SPECIES)),
-                             ("tp_per_clip", 0.0, 10.0), ("fp_per_clip", 0.0, 20.0), ("tp_balance", 0.0, 1.0),
-                             ("fp_noise_p", 0.0, 1.0)):
+        for name, lo, hi in (
+            ("zipf_s", 0.0, 5.0),
+            ("species_per_clip", 0.0, float(MAX_SPECIES)),
+            ("tp_per_clip", 0.0, 10.0),
+            ("fp_per_clip", 0.0, 20.0),
+            ("tp_balance", 0.0, 1.0),
+            ("fp_noise_p", 0.0, 1.0),
+        ):
             value = getattr(self, name)
-            if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value)
-                    or not lo <= value <= hi):
+            if (
+                not isinstance(value, numbers.Real)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or not lo <= value <= hi
+            ):
                 raise InvalidInputError(f"{name} must be a number in [{lo:g}, {hi:g}], got {value!r}")
         if len(self.snr_db) != 2 or not self.snr_db[0] <= self.snr_db[1]:
             raise InvalidInputError(f"snr_db must be two levels lo <= hi (dB), got {self.snr_db!r}")
@@ -168,8 +177,9 @@ def _expected_presence(pop: np.ndarray, mean_k: float, draws: int = 4000) -> np.
     return hits / draws
 
 
-def _plan_mix(rng: np.random.Generator, w: _World, mix: Mix, pop: np.ndarray, tp_p: np.ndarray,
-              train: bool) -> tuple[list[int], list[int], list[tuple[int, int]], int]:
+def _plan_mix(
+    rng: np.random.Generator, w: _World, mix: Mix, pop: np.ndarray, tp_p: np.ndarray, train: bool
+) -> tuple[list[int], list[int], list[tuple[int, int]], int]:
     """Species present (by popularity), TP-labelled species, FP (labelled A, on a call of B) pairs, and the
     number of FP boxes on background alone (train clips only)."""
     k = min(int(rng.poisson(mix.species_per_clip)), MAX_SPECIES)
@@ -226,14 +236,22 @@ def _kind_probs(layout: dict[str, float], tp_fraction: float | None) -> np.ndarr
 def _check_tp_fraction(tp_fraction: float | None) -> None:
     if tp_fraction is None:
         return
-    if (not isinstance(tp_fraction, numbers.Real) or isinstance(tp_fraction, bool)
-            or not math.isfinite(tp_fraction) or not 0 < tp_fraction <= 1):
+    if (
+        not isinstance(tp_fraction, numbers.Real)
+        or isinstance(tp_fraction, bool)
+        or not math.isfinite(tp_fraction)
+        or not 0 < tp_fraction <= 1
+    ):
         raise InvalidInputError(f"tp_fraction must be None or a number in (0, 1], got {tp_fraction!r}")
 
 
 def _check_label_density(label_density: float) -> None:
-    if (not isinstance(label_density, numbers.Real) or isinstance(label_density, bool)
-            or not math.isfinite(label_density) or label_density < 1):
+    if (
+        not isinstance(label_density, numbers.Real)
+        or isinstance(label_density, bool)
+        or not math.isfinite(label_density)
+        or label_density < 1
+    ):
         raise InvalidInputError(f"label_density must be a number >= 1, got {label_density!r}")
 
 
@@ -241,8 +259,13 @@ def _round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
 
 
-def _plan_train(rng: np.random.Generator, w: _World, tp_fraction: float | None = None,
-                label_density: float = 1.0, index: int | None = None) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+def _plan_train(
+    rng: np.random.Generator,
+    w: _World,
+    tp_fraction: float | None = None,
+    label_density: float = 1.0,
+    index: int | None = None,
+) -> tuple[list[int], list[int], list[tuple[int, int]]]:
     """Species calling, TP-labelled species, and FP (labelled A, calling B) pairs.
     ``tp_fraction``: the share of recordings with TP boxes (``None``: the real share).
     ``label_density`` D > 1: an FP recording draws about D times as many FP pairs (at most
@@ -268,8 +291,11 @@ def _plan_train(rng: np.random.Generator, w: _World, tp_fraction: float | None =
     free = ~np.isin(ids, tp)
     fp_weight = w.table.n_fp.to_numpy()
     if dense and n_fp:
-        n_fp = min(_round_half_up(label_density * n_fp), _round_half_up(lay["max_fp_rows"] * label_density),
-                   int(np.count_nonzero(free & (fp_weight > 0))))
+        n_fp = min(
+            _round_half_up(label_density * n_fp),
+            _round_half_up(lay["max_fp_rows"] * label_density),
+            int(np.count_nonzero(free & (fp_weight > 0))),
+        )
     labelled = [int(s) for s in rng.choice(ids, n_fp, replace=False, p=_weights(fp_weight, free))]
     fp = []
     for a in labelled:
@@ -358,7 +384,7 @@ def _background(rng: np.random.Generator, n: int, real: np.ndarray | None) -> np
         bg += 10 ** (rng.uniform(-20, -6) / 20) * _rain(rng, n)
     if real is not None:
         offset = int(rng.integers(0, len(real)))
-        seg = np.tile(real, -(-(offset + n) // len(real)))[offset:offset + n].astype(np.float64)
+        seg = np.tile(real, -(-(offset + n) // len(real)))[offset : offset + n].astype(np.float64)
         bg += 10 ** (rng.uniform(-6, 6) / 20) * seg / (seg.std() + 1e-12)
     return bg / (bg.std() + 1e-12)
 
@@ -372,9 +398,17 @@ def _band_psd(x: np.ndarray, nfft: int = 2048, frames: int = 48) -> tuple[np.nda
     return np.fft.rfftfreq(nfft, 1 / SR), 2 * spec.mean(0) / (nfft * np.sum(win**2))
 
 
-def _boxes(rng: np.random.Generator, w: _World, placed: list[tuple[int, int, Call]], tp_species: list[int],
-           fp_pairs: list[tuple[int, int]], seconds: float,
-           tp_calls: int = 1, fp_noise: int = 0, present: tuple[int, ...] = ()) -> tuple[list[tuple], list[tuple]]:
+def _boxes(
+    rng: np.random.Generator,
+    w: _World,
+    placed: list[tuple[int, int, Call]],
+    tp_species: list[int],
+    fp_pairs: list[tuple[int, int]],
+    seconds: float,
+    tp_calls: int = 1,
+    fp_noise: int = 0,
+    present: tuple[int, ...] = (),
+) -> tuple[list[tuple], list[tuple]]:
     """TP boxes tight around ``tp_calls`` distinct calls of each TP species (fewer when it
     calls fewer times); FP boxes of A's template size (A's median duration and band)
     centred on a call of the confused species B (each box once)."""
@@ -409,9 +443,16 @@ def _boxes(rng: np.random.Generator, w: _World, placed: list[tuple[int, int, Cal
     return tp, list(dict.fromkeys(fp))  # a matcher reports a hit once (a pair drawn again on one call, a clip-long box)
 
 
-def make_clip(split: str, index: int, seed: int = 0, seconds: float = 60.0,
-              background: np.ndarray | Sequence[np.ndarray] | None = None, tp_fraction: float | None = None,
-              label_density: float = 1.0, mix: Mix | None = None) -> Clip:
+def make_clip(
+    split: str,
+    index: int,
+    seed: int = 0,
+    seconds: float = 60.0,
+    background: np.ndarray | Sequence[np.ndarray] | None = None,
+    tp_fraction: float | None = None,
+    label_density: float = 1.0,
+    mix: Mix | None = None,
+) -> Clip:
     """Make one clip from the RNG seeded by (seed, split, index). Its labels do not depend
     on ``background`` (a real recording, mono float at 48 kHz, or several: each clip mixes in one of them),
     only its audio does. Without ``mix`` the species follow the labels (``tp_fraction`` and ``label_density``,
@@ -423,12 +464,16 @@ def make_clip(split: str, index: int, seed: int = 0, seconds: float = 60.0,
     rng = np.random.default_rng([seed, SPLIT_CODES[split], index])
     n = max(int(round(seconds * SR)), 64)
     if background is not None and not isinstance(background, np.ndarray):
-        background = background[int(np.random.default_rng([seed, SPLIT_CODES[split], index, 7]).integers(
-            len(background)))] if len(background) else None
+        background = (
+            background[int(np.random.default_rng([seed, SPLIT_CODES[split], index, 7]).integers(len(background)))]
+            if len(background)
+            else None
+        )
     fp_noise = 0
     if mix is not None:
-        present, tp_species, fp_pairs, fp_noise = _plan_mix(rng, w, mix, mix.popularity(seed),
-                                                             mix.tp_probability(seed), split == TRAIN)
+        present, tp_species, fp_pairs, fp_noise = _plan_mix(
+            rng, w, mix, mix.popularity(seed), mix.tp_probability(seed), split == TRAIN
+        )
     elif split == TRAIN:
         present, tp_species, fp_pairs = _plan_train(rng, w, tp_fraction, label_density, index)
     else:
@@ -436,8 +481,9 @@ def make_clip(split: str, index: int, seed: int = 0, seconds: float = 60.0,
         present = [int(s) for s in rng.choice(N_SPECIES, k, replace=False)]
         tp_species, fp_pairs = [], []
     placed = [(s, start, call) for s in present for start, call in _place_calls(rng, w.shapes[s], n)]
-    tp, fp = _boxes(rng, w, placed, tp_species, fp_pairs, n / SR, _round_half_up(label_density), fp_noise,
-                    tuple(present))
+    tp, fp = _boxes(
+        rng, w, placed, tp_species, fp_pairs, n / SR, _round_half_up(label_density), fp_noise, tuple(present)
+    )
 
     audio = _background(rng, n, background)
     freqs, psd = _band_psd(audio)
@@ -452,7 +498,7 @@ def make_clip(split: str, index: int, seed: int = 0, seconds: float = 60.0,
         snr = float(np.clip(level[s] + rng.normal(0, jitter), lo, hi))
         band = (freqs >= call.f_min) & (freqs <= call.f_max)
         p_band = float(psd[band].sum()) if band.any() else float(psd[np.argmin(abs(freqs - call.f_min))])
-        audio[start:start + len(call.audio)] += math.sqrt(p_band * 10 ** (snr / 10)) * call.audio
+        audio[start : start + len(call.audio)] += math.sqrt(p_band * 10 ** (snr / 10)) * call.audio
         calls.append(PlacedCall(s, start, call, snr))
     audio *= PEAK / (np.abs(audio).max() + 1e-12)
     return Clip(audio.astype(np.float32), tp, fp, tuple(sorted(present)), calls)
@@ -487,16 +533,31 @@ def _init_job(ctx: dict) -> None:
 def _make_and_write(task: tuple[str, int, str]) -> tuple[list, list, tuple[int, ...], list]:
     """Make one clip, write its FLAC and return its label rows (without the audio)."""
     split, index, rid = task
-    clip = make_clip(split, index, _JOB["seed"], _JOB["seconds"], _JOB["background"], _JOB["tp_fraction"],
-                     _JOB["label_density"], _JOB.get("mix"))
+    clip = make_clip(
+        split,
+        index,
+        _JOB["seed"],
+        _JOB["seconds"],
+        _JOB["background"],
+        _JOB["tp_fraction"],
+        _JOB["label_density"],
+        _JOB.get("mix"),
+    )
     sf.write(str(_JOB["out_dir"] / split / f"{rid}.flac"), clip.audio, SR, format="FLAC", subtype="PCM_16")
     truth = [(split, rid, c.species_id, c.t_min, c.call.f_min, c.t_max, c.call.f_max, c.snr_db) for c in clip.calls]
     return [(rid, *b) for b in clip.tp], [(rid, *b) for b in clip.fp], clip.species, truth
 
 
-def _validate(out_dir: Path, n_train: int, n_test: int, seconds: float, workers: int,
-              background: Path | Sequence[Path] | None, tp_fraction: float | None = None,
-              label_density: float = 1.0) -> None:
+def _validate(
+    out_dir: Path,
+    n_train: int,
+    n_test: int,
+    seconds: float,
+    workers: int,
+    background: Path | Sequence[Path] | None,
+    tp_fraction: float | None = None,
+    label_density: float = 1.0,
+) -> None:
     for name, value, low in (("n_train", n_train, 1), ("n_test", n_test, 0), ("workers", workers, 1)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
             raise InvalidInputError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -528,9 +589,19 @@ def background_files(background: Path | str | Sequence[Path | str] | None) -> li
     return files
 
 
-def synthesize(out_dir: Path, n_train: int = 100, n_test: int = 40, seconds: float = 60.0, seed: int = 0,
-               background: Path | Sequence[Path] | None = None, progress: bool = True, workers: int = 1,
-               tp_fraction: float | None = None, label_density: float = 1.0, mix: Mix | None = None) -> SynthSummary:
+def synthesize(
+    out_dir: Path,
+    n_train: int = 100,
+    n_test: int = 40,
+    seconds: float = 60.0,
+    seed: int = 0,
+    background: Path | Sequence[Path] | None = None,
+    progress: bool = True,
+    workers: int = 1,
+    tp_fraction: float | None = None,
+    label_density: float = 1.0,
+    mix: Mix | None = None,
+) -> SynthSummary:
     """Write a synthetic RFCX-layout data set into ``out_dir`` (see the module docstring).
 
     ``tp_fraction``: the share of train recordings that carry TP boxes, in (0, 1]; those are
@@ -547,8 +618,10 @@ def synthesize(out_dir: Path, n_train: int = 100, n_test: int = 40, seconds: flo
     out_dir = Path(out_dir)
     _validate(out_dir, n_train, n_test, seconds, workers, background, tp_fraction, label_density)
     if mix is not None and (tp_fraction is not None or label_density != 1.0):
-        raise InvalidInputError("tp_fraction and label_density shape the labels-first species plan; a Mix sets its own "
-                         "label density (tp_per_clip, fp_per_clip)")
+        raise InvalidInputError(
+            "tp_fraction and label_density shape the labels-first species plan; a Mix sets its own "
+            "label density (tp_per_clip, fp_per_clip)"
+        )
     files = background_files(background)
     real = [_load_background(f) for f in files] if len(files) > 1 else (_load_background(files[0]) if files else None)
     train_ids, test_ids = recording_ids(seed, n_train, n_test)
@@ -560,9 +633,15 @@ def synthesize(out_dir: Path, n_train: int = 100, n_test: int = 40, seconds: flo
         folder.mkdir(parents=True, exist_ok=True)
 
     tasks = [(TRAIN, i, r) for i, r in enumerate(train_ids)] + [(TEST, i, r) for i, r in enumerate(test_ids)]
-    ctx = {"seed": int(seed), "seconds": float(seconds), "background": real, "out_dir": out_dir,
-           "tp_fraction": None if tp_fraction is None else float(tp_fraction),
-           "label_density": float(label_density), "mix": mix}
+    ctx = {
+        "seed": int(seed),
+        "seconds": float(seconds),
+        "background": real,
+        "out_dir": out_dir,
+        "tp_fraction": None if tp_fraction is None else float(tp_fraction),
+        "label_density": float(label_density),
+        "mix": mix,
+    }
     if workers == 1:
         _init_job(ctx)
     with ProcessPoolExecutor(workers, initializer=_init_job, initargs=(ctx,)) if workers > 1 else nullcontext() as pool:
@@ -589,5 +668,6 @@ def synthesize(out_dir: Path, n_train: int = 100, n_test: int = 40, seconds: flo
     labels = pd.DataFrame(test_rows, columns=SUBMISSION_COLUMNS).sort_values(**by_id)
     labels.to_csv(out_dir / "test_labels.csv", index=False)
     labels.assign(**{c: 0 for c in SUBMISSION_COLUMNS[1:]}).to_csv(out_dir / "sample_submission.csv", index=False)
-    return SynthSummary(out_dir, n_train, n_test, len(tp_rows), len(fp_rows), float(seconds),
-                        time.perf_counter() - t_start)
+    return SynthSummary(
+        out_dir, n_train, n_test, len(tp_rows), len(fp_rows), float(seconds), time.perf_counter() - t_start
+    )

@@ -21,8 +21,16 @@ from store.tables import N_SPECIES
 SPECIES_CSV = "species.csv"
 LAYOUT_CSV = "layout.csv"
 SPECIES_COLUMNS = [
-    "species_id", "songtype_id", "n_songtypes", "f_min", "f_max",
-    "duration", "duration_q10", "duration_q90", "n_tp", "n_fp",
+    "species_id",
+    "songtype_id",
+    "n_songtypes",
+    "f_min",
+    "f_max",
+    "duration",
+    "duration_q10",
+    "duration_q90",
+    "n_tp",
+    "n_fp",
 ]
 
 
@@ -46,18 +54,20 @@ def derive_species_table(tp_csv: Path | str, fp_csv: Path | str) -> pd.DataFrame
             raise InvalidInputError(f"species {sid} has no boxes in {tp_csv} or {fp_csv}")
         songtypes = boxes.songtype_id.value_counts()
         main_songtype = int(songtypes[songtypes == songtypes.max()].index.min())
-        rows.append({
-            "species_id": sid,
-            "songtype_id": main_songtype,
-            "n_songtypes": int(songtypes.size),
-            "f_min": round(float(boxes.f_min.median()), 2),
-            "f_max": round(float(boxes.f_max.median()), 2),
-            "duration": round(float(boxes.duration.median()), 4),
-            "duration_q10": round(float(boxes.duration.quantile(0.1)), 4),
-            "duration_q90": round(float(boxes.duration.quantile(0.9)), 4),
-            "n_tp": int((tp.species_id == sid).sum()),
-            "n_fp": int((fp.species_id == sid).sum()),
-        })
+        rows.append(
+            {
+                "species_id": sid,
+                "songtype_id": main_songtype,
+                "n_songtypes": int(songtypes.size),
+                "f_min": round(float(boxes.f_min.median()), 2),
+                "f_max": round(float(boxes.f_max.median()), 2),
+                "duration": round(float(boxes.duration.median()), 4),
+                "duration_q10": round(float(boxes.duration.quantile(0.1)), 4),
+                "duration_q90": round(float(boxes.duration.quantile(0.9)), 4),
+                "n_tp": int((tp.species_id == sid).sum()),
+                "n_fp": int((fp.species_id == sid).sum()),
+            }
+        )
     table = pd.DataFrame(rows, columns=SPECIES_COLUMNS)
     if not ((table.f_min < table.f_max) & (table.duration > 0)).all():
         raise InvalidInputError("derived species table has an empty band or duration")

@@ -9,9 +9,9 @@ probability of applying an augmentation; samples not selected are returned uncha
 
 They run where ``x`` is (training moves the batch to its device first). On the CPU only the
 selected samples are computed, one sample at a time (in place in a copy of the batch; not
-SpecAugment, whose whole-batch form measured as fast), with the same draws and the same values as the whole-batch formulation they replaced (kept in
-tests/augment_reference.py; tests/test_augment.py checks the two agree); on a GPU the ops
-stay whole-batch. The one exception to "draws from the CPU generator" is the noise of
+SpecAugment, whose whole-batch form measured as fast), with the same draws and the same values as the
+whole-batch formulation they replaced (kept in tests/augment_reference.py; tests/test_augment.py checks the two
+agree); on a GPU the ops stay whole-batch. The one exception to "draws from the CPU generator" is the noise of
 :func:`gaussian_noise`: its normals are drawn where ``x`` is, for the selected samples only,
 from a generator seeded by one draw of the CPU generator (before, one CPU ``randn`` over the
 whole batch, selected or not: 1.5 million normals per batch of 16 4-s crops, more time than
@@ -160,7 +160,10 @@ MASKED_SHARE = 0.5  # a TP label whose box band is at least this much masked is 
 
 
 def drop_masked_labels(
-    target: torch.Tensor, mask: torch.Tensor, label_boxes: torch.Tensor, masked_bins: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    label_boxes: torch.Tensor,
+    masked_bins: torch.Tensor,
     share: float = MASKED_SHARE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Make unknown (target 0, mask 0) the TP labels whose signal the frequency masking erased.
@@ -208,8 +211,7 @@ def gaussian_noise(
     if not len(rows):
         return x
     noise_generator = torch.Generator(device=x.device).manual_seed(seed)
-    noise = torch.randn((len(rows),) + tuple(x.shape[1:]), generator=noise_generator, dtype=x.dtype,
-                        device=x.device)
+    noise = torch.randn((len(rows),) + tuple(x.shape[1:]), generator=noise_generator, dtype=x.dtype, device=x.device)
     noise *= std[rows].to(x.device).view(-1, 1, 1, 1)
     return x.clone().index_add_(0, rows.to(x.device), noise)
 
@@ -329,9 +331,7 @@ class Augmenter:
     SpecAugment.
     """
 
-    def __init__(
-        self, cfg: AugmentConfig, mixup_alpha: float = 0.5, generator: torch.Generator | None = None
-    ) -> None:
+    def __init__(self, cfg: AugmentConfig, mixup_alpha: float = 0.5, generator: torch.Generator | None = None) -> None:
         self.cfg = cfg
         self.mixup_alpha = mixup_alpha
         self.generator = generator

@@ -10,8 +10,8 @@ learning's "selected completely at random"), so for any threshold ``t``
 with ``TPR(t)`` read off the labelled windows. Each ``share(t) / TPR(t)`` bounds the rate from above (tightly
 where few negatives score above ``t``); the estimate is the mean of the bounds at the lower quartile and the
 median of the labelled windows' scores (:func:`positive_rate`): higher thresholds would be tighter, but a
-handful of labelled windows reads their TPR too noisily. The same holds for clips (a clip's score is its best window): the rate is then the
-class's prior, the share of clips where it calls (:func:`class_priors`).
+handful of labelled windows reads their TPR too noisily. The same holds for clips (a clip's score is its best
+window): the rate is then the class's prior, the share of clips where it calls (:func:`class_priors`).
 
 ``pseudo_rescale = "prior"`` maps each class's scores so that about its own rate of windows is labelled
 positive (:func:`rescale_by_rate`), where the fixed ``quantile`` rescaling labels the same share for every

@@ -216,8 +216,10 @@ class TrainConfig:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("distribute", self.distribute, DISTRIBUTE)
         if not (self.pretrained is False or (isinstance(self.pretrained, str) and self.pretrained.strip())):
-            raise ConfigError(f"pretrained = {self.pretrained!r} must be false, 'imagenet' (timm's weights, downloaded) "
-                             f"or the path of a local weights file (.pth/.pt state dict or .safetensors)")
+            raise ConfigError(
+                f"pretrained = {self.pretrained!r} must be false, 'imagenet' (timm's weights, downloaded) "
+                f"or the path of a local weights file (.pth/.pt state dict or .safetensors)"
+            )
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device = {self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
@@ -250,7 +252,9 @@ class TrainConfig:
         ``augment.<field>``, values as in :meth:`to_dict`); empty when equal. ``name``
         is compared too; drop it from the result to compare settings only."""
         mine, theirs = _flatten(self.to_dict()), _flatten(other.to_dict())
-        return {k: (mine.get(k), theirs.get(k)) for k in sorted(mine.keys() | theirs.keys()) if mine.get(k) != theirs.get(k)}
+        return {
+            k: (mine.get(k), theirs.get(k)) for k in sorted(mine.keys() | theirs.keys()) if mine.get(k) != theirs.get(k)
+        }
 
 
 def _plain(value: Any) -> Any:
@@ -467,7 +471,9 @@ def get_config(name_or_path: str | Path) -> TrainConfig:
         return _REGISTRY[key]()
     path = Path(key)
     if not path.is_file():
-        raise ConfigError(f"unknown config {key!r}: not a registered name {list_configs()}{_close(key, _REGISTRY)} nor a file")
+        raise ConfigError(
+            f"unknown config {key!r}: not a registered name {list_configs()}{_close(key, _REGISTRY)} nor a file"
+        )
     data = _load_file(path)
     data.setdefault("name", path.stem)
     base = data.pop("base", None)

@@ -43,8 +43,14 @@ class Context:
         return (self.cfg.seed * 1_000_003 + k * 10_007 + fold * 101 + i) % 2**31
 
 
-def open_context(store: str, runs: str | Path, cfg: TrainConfig, device: str | None = None,
-                 progress: bool = True, writer: bool = True) -> Context:
+def open_context(
+    store: str,
+    runs: str | Path,
+    cfg: TrainConfig,
+    device: str | None = None,
+    progress: bool = True,
+    writer: bool = True,
+) -> Context:
     """Check the store and the run directory, write/verify the run's config and folds (``writer=False``: only
     read them, as the ranks other than 0 of a launch do once rank 0 has written them)."""
     fs = FeatureStore.open(store, cache_mb=cfg.store_cache_mb)
@@ -57,9 +63,11 @@ def open_context(store: str, runs: str | Path, cfg: TrainConfig, device: str | N
     if tp.empty and fp.empty:
         raise InvalidInputError(f"{store}: the store has no TP/FP boxes to learn from (train_tp.csv / train_fp.csv)")
     if tp.empty and not cfg.oracle:
-        raise InvalidInputError(f"{store}: the store has no TP box ({len(fp)} FP): round 0 learns from the TP boxes, so "
-                         f"there is nothing to train on (was train_tp.csv empty, or were all its rows rejected? "
-                         f"`rfcx info --store {store}` lists the rejected rows)")
+        raise InvalidInputError(
+            f"{store}: the store has no TP box ({len(fp)} FP): round 0 learns from the TP boxes, so "
+            f"there is nothing to train on (was train_tp.csv empty, or were all its rows rejected? "
+            f"`rfcx info --store {store}` lists the rejected rows)"
+        )
     boxes = pd.concat([tp.assign(is_tp=True), fp.assign(is_tp=False)], ignore_index=True)
     run = open_run(runs, pull="active")  # a URL is mirrored in a local cache folder (rfcx.run_mirror)
     # everything is checked before anything is written: a refused command leaves the run directory as it was
@@ -76,8 +84,10 @@ def open_context(store: str, runs: str | Path, cfg: TrainConfig, device: str | N
     if cfg.oracle:
         truth = fs.calls("train")
         if truth is None or truth.empty:
-            raise InvalidInputError(f"{store}: --oracle learns from every call's truth, and the store has none (build it "
-                             f"from a data folder with calls_truth.csv, as rfcx synth writes)")
+            raise InvalidInputError(
+                f"{store}: --oracle learns from every call's truth, and the store has none (build it "
+                f"from a data folder with calls_truth.csv, as rfcx synth writes)"
+            )
     if not writer:
         if not run.config_file.is_file():
             raise NotFoundError(f"{run.config_file}: missing (rank 0 writes it before the other ranks start)")
@@ -105,14 +115,18 @@ def _check_run_config(run: RunDir, runs: str | Path, cfg: TrainConfig) -> bool:
     if not run.rounds():
         log.warning("%s: the run directory has no round yet: its config is replaced (%s)", runs, listed)
         return True
-    raise InvalidInputError(f"{runs}: this run directory was made with another config ({listed}); "
-                     f"use a new --runs directory, or the run's own config")
+    raise InvalidInputError(
+        f"{runs}: this run directory was made with another config ({listed}); "
+        f"use a new --runs directory, or the run's own config"
+    )
 
 
 def _store_text(store: str | Path) -> str:
     """The store as a run records it: a local path made absolute, a URL as given."""
     text = str(store)
-    return text if "://" in text and not text.startswith("file://") else str(Path(text.removeprefix("file://")).resolve())
+    return (
+        text if "://" in text and not text.startswith("file://") else str(Path(text.removeprefix("file://")).resolve())
+    )
 
 
 def check_same_store(run: RunDir, runs: str | Path, store: str | Path, fs: FeatureStore, known: dict[str, int]) -> None:
@@ -121,15 +135,22 @@ def check_same_store(run: RunDir, runs: str | Path, store: str | Path, fs: Featu
     names both stores (the run's own from its ``store.json``, where it has one)."""
     record = json.loads(run.store_file.read_text()) if run.store_file.is_file() else {}
     made_on = f"the store {record['store']}" if record.get("store") else "another store (the run does not record which)"
-    hint = (f"resume it with --store {record['store']}" if record.get("store") else
-            "resume it with the store it was trained on") + ", or use a new --runs directory"
+    hint = (
+        f"resume it with --store {record['store']}"
+        if record.get("store")
+        else "resume it with the store it was trained on"
+    ) + ", or use a new --runs directory"
     mel = record.get("mel")
     if mel is not None and MelParams.from_dict(mel) != fs.params:
         diff = {k: (v, fs.params.to_dict()[k]) for k, v in mel.items() if fs.params.to_dict().get(k) != v}
-        raise InvalidInputError(f"{runs}: this run was trained on {made_on}, and {store} holds other log-mel features "
-                         f"({', '.join(f'{k}: {a} (run) vs {b}' for k, (a, b) in diff.items())}): {hint}")
+        raise InvalidInputError(
+            f"{runs}: this run was trained on {made_on}, and {store} holds other log-mel features "
+            f"({', '.join(f'{k}: {a} (run) vs {b}' for k, (a, b) in diff.items())}): {hint}"
+        )
     ids = set(fs.ids("train"))
     missing = sorted(rid for rid in known if rid not in ids)
     if missing:
-        raise InvalidInputError(f"{runs}: this run was trained on {made_on}, and {store} lacks {len(missing)} of its "
-                         f"{len(known)} train recordings (e.g. {', '.join(missing[:3])}): {hint}")
+        raise InvalidInputError(
+            f"{runs}: this run was trained on {made_on}, and {store} lacks {len(missing)} of its "
+            f"{len(known)} train recordings (e.g. {', '.join(missing[:3])}): {hint}"
+        )

@@ -58,10 +58,19 @@ def export_checkpoint(path: Path, out_dir: Path, k: int, formats: Sequence[str])
         raise InvalidInputError(f"{path}: weights do not fit {spec.backbone} ({str(exc).splitlines()[0]})") from None
     model.eval()
     fold = int(ckpt.fold)
-    meta = {"config_name": cfg.name, "config": cfg.to_dict(), "backbone": spec.backbone,
-            "crop_seconds": float(spec.crop_seconds), "hop_seconds": float(cfg.pseudo_hop_seconds),
-            "mel": dict(ckpt.mel), "round": int(k if ckpt.round is None else ckpt.round), "fold": fold,
-            "epoch": ckpt.epoch, "member": member_name(spec), "checkpoint": str(path)}
+    meta = {
+        "config_name": cfg.name,
+        "config": cfg.to_dict(),
+        "backbone": spec.backbone,
+        "crop_seconds": float(spec.crop_seconds),
+        "hop_seconds": float(cfg.pseudo_hop_seconds),
+        "mel": dict(ckpt.mel),
+        "round": int(k if ckpt.round is None else ckpt.round),
+        "fold": fold,
+        "epoch": ckpt.epoch,
+        "member": member_name(spec),
+        "checkpoint": str(path),
+    }
     written = []
     for fmt in formats:
         target = out_dir / f"{member_name(spec)}_fold{fold}{SUFFIXES[fmt]}"
@@ -81,15 +90,17 @@ class ExportedFiles:
     files: list[Path] = field(default_factory=list)  # both, member by member (each member's formats in order)
 
 
-def export_round(runs_dir: str | os.PathLike | RunDir, k: int, formats: Sequence[str] = FORMATS,
-                 force: bool = False) -> list[Path]:
+def export_round(
+    runs_dir: str | os.PathLike | RunDir, k: int, formats: Sequence[str] = FORMATS, force: bool = False
+) -> list[Path]:
     """Export every member checkpoint of round ``k``; returns the files written or kept (see
     :func:`export_round_files`, which tells them apart)."""
     return export_round_files(runs_dir, k, formats, force).files
 
 
-def export_round_files(runs_dir: str | os.PathLike | RunDir, k: int, formats: Sequence[str] = FORMATS,
-                       force: bool = False) -> ExportedFiles:
+def export_round_files(
+    runs_dir: str | os.PathLike | RunDir, k: int, formats: Sequence[str] = FORMATS, force: bool = False
+) -> ExportedFiles:
     """Export every member checkpoint of round ``k``: the files written, and those kept as they were.
 
     Each file is written to a temp file and renamed, so a reader never sees half a model. Files newer than
@@ -114,7 +125,9 @@ def _export_round(run: RunDir, k: int, formats: Sequence[str], force: bool) -> E
         raise InvalidInputError(f"{run.describe(run.round_dir(k))}: no such round (rounds in {run.location}: {known})")
     checkpoints = member_checkpoints(run.root, k)
     if not checkpoints:
-        raise InvalidInputError(f"{run.describe(run.round_dir(k))}: no member checkpoints (members/*/checkpoint.pt) to export")
+        raise InvalidInputError(
+            f"{run.describe(run.round_dir(k))}: no member checkpoints (members/*/checkpoint.pt) to export"
+        )
     out_dir = run.models_dir(k)
     exported = ExportedFiles()
     for path in checkpoints:

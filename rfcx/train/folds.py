@@ -14,8 +14,10 @@ def assign_folds(ids: list[str], boxes: pd.DataFrame, k: int, seed: int = 0) -> 
     if k < 2:
         raise InvalidInputError(f"need at least 2 folds, got {k}")
     if len(ids) < k:
-        raise InvalidInputError(f"{len(ids)} train recordings cannot be split into {k} folds (every fold holds out at "
-                         f"least one recording: use --folds {len(ids)} or fewer)")
+        raise InvalidInputError(
+            f"{len(ids)} train recordings cannot be split into {k} folds (every fold holds out at "
+            f"least one recording: use --folds {len(ids)} or fewer)"
+        )
     key: dict[str, str] = {}
     if len(boxes):
         ordered = boxes.sort_values(["is_tp", "species_id"], ascending=[False, True])

@@ -22,8 +22,9 @@ class CropStream(IterableDataset):
     """Yields ``n_batches`` batches ``(x (B,1,n_mels,T), target, mask, box_bins, label_boxes)`` in total, over all
     workers (``label_boxes``: see :class:`rfcx.train.sampling.CropBatch`; (B, 0, 3) in rounds >= 1)."""
 
-    def __init__(self, store: str | FeatureStore, make_sampler: Callable[[int], CropSampler], batch_size: int,
-                 n_batches: int) -> None:
+    def __init__(
+        self, store: str | FeatureStore, make_sampler: Callable[[int], CropSampler], batch_size: int, n_batches: int
+    ) -> None:
         self.store, self.make_sampler = store, make_sampler
         self.batch_size, self.n_batches = batch_size, n_batches
 
@@ -40,16 +41,29 @@ class CropStream(IterableDataset):
             b = sampler.sample(self.batch_size)
             x = fs.crops(list(zip(b.recording_ids, b.starts.tolist(), [sampler.crop] * len(b.starts))), workers=1)
             boxes = b.label_boxes if b.label_boxes is not None else np.zeros((len(b.starts), 0, 3), np.int64)
-            yield (torch.from_numpy(x).unsqueeze(1), torch.from_numpy(b.target), torch.from_numpy(b.mask),
-                   torch.from_numpy(b.box_bins), torch.from_numpy(boxes))
+            yield (
+                torch.from_numpy(x).unsqueeze(1),
+                torch.from_numpy(b.target),
+                torch.from_numpy(b.mask),
+                torch.from_numpy(b.box_bins),
+                torch.from_numpy(boxes),
+            )
 
 
-def crop_loader(store: str | FeatureStore, make_sampler: Callable[[int], CropSampler], batch_size: int, n_batches: int,
-                num_workers: int) -> DataLoader:
+def crop_loader(
+    store: str | FeatureStore,
+    make_sampler: Callable[[int], CropSampler],
+    batch_size: int,
+    n_batches: int,
+    num_workers: int,
+) -> DataLoader:
     """A DataLoader over :class:`CropStream` (batches are made in the workers: ``batch_size=None``)."""
     return DataLoader(
-        CropStream(store, make_sampler, batch_size, n_batches), batch_size=None, num_workers=num_workers,
-        prefetch_factor=4 if num_workers else None, persistent_workers=False,
+        CropStream(store, make_sampler, batch_size, n_batches),
+        batch_size=None,
+        num_workers=num_workers,
+        prefetch_factor=4 if num_workers else None,
+        persistent_workers=False,
         worker_init_fn=_quiet_worker if num_workers else None,
     )
 

@@ -22,7 +22,9 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
     ``target`` may be soft (values in [0, 1]); ``mask`` may be fractional weights.
     """
     if not (logits.shape == target.shape == mask.shape):
-        raise ValueError(f"shape mismatch: logits {tuple(logits.shape)}, target {tuple(target.shape)}, mask {tuple(mask.shape)}")
+        raise ValueError(
+            f"shape mismatch: logits {tuple(logits.shape)}, target {tuple(target.shape)}, mask {tuple(mask.shape)}"
+        )
     target = target.to(logits.dtype)
     mask = mask.to(logits.dtype)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")

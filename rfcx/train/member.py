@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # -- one member on one fold ------------------------------------------------------------------------------------
 
+
 def _lr_lambda(cfg: TrainConfig, total_steps: int):
     warm = cfg.warmup_epochs * cfg.batches_per_epoch
 
@@ -72,10 +73,12 @@ def uses_ddp(cfg: TrainConfig, group: ProcessGroup) -> bool:
 def check_ddp_batch(cfg: TrainConfig, group: ProcessGroup) -> None:
     """DDP keeps the global batch at ``batch_size``: it must split evenly over the ranks."""
     if uses_ddp(cfg, group) and cfg.batch_size % group.world:
-        raise InvalidInputError(f"distribute = 'ddp' splits each batch of batch_size = {cfg.batch_size} crops over the "
-                         f"{group.world} ranks, which needs a batch_size divisible by {group.world} (e.g. "
-                         f"{max(group.world, cfg.batch_size // group.world * group.world)}; set it with --set "
-                         f"batch_size=N), or use distribute = 'folds'")
+        raise InvalidInputError(
+            f"distribute = 'ddp' splits each batch of batch_size = {cfg.batch_size} crops over the "
+            f"{group.world} ranks, which needs a batch_size divisible by {group.world} (e.g. "
+            f"{max(group.world, cfg.batch_size // group.world * group.world)}; set it with --set "
+            f"batch_size=N), or use distribute = 'folds'"
+        )
 
 
 def _rank_seed(seed: int, rank: int) -> int:
@@ -108,9 +111,12 @@ def _wrap_ddp(net: torch.nn.Module, ctx: Context) -> torch.nn.Module:
     """``net`` in DistributedDataParallel (device_ids: the context's CUDA device, or the current one; none on CPU)."""
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(net, device_ids=[ctx.device.index if ctx.device.index is not None else
-                                                    torch.cuda.current_device()]
-                                   if ctx.device.type == "cuda" else None)
+    return DistributedDataParallel(
+        net,
+        device_ids=[ctx.device.index if ctx.device.index is not None else torch.cuda.current_device()]
+        if ctx.device.type == "cuda"
+        else None,
+    )
 
 
 def _finished(ckpt: Checkpoint, epochs: int) -> bool:
@@ -118,8 +124,9 @@ def _finished(ckpt: Checkpoint, epochs: int) -> bool:
     return bool(ckpt.complete) or ckpt.epoch >= epochs
 
 
-def _resume(ctx: Context, spec: ModelSpec, path: Path, seed: int, epochs: int, ddp: ProcessGroup | None
-            ) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, Checkpoint, dict]:
+def _resume(
+    ctx: Context, spec: ModelSpec, path: Path, seed: int, epochs: int, ddp: ProcessGroup | None
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, Checkpoint, dict]:
     """The member's net (seeded; pretrained weights only without a checkpoint file), optimiser and LR schedule,
     and its checkpoint: the file's (under DDP every rank must read the same) or a fresh one. Where epochs remain,
     the net, optimiser and schedule resume from it. Returns them, the checkpoint and the dict it was read from."""
@@ -138,8 +145,10 @@ def _resume(ctx: Context, spec: ModelSpec, path: Path, seed: int, epochs: int, d
     if ddp:  # every rank must start from the same checkpoint (the run directory at the same path everywhere)
         seen = ddp.all_gather_object((ckpt.epoch, bool(ckpt.complete)), f"{path}: resume point")
         if len(set(seen)) > 1:
-            raise DistributedError(f"{ddp.label}: the ranks see different checkpoints of {path} (epoch, complete "
-                                   f"by rank: {seen}): every rank must see the run directory at the same path")
+            raise DistributedError(
+                f"{ddp.label}: the ranks see different checkpoints of {path} (epoch, complete "
+                f"by rank: {seen}): every rank must see the run directory at the same path"
+            )
     if resumed and not _finished(ckpt, epochs):
         net.load_state_dict(ckpt.state_dict)
         opt.load_state_dict(ckpt.optimizer)
@@ -147,25 +156,59 @@ def _resume(ctx: Context, spec: ModelSpec, path: Path, seed: int, epochs: int, d
         log.info("resuming %s from epoch %d", path, ckpt.epoch)
         was = 1 if ckpt.ddp_world is None else ckpt.ddp_world
         if ddp and was != ddp.world:
-            log.warning("%s: epochs 1-%d ran on %d process(es), the rest run on %d: the same global batch, other "
-                        "random crops", path, ckpt.epoch, was, ddp.world)
+            log.warning(
+                "%s: epochs 1-%d ran on %d process(es), the rest run on %d: the same global batch, other random crops",
+                path,
+                ckpt.epoch,
+                was,
+                ddp.world,
+            )
     return net, opt, sched, ckpt, saved
 
 
-def _crop_sampler(ctx: Context, k: int, train_ids: dict[str, int], crop: int, pseudo: PseudoLabels | None,
-                  epoch_seed: int, rank: int, worker: int) -> CropSampler:
+def _crop_sampler(
+    ctx: Context,
+    k: int,
+    train_ids: dict[str, int],
+    crop: int,
+    pseudo: PseudoLabels | None,
+    epoch_seed: int,
+    rank: int,
+    worker: int,
+) -> CropSampler:
     """Loader worker ``worker``'s crop sampler for an epoch (seeded by the epoch, the worker and the rank)."""
     cfg = ctx.cfg
-    return CropSampler(ctx.boxes, train_ids, ctx.fs.params, crop, k, pseudo, cfg.tp_fp_sampling, cfg.tp_fp_p,
-                       seed=_rank_seed(epoch_seed * 31 + worker, rank), truth=ctx.truth,
-                       unlabelled_weight=cfg.unlabelled_weight, random_crop_p=cfg.random_crop_p,
-                       pseudo_negative_weight=cfg.pseudo_negative_weight, tp_box_share=cfg.tp_box_share)
+    return CropSampler(
+        ctx.boxes,
+        train_ids,
+        ctx.fs.params,
+        crop,
+        k,
+        pseudo,
+        cfg.tp_fp_sampling,
+        cfg.tp_fp_p,
+        seed=_rank_seed(epoch_seed * 31 + worker, rank),
+        truth=ctx.truth,
+        unlabelled_weight=cfg.unlabelled_weight,
+        random_crop_p=cfg.random_crop_p,
+        pseudo_negative_weight=cfg.pseudo_negative_weight,
+        tp_box_share=cfg.tp_box_share,
+    )
 
 
-def _run_epoch(ctx: Context, k: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
-               sched: torch.optim.lr_scheduler.LambdaLR, augment: Augmenter,
-               make_sampler: Callable[[int], CropSampler], batch: int, bar: tqdm, label: str,
-               started: float) -> tuple[float, float, int]:
+def _run_epoch(
+    ctx: Context,
+    k: int,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+    augment: Augmenter,
+    make_sampler: Callable[[int], CropSampler],
+    batch: int,
+    bar: tqdm,
+    label: str,
+    started: float,
+) -> tuple[float, float, int]:
     """One epoch's ``batches_per_epoch`` steps of ``batch`` crops (the progress bar's postfix: ``label``, the
     recent loss, crops/s since ``started``); returns the mean loss, the seconds spent waiting for data and the
     number of batches."""
@@ -174,15 +217,17 @@ def _run_epoch(ctx: Context, k: int, model: torch.nn.Module, opt: torch.optim.Op
     model.train()
     losses, wait = [], 0.0
     t_wait = time.perf_counter()
-    for x, target, mask, bins, label_boxes in crop_loader(ctx.fs, make_sampler, batch, cfg.batches_per_epoch,
-                                                          cfg.num_workers):
+    for x, target, mask, bins, label_boxes in crop_loader(
+        ctx.fs, make_sampler, batch, cfg.batches_per_epoch, cfg.num_workers
+    ):
         wait += time.perf_counter() - t_wait
         k_aug = 1 if cfg.oracle else k  # the oracle's labels are whole (soft mixup, SpecAugment), as rounds >= 1
         # the augmentations run on the training device, after the copy (the box bins stay on the CPU)
         x = x.to(ctx.device, non_blocking=True)
         target, mask = target.to(ctx.device, non_blocking=True), mask.to(ctx.device, non_blocking=True)
-        x, target, mask = augment(x, target, mask, k_aug, bins if k_aug == 0 else None,
-                                  label_boxes if k_aug == 0 else None)
+        x, target, mask = augment(
+            x, target, mask, k_aug, bins if k_aug == 0 else None, label_boxes if k_aug == 0 else None
+        )
         with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = model(x)
         loss = masked_bce(logits.float(), target, mask)
@@ -193,8 +238,9 @@ def _run_epoch(ctx: Context, k: int, model: torch.nn.Module, opt: torch.optim.Op
         losses.append(loss.item())
         bar.update(1)
         elapsed = time.perf_counter() - started
-        bar.set_postfix(epoch=label, loss=f"{np.mean(losses[-20:]):.4f}",
-                        crops_s=f"{len(losses) * cfg.batch_size / elapsed:.0f}")
+        bar.set_postfix(
+            epoch=label, loss=f"{np.mean(losses[-20:]):.4f}", crops_s=f"{len(losses) * cfg.batch_size / elapsed:.0f}"
+        )
         t_wait = time.perf_counter()
     return float(np.mean(losses)), wait, len(losses)
 
@@ -210,23 +256,43 @@ def _agree_epoch(net: torch.nn.Module, ddp: ProcessGroup, loss: float, label: st
     return loss, {"ddp": {"world": ddp.world, "weights_sha256": [s[1] for s in seen]}}
 
 
-def _save_epoch(ctx: Context, k: int, spec: ModelSpec, fold: int, path: Path, net: torch.nn.Module,
-                opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR, history: list[dict],
-                ddp: ProcessGroup | None) -> dict:
+def _save_epoch(
+    ctx: Context,
+    k: int,
+    spec: ModelSpec,
+    fold: int,
+    path: Path,
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+    history: list[dict],
+    ddp: ProcessGroup | None,
+) -> dict:
     """The checkpoint after epoch ``len(history)``'s entry was appended; rank 0 (or the one process) writes it to
     ``path`` and syncs the run directory. Returns the checkpoint dict."""
-    ckpt = Checkpoint(state_dict=net.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                      epoch=history[-1]["epoch"], history=history, complete=False, config=ctx.cfg.to_dict(),
-                      member={"backbone": spec.backbone, "crop_seconds": spec.crop_seconds}, fold=fold, round=k,
-                      mel=ctx.fs.params.to_dict(), ddp_world=ddp.world if ddp else None).to_dict()
+    ckpt = Checkpoint(
+        state_dict=net.state_dict(),
+        optimizer=opt.state_dict(),
+        scheduler=sched.state_dict(),
+        epoch=history[-1]["epoch"],
+        history=history,
+        complete=False,
+        config=ctx.cfg.to_dict(),
+        member={"backbone": spec.backbone, "crop_seconds": spec.crop_seconds},
+        fold=fold,
+        round=k,
+        mel=ctx.fs.params.to_dict(),
+        ddp_world=ddp.world if ddp else None,
+    ).to_dict()
     if ddp is None or ddp.is_main:
         _save(ckpt, path)
         ctx.runs.sync()  # a run at a URL: the checkpoint reaches it, an interrupted fold resumes from there
     return ckpt
 
 
-def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: PseudoLabels | None,
-                 group: ProcessGroup = SINGLE) -> dict:
+def train_member(
+    ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: PseudoLabels | None, group: ProcessGroup = SINGLE
+) -> dict:
     """Train (or resume, or skip) one member on one fold; returns its checkpoint dict.
 
     With ``distribute = "ddp"`` under a launch of several processes every rank calls this for the same member:
@@ -251,23 +317,39 @@ def train_member(ctx: Context, k: int, spec: ModelSpec, fold: int, pseudo: Pseud
     augment = Augmenter(cfg.augment, cfg.mixup_alpha, torch.Generator().manual_seed(_rank_seed(seed, rank)))
     history = list(ckpt.history)
     name = f"round {k} {member_name(spec)} fold {fold}"
-    bar = tqdm(total=epochs * cfg.batches_per_epoch, initial=ckpt.epoch * cfg.batches_per_epoch, desc=name,
-               unit="batch", disable=not ctx.progress, dynamic_ncols=True, leave=False)
+    bar = tqdm(
+        total=epochs * cfg.batches_per_epoch,
+        initial=ckpt.epoch * cfg.batches_per_epoch,
+        desc=name,
+        unit="batch",
+        disable=not ctx.progress,
+        dynamic_ncols=True,
+        leave=False,
+    )
     for epoch in range(ckpt.epoch, epochs):
         epoch_seed = seed + 7919 * (epoch + 1)
         augment.generator.manual_seed(_rank_seed(epoch_seed, rank))  # every epoch is seeded: a resumed fold
         torch.manual_seed(_rank_seed(epoch_seed, rank))  # repeats it exactly
         make_sampler = functools.partial(_crop_sampler, ctx, k, train_ids, crop, pseudo, epoch_seed, rank)
         started = time.perf_counter()
-        loss, wait, n = _run_epoch(ctx, k, model, opt, sched, augment, make_sampler, batch, bar,
-                                   f"{epoch + 1}/{epochs}", started)
+        loss, wait, n = _run_epoch(
+            ctx, k, model, opt, sched, augment, make_sampler, batch, bar, f"{epoch + 1}/{epochs}", started
+        )
         extra: dict = {}
         if ddp:  # the loss over every rank's crops; a digest of each rank's weights (all equal)
             loss, extra = _agree_epoch(net, ddp, loss, f"{name} epoch {epoch + 1}")
         seconds = time.perf_counter() - started
-        history.append({"epoch": epoch + 1, "loss": loss, "lr": sched.get_last_lr()[0],
-                        "crops_per_s": n * cfg.batch_size / seconds, "data_wait_s": wait, "seconds": seconds,
-                        **extra})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": loss,
+                "lr": sched.get_last_lr()[0],
+                "crops_per_s": n * cfg.batch_size / seconds,
+                "data_wait_s": wait,
+                "seconds": seconds,
+                **extra,
+            }
+        )
         saved = _save_epoch(ctx, k, spec, fold, path, net, opt, sched, history, ddp)
     bar.close()
     return saved
@@ -282,8 +364,13 @@ def predict_member(ctx: Context, k: int, spec: ModelSpec, fold: int, ckpt: dict)
         model.load_state_dict(member.state_dict)
         held_out = sorted(rid for rid, f in ctx.folds.items() if f == fold)
         test = ctx.fs.ids("test") if "test" in ctx.fs.splits else []
-        kw = dict(grid_window_s=ctx.grid_window_s, hop_s=ctx.cfg.pseudo_hop_seconds, crop_s=spec.crop_seconds,
-                  device=ctx.device, mode=ctx.cfg.score_mode)
+        kw = dict(
+            grid_window_s=ctx.grid_window_s,
+            hop_s=ctx.cfg.pseudo_hop_seconds,
+            crop_s=spec.crop_seconds,
+            device=ctx.device,
+            mode=ctx.cfg.score_mode,
+        )
         oof = predict_windows(model, ctx.fs, held_out, **kw)
         tst = predict_windows(model, ctx.fs, test, **kw)
         infold = None

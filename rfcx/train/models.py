@@ -18,7 +18,10 @@ from store.tables import N_SPECIES
 
 
 def build_model(
-    spec: ModelSpec | str, n_classes: int = N_SPECIES, in_chans: int = 2, channels_last: bool = False,
+    spec: ModelSpec | str,
+    n_classes: int = N_SPECIES,
+    in_chans: int = 2,
+    channels_last: bool = False,
     pretrained: bool | str = False,
 ) -> torch.nn.Module:
     """A timm classifier emitting ``n_classes`` logits from (B, in_chans, n_mels, T) input.
@@ -40,7 +43,8 @@ def build_model(
                 f"pretrained = 'imagenet': could not get timm's pretrained weights of {name} ({type(exc).__name__}: "
                 f"{reason}); they are downloaded, which needs a network. Offline, set pretrained to a local weights "
                 f"file instead (--set pretrained=PATH), e.g. one saved on a machine with a network by "
-                f"`torch.save(timm.create_model('{name}', pretrained=True).state_dict(), '{name}.pth')`") from None
+                f"`torch.save(timm.create_model('{name}', pretrained=True).state_dict(), '{name}.pth')`"
+            ) from None
     else:
         model = timm.create_model(name, pretrained=False, num_classes=n_classes, in_chans=in_chans)
         if pretrained:
@@ -82,8 +86,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     checkpoint dict under ``state_dict`` / ``model``; a DataParallel ``module.`` prefix is removed)."""
     path = Path(path)
     if not path.is_file():
-        raise InvalidInputError(f"pretrained = {str(path)!r}: weights file not found (give a .pth/.pt state dict or a "
-                         f".safetensors file, 'imagenet', or false)")
+        raise InvalidInputError(
+            f"pretrained = {str(path)!r}: weights file not found (give a .pth/.pt state dict or a "
+            f".safetensors file, 'imagenet', or false)"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -102,7 +108,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InvalidInputError(f"{path}: not a state dict (a mapping of parameter names to tensors)")
     if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -128,19 +134,26 @@ def load_backbone_weights(model: torch.nn.Module, path: str | Path, in_chans: in
     state = {k: v for k, v in state.items() if not k.startswith(head)} if head else state
     missing = [k for k in own if k not in state and not (head and k.startswith(head))]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
-              if k in own and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in state
+        if k in own and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
         name = cfg.get("architecture") or type(model).__name__
 
         def few(items: list[str]) -> str:
             return ", ".join(items[:4]) + (f", ... ({len(items)} in all)" if len(items) > 4 else "")
 
-        parts = [f"missing keys: {few(missing)}" if missing else "",
-                 f"unexpected keys: {few(unexpected)}" if unexpected else "",
-                 f"shapes differ (file vs model): {few(shapes)}" if shapes else ""]
-        raise InvalidInputError(f"{path}: the weights do not fit the backbone {name} ({'; '.join(p for p in parts if p)}); "
-                         f"is it a state dict of {name}?")
+        parts = [
+            f"missing keys: {few(missing)}" if missing else "",
+            f"unexpected keys: {few(unexpected)}" if unexpected else "",
+            f"shapes differ (file vs model): {few(shapes)}" if shapes else "",
+        ]
+        raise InvalidInputError(
+            f"{path}: the weights do not fit the backbone {name} ({'; '.join(p for p in parts if p)}); "
+            f"is it a state dict of {name}?"
+        )
     model.load_state_dict(state, strict=False)
 
 
@@ -153,13 +166,19 @@ def check_pretrained(cfg: TrainConfig) -> None:
         build_model(backbone, in_chans=cfg.in_chans, pretrained=cfg.pretrained)
 
 
-def build_classifier(cfg: TrainConfig, spec: ModelSpec, n_classes: int = N_SPECIES,
-                     pretrained: bool = False) -> SpectrogramClassifier:
+def build_classifier(
+    cfg: TrainConfig, spec: ModelSpec, n_classes: int = N_SPECIES, pretrained: bool = False
+) -> SpectrogramClassifier:
     """The trained/exported network of one ensemble member: dB crop in, logits out (see engine.net).
 
     ``pretrained=True`` starts the backbone from ``cfg.pretrained`` (a new member's training); otherwise the
     weights are random (to be replaced by a checkpoint's)."""
 
-    backbone = build_model(spec, n_classes=n_classes, in_chans=cfg.in_chans, channels_last=False,
-                           pretrained=cfg.pretrained if pretrained else False)
+    backbone = build_model(
+        spec,
+        n_classes=n_classes,
+        in_chans=cfg.in_chans,
+        channels_last=False,
+        pretrained=cfg.pretrained if pretrained else False,
+    )
     return SpectrogramClassifier(backbone, freq_channel=cfg.freq_channel, pool=tuple(cfg.input_pool))

@@ -28,8 +28,9 @@ from store.atomic import replace_dir, temp_dir
 from store.tables import N_SPECIES as N_CLASSES
 
 
-def member_windows(frames: int, fps: float, grid_window_s: float, hop_s: float,
-                   crop_s: float) -> tuple[np.ndarray, np.ndarray]:
+def member_windows(
+    frames: int, fps: float, grid_window_s: float, hop_s: float, crop_s: float
+) -> tuple[np.ndarray, np.ndarray]:
     """``(starts, index)``: the start frames of the windows of ``crop_s`` that the engine scores over a clip of
     ``frames`` (:func:`engine.windows.window_starts`), and for each window of the grid (``grid_window_s`` every
     ``hop_s``) the one of them whose centre is nearest the grid window's centre (the earlier one on a tie).
@@ -45,8 +46,9 @@ def member_windows(frames: int, fps: float, grid_window_s: float, hop_s: float,
     return starts, index
 
 
-def clip_windows(mel: np.ndarray, fps: float, grid_window_s: float, hop_s: float, crop_s: float,
-                 fill: float) -> np.ndarray:
+def clip_windows(
+    mel: np.ndarray, fps: float, grid_window_s: float, hop_s: float, crop_s: float, fill: float
+) -> np.ndarray:
     """(n_windows, n_mels, crop_frames): the crop of ``crop_s`` scored for each window of the grid
     (:func:`member_windows`; padded with ``fill`` only where the clip is shorter than a crop)."""
     starts, index = member_windows(mel.shape[1], fps, grid_window_s, hop_s, crop_s)
@@ -54,9 +56,17 @@ def clip_windows(mel: np.ndarray, fps: float, grid_window_s: float, hop_s: float
 
 
 @torch.inference_mode()
-def predict_windows(model: torch.nn.Module, fs: FeatureStore, ids: list[str], grid_window_s: float, hop_s: float,
-                    crop_s: float, device: torch.device, batch_size: int = 64,
-                    mode: str = "exact") -> dict[str, np.ndarray]:
+def predict_windows(
+    model: torch.nn.Module,
+    fs: FeatureStore,
+    ids: list[str],
+    grid_window_s: float,
+    hop_s: float,
+    crop_s: float,
+    device: torch.device,
+    batch_size: int = 64,
+    mode: str = "exact",
+) -> dict[str, np.ndarray]:
     """``{recording_id: (n_windows, 24) sigmoid scores}`` of ``model`` over each clip's window grid.
 
     ``mode``: ``exact`` runs one forward per window; ``fcn`` runs the backbone once over each whole clip and pools
@@ -83,12 +93,12 @@ def predict_windows(model: torch.nn.Module, fs: FeatureStore, ids: list[str], gr
         if not chunks:
             return
         x = torch.from_numpy(np.concatenate(chunks)).to(device)
-        scores = torch.cat([torch.sigmoid(model(x[i:i + batch_size]).float()) for i in range(0, len(x), batch_size)])
+        scores = torch.cat([torch.sigmoid(model(x[i : i + batch_size]).float()) for i in range(0, len(x), batch_size)])
         results.append(scores.cpu().numpy())
         flat = np.concatenate(results)
         pos = 0
         for rid, n in pending:
-            out[rid] = flat[pos:pos + n]
+            out[rid] = flat[pos : pos + n]
             pos += n
         pending.clear(), chunks.clear(), results.clear()
 
@@ -106,8 +116,16 @@ def predict_windows(model: torch.nn.Module, fs: FeatureStore, ids: list[str], gr
     return {rid: out[rid][index[rid]] for rid in ids}
 
 
-def _predict_fcn(deployable: torch.nn.Module, fs: FeatureStore, ids: list[str], grid_window_s: float, hop_s: float,
-                 crop_s: float, device: torch.device, batch_size: int) -> dict[str, np.ndarray]:
+def _predict_fcn(
+    deployable: torch.nn.Module,
+    fs: FeatureStore,
+    ids: list[str],
+    grid_window_s: float,
+    hop_s: float,
+    crop_s: float,
+    device: torch.device,
+    batch_size: int,
+) -> dict[str, np.ndarray]:
     """:func:`predict_windows` in ``fcn`` mode: consecutive clips of one length share a batch of about
     ``batch_size`` crops' worth of frames (a clip shorter than a crop is padded to one crop, as in the engine)."""
     fps, fill = fs.params.frames_per_second, fs.params.floor_db
@@ -132,8 +150,10 @@ def _predict_fcn(deployable: torch.nn.Module, fs: FeatureStore, ids: list[str], 
 
     for rid in ids:
         mel = fs.mel(rid).astype(np.float32, copy=False)
-        if pending and (mel.shape[1] != pending[0][1].shape[1]
-                        or (len(pending) + 1) * max(mel.shape[1], crop_len) > batch_size * crop_len):
+        if pending and (
+            mel.shape[1] != pending[0][1].shape[1]
+            or (len(pending) + 1) * max(mel.shape[1], crop_len) > batch_size * crop_len
+        ):
             flush()
         pending.append((rid, mel))
     flush()
@@ -162,7 +182,9 @@ def tp_windows(labels: PseudoLabels, boxes: pd.DataFrame) -> list[np.ndarray]:
         i = labels.row(box.recording_id)
         n = int(labels.offsets[i + 1] - labels.offsets[i])
         centres = np.arange(n) * labels.hop_seconds + labels.window_seconds / 2
-        out[int(box.species_id)].append(int(labels.offsets[i]) + int(np.argmin(np.abs(centres - (box.t_min + box.t_max) / 2))))
+        out[int(box.species_id)].append(
+            int(labels.offsets[i]) + int(np.argmin(np.abs(centres - (box.t_min + box.t_max) / 2)))
+        )
     return [np.array(sorted(set(v)), dtype=np.int64) for v in out]
 
 
@@ -191,8 +213,9 @@ def tp_clip_labels(labels: PseudoLabels, boxes: pd.DataFrame) -> np.ndarray:
     return scores
 
 
-def rescale(labels: PseudoLabels, mode: str, quantiles: tuple[float, float] = (0.9, 0.99),
-            boxes: pd.DataFrame | None = None) -> PseudoLabels:
+def rescale(
+    labels: PseudoLabels, mode: str, quantiles: tuple[float, float] = (0.9, 0.99), boxes: pd.DataFrame | None = None
+) -> PseudoLabels:
     """The soft labels a round trains on, from the previous round's out-of-fold scores.
 
     ``none``: the scores themselves (the seed's recipe). ``quantile``: per class, scores at or below the
@@ -207,8 +230,9 @@ def rescale(labels: PseudoLabels, mode: str, quantiles: tuple[float, float] = (0
     if mode == "tp_clips":  # the raw scores, and in a clip holding a TP box of a species its other calls
         if boxes is None:
             raise InvalidInputError("pseudo_rescale = 'tp_clips' needs the TP boxes")
-        return PseudoLabels(labels.ids, labels.offsets, tp_clip_labels(labels, boxes), labels.window_seconds,
-                            labels.hop_seconds)
+        return PseudoLabels(
+            labels.ids, labels.offsets, tp_clip_labels(labels, boxes), labels.window_seconds, labels.hop_seconds
+        )
     if mode == "prior":  # each class at its own positive rate, estimated from its TP windows (rfcx.train.calibration)
         if boxes is None:
             raise InvalidInputError("pseudo_rescale = 'prior' needs the TP boxes")
@@ -228,6 +252,10 @@ def read_pseudo_labels(path: Path) -> PseudoLabels:
     if not Path(path).is_dir():
         raise NotFoundError(f"{path}: pseudo labels not found (is the previous round complete?)")
     group = zarr.open_group(str(path), mode="r")
-    return PseudoLabels(ids=group["ids"][:].tolist(), offsets=group["offsets"][:], scores=group["scores"][:],
-                        window_seconds=float(group.attrs["window_seconds"]),
-                        hop_seconds=float(group.attrs["hop_seconds"]))
+    return PseudoLabels(
+        ids=group["ids"][:].tolist(),
+        offsets=group["offsets"][:],
+        scores=group["scores"][:],
+        window_seconds=float(group.attrs["window_seconds"]),
+        hop_seconds=float(group.attrs["hop_seconds"]),
+    )

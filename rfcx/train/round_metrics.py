@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 # -- the round ------------------------------------------------------------------------------------------------
 
+
 def box_metrics(ctx: Context, oof: dict[str, np.ndarray]) -> dict:
     """Held-out signals from the out-of-fold windows: LWLRAP on the windows holding TP boxes (truth: their TP
     species; every class competes), and the AUC of the box's own species score, TP boxes vs FP boxes."""
@@ -57,9 +58,11 @@ def box_metrics(ctx: Context, oof: dict[str, np.ndarray]) -> dict:
                 truth[inside.species_id.to_numpy()] = 1
                 rows.append(windows[w])
                 truths.append(truth)
-    out = {"oof_lwlrap": float(lwlrap(np.array(truths), np.array(rows))) if rows else None,
-           "oof_box_auc": teachers.auc(np.array(tp_scores), np.array(fp_scores)),
-           "oof_clip_lwlrap": oof_clip_lwlrap(ctx.boxes, oof)}
+    out = {
+        "oof_lwlrap": float(lwlrap(np.array(truths), np.array(rows))) if rows else None,
+        "oof_box_auc": teachers.auc(np.array(tp_scores), np.array(fp_scores)),
+        "oof_clip_lwlrap": oof_clip_lwlrap(ctx.boxes, oof),
+    }
     return out
 
 
@@ -87,8 +90,12 @@ def oof_prior(ctx: Context, oof: dict[str, np.ndarray]) -> dict:
     tp = ctx.boxes[ctx.boxes.is_tp & ctx.boxes.recording_id.isin(row)]
     labelled[[row[r] for r in tp.recording_id], tp.species_id.to_numpy(dtype=np.int64)] = True
     prior, estimated = class_priors(clip, labelled)
-    return {"prior": prior.tolist(), "estimated": estimated.tolist(), "clips": len(ids),
-            "method": "out-of-fold clip scores against the TP-labelled clips (rfcx.calibration)"}
+    return {
+        "prior": prior.tolist(),
+        "estimated": estimated.tolist(),
+        "clips": len(ids),
+        "method": "out-of-fold clip scores against the TP-labelled clips (rfcx.calibration)",
+    }
 
 
 def freq_channel_check(ctx: Context, k: int, spec: ModelSpec) -> dict | None:
@@ -108,7 +115,11 @@ def freq_channel_check(ctx: Context, k: int, spec: ModelSpec) -> dict | None:
             continue
         b = sampler.sample(min(128, 2 * len(sampler.boxes)))
         x = torch.from_numpy(ctx.fs.crops(list(zip(b.recording_ids, b.starts.tolist(), [crop] * len(b.starts)))))
-        x, target, mask = x.to(ctx.device), torch.from_numpy(b.target).to(ctx.device), torch.from_numpy(b.mask).to(ctx.device)
+        x, target, mask = (
+            x.to(ctx.device),
+            torch.from_numpy(b.target).to(ctx.device),
+            torch.from_numpy(b.mask).to(ctx.device),
+        )
         with torch.inference_mode():
             for zero, key in ((False, "loss"), (True, "loss_zeroed_freq_channel")):
                 model.zero_freq_channel = zero
@@ -118,7 +129,9 @@ def freq_channel_check(ctx: Context, k: int, spec: ModelSpec) -> dict | None:
     return {key: float(np.mean(v)) for key, v in losses.items()}
 
 
-def finish_round(ctx: Context, k: int, started: float, export_formats: tuple[str, ...] = ("torchscript", "export")) -> dict:
+def finish_round(
+    ctx: Context, k: int, started: float, export_formats: tuple[str, ...] = ("torchscript", "export")
+) -> dict:
     """Pseudo labels for round k+1, metrics, plots, exported models; then the round's complete marker."""
     cfg, runs = ctx.cfg, ctx.runs
     oof_sum: dict[str, np.ndarray] = {}
@@ -154,8 +167,9 @@ def finish_round(ctx: Context, k: int, started: float, export_formats: tuple[str
         ids = [rid for rid in truth.index if rid in test_clip]
         scores = np.stack([np.mean(test_clip[rid], axis=0) for rid in ids])
         metrics["test_lwlrap"] = float(lwlrap(truth.loc[ids].to_numpy(), scores))
-        metrics["test_lwlrap_prior"] = float(lwlrap(truth.loc[ids].to_numpy(),
-                                                    apply_prior(scores, np.asarray(prior["prior"]))))
+        metrics["test_lwlrap_prior"] = float(
+            lwlrap(truth.loc[ids].to_numpy(), apply_prior(scores, np.asarray(prior["prior"])))
+        )
         oracle = None if cfg.oracle else yardsticks.oracle_metrics(runs.root)
         oracle_score = oracle.get("test_lwlrap") if oracle else None
         prior = yardsticks.tp_prior(ctx.fs.boxes("tp"), ctx.fs.ids("train"))
@@ -165,10 +179,12 @@ def finish_round(ctx: Context, k: int, started: float, export_formats: tuple[str
             metrics["gap_closed"] = yardsticks.gap_closed(metrics["test_lwlrap"], bootstrap, oracle_score)
             together = rounds_test_clips(ctx, k, test_clip)  # what `rfcx infer --round all` scores
             if together is not None:
-                metrics["test_lwlrap_rounds"] = float(lwlrap(truth.loc[ids].to_numpy(),
-                                                             np.stack([together[rid] for rid in ids])))
-                metrics["gap_closed_rounds"] = yardsticks.gap_closed(metrics["test_lwlrap_rounds"], bootstrap,
-                                                                     oracle_score)
+                metrics["test_lwlrap_rounds"] = float(
+                    lwlrap(truth.loc[ids].to_numpy(), np.stack([together[rid] for rid in ids]))
+                )
+                metrics["gap_closed_rounds"] = yardsticks.gap_closed(
+                    metrics["test_lwlrap_rounds"], bootstrap, oracle_score
+                )
     metrics["freq_channel_check"] = freq_channel_check(ctx, k, cfg.backbones[0])
     metrics["members"] = members
     metrics["train_seconds"] = time.perf_counter() - started
@@ -246,8 +262,12 @@ def record_best_round(runs: RunDir) -> dict | None:
     if not values:
         return None
     best = max(values, key=lambda k: (values[k], -k))
-    data = {"round": best, "signal": names[best], "value": values[best],
-            "rounds": {str(k): v for k, v in sorted(values.items())}}
+    data = {
+        "round": best,
+        "signal": names[best],
+        "value": values[best],
+        "rounds": {str(k): v for k, v in sorted(values.items())},
+    }
     if runs.best_round() != data:
         write_json_atomic(runs.best_round_file, data)
     return data
@@ -273,16 +293,19 @@ def round_summary(m: dict) -> str:
     def f(v):
         return "n/a" if v is None else f"{v:.4f}"
 
-    parts = [f"OOF LWLRAP {f(m.get('oof_lwlrap'))} (clips {f(m.get('oof_clip_lwlrap'))})",
-             f"OOF TP-vs-FP AUC {f(m.get('oof_box_auc'))}",
-             f"test LWLRAP {f(m.get('test_lwlrap'))}"]
+    parts = [
+        f"OOF LWLRAP {f(m.get('oof_lwlrap'))} (clips {f(m.get('oof_clip_lwlrap'))})",
+        f"OOF TP-vs-FP AUC {f(m.get('oof_box_auc'))}",
+        f"test LWLRAP {f(m.get('test_lwlrap'))}",
+    ]
     y = m.get("yardsticks")
     if y:
-        parts.append(f"[random {f(y.get('random'))}, prior-only {f(y.get('prior_only'))}, "
-                     f"oracle {f(y.get('oracle'))}]")
+        parts.append(f"[random {f(y.get('random'))}, prior-only {f(y.get('prior_only'))}, oracle {f(y.get('oracle'))}]")
     if m.get("gap_closed") is not None:
         parts.append(f"gap closed {100 * m['gap_closed']:.0f} %")
     if m.get("test_lwlrap_rounds") is not None:
-        parts.append(f"rounds 0-{m['round']} together {f(m['test_lwlrap_rounds'])}"
-                     + (f" ({100 * m['gap_closed_rounds']:.0f} %)" if m.get("gap_closed_rounds") is not None else ""))
+        parts.append(
+            f"rounds 0-{m['round']} together {f(m['test_lwlrap_rounds'])}"
+            + (f" ({100 * m['gap_closed_rounds']:.0f} %)" if m.get("gap_closed_rounds") is not None else "")
+        )
     return ", ".join(parts)

@@ -45,11 +45,20 @@ from store.lock import NoLock, writer_lock
 log = logging.getLogger(__name__)
 
 
-def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu", until_round: int = 0,
-                 folds: int | None = None, device: str | None = None, progress: bool = True,
-                 until_converged: bool = False, echo=print,
-                 export_formats: tuple[str, ...] = ("torchscript", "export"),
-                 group: ProcessGroup = SINGLE, oracle: bool = False) -> list[dict]:
+def train_rounds(
+    store: str,
+    runs: str | Path,
+    config: str | TrainConfig = "cpu",
+    until_round: int = 0,
+    folds: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    until_converged: bool = False,
+    echo=print,
+    export_formats: tuple[str, ...] = ("torchscript", "export"),
+    group: ProcessGroup = SINGLE,
+    oracle: bool = False,
+) -> list[dict]:
     """Run rounds 0..``until_round`` (skipping complete ones); returns each round's metrics.
 
     Each finished round's models are exported in ``export_formats`` for the inference engine.
@@ -73,12 +82,25 @@ def train_rounds(store: str, runs: str | Path, config: str | TrainConfig = "cpu"
     check_pretrained(cfg)  # before any training: pretrained = "imagenet" offline, a missing or unfitting file
     nproc, threads = cpu_processes(cfg, device, group)
     if nproc > 1:  # members side by side on the CPU, a process each (rank 0 prints, writes and returns)
-        return run_local(nproc, _train_rank, store, runs, cfg, until_round, device, progress, until_converged,
-                         _picklable_echo(echo), export_formats, threads=threads)
+        return run_local(
+            nproc,
+            _train_rank,
+            store,
+            runs,
+            cfg,
+            until_round,
+            device,
+            progress,
+            until_converged,
+            _picklable_echo(echo),
+            export_formats,
+            threads=threads,
+        )
     # one writer per run directory (a local one): rank 0 holds its lock to the end, a second run is refused
     with writer_lock(runs, "run directory") if group.is_main else NoLock():
-        return _train_rounds(store, runs, cfg, until_round, device, progress, until_converged, echo, export_formats,
-                             group)
+        return _train_rounds(
+            store, runs, cfg, until_round, device, progress, until_converged, echo, export_formats, group
+        )
 
 
 def cpu_processes(cfg: TrainConfig, device: str | None, group: ProcessGroup = SINGLE) -> tuple[int, int]:
@@ -87,8 +109,12 @@ def cpu_processes(cfg: TrainConfig, device: str | None, group: ProcessGroup = SI
     ``distribute = "folds"`` outside torchrun; (1, threads) otherwise."""
     budget = thread_budget()
     members = len(cfg.backbones) * cfg.folds
-    if (group.distributed or cfg.cpu_processes == 1 or cfg.distribute != "folds"
-            or resolve_device(device or cfg.device).type != "cpu"):
+    if (
+        group.distributed
+        or cfg.cpu_processes == 1
+        or cfg.distribute != "folds"
+        or resolve_device(device or cfg.device).type != "cpu"
+    ):
         return 1, budget
     nproc = max(1, min(cfg.cpu_processes or budget, members))
     return nproc, max(1, budget // nproc)
@@ -105,17 +131,45 @@ def _picklable_echo(echo):  # noqa: ANN001, ANN202 (a print-like callable)
         return print
 
 
-def _train_rank(group: ProcessGroup, store: str, runs: str | Path, cfg: TrainConfig, until_round: int,
-                device: str | None, progress: bool, until_converged: bool, echo,  # noqa: ANN001
-                export_formats: tuple[str, ...]) -> list[dict]:
+def _train_rank(
+    group: ProcessGroup,
+    store: str,
+    runs: str | Path,
+    cfg: TrainConfig,
+    until_round: int,
+    device: str | None,
+    progress: bool,
+    until_converged: bool,
+    echo,  # noqa: ANN001
+    export_formats: tuple[str, ...],
+) -> list[dict]:
     """One rank of :func:`train_rounds` under :func:`rfcx.process_group.run_local`."""
-    return train_rounds(store, runs, cfg, until_round, device=device, progress=progress,
-                        until_converged=until_converged, echo=echo, export_formats=export_formats, group=group)
+    return train_rounds(
+        store,
+        runs,
+        cfg,
+        until_round,
+        device=device,
+        progress=progress,
+        until_converged=until_converged,
+        echo=echo,
+        export_formats=export_formats,
+        group=group,
+    )
 
 
-def _train_rounds(store: str, runs: str | Path, cfg: TrainConfig, until_round: int, device: str | None,
-                  progress: bool, until_converged: bool, echo, export_formats: tuple[str, ...],
-                  group: ProcessGroup) -> list[dict]:
+def _train_rounds(
+    store: str,
+    runs: str | Path,
+    cfg: TrainConfig,
+    until_round: int,
+    device: str | None,
+    progress: bool,
+    until_converged: bool,
+    echo,
+    export_formats: tuple[str, ...],
+    group: ProcessGroup,
+) -> list[dict]:
     ddp = member.uses_ddp(cfg, group)
     if not group.is_main:
         echo = _quiet
@@ -134,18 +188,24 @@ def _train_rounds(store: str, runs: str | Path, cfg: TrainConfig, until_round: i
             pseudo = None
             if k > 0:
                 ctx.runs.fetch(ctx.runs.pseudo_labels(k - 1))  # a run at a URL: the labels rank 0 wrote elsewhere
-                pseudo = rescale(read_pseudo_labels(ctx.runs.pseudo_labels(k - 1)), ctx.cfg.pseudo_rescale,
-                                 ctx.cfg.pseudo_quantiles, ctx.boxes)
+                pseudo = rescale(
+                    read_pseudo_labels(ctx.runs.pseudo_labels(k - 1)),
+                    ctx.cfg.pseudo_rescale,
+                    ctx.cfg.pseudo_quantiles,
+                    ctx.boxes,
+                )
                 if ctx.cfg.pseudo_templates:
                     pseudo = with_templates(ctx, k, pseudo, group, echo)
                 unlabelled = [rid for rid in sorted(ctx.folds) if rid not in pseudo]
                 if unlabelled:  # clips added to the store after round k-1: CropSampler leaves them out
-                    echo(f"round {k}: {len(unlabelled)} train clip(s) have no pseudo labels from round {k - 1} "
-                         f"(added to the store after it: {', '.join(unlabelled[:5])}"
-                         f"{', ...' if len(unlabelled) > 5 else ''}); they are left out of this round's "
-                         f"training crops (they are still scored)")
+                    echo(
+                        f"round {k}: {len(unlabelled)} train clip(s) have no pseudo labels from round {k - 1} "
+                        f"(added to the store after it: {', '.join(unlabelled[:5])}"
+                        f"{', ...' if len(unlabelled) > 5 else ''}); they are left out of this round's "
+                        f"training crops (they are still scored)"
+                    )
             members = [(spec, fold) for spec in cfg.backbones for fold in range(cfg.folds)]
-            for spec, fold in (members if ddp else group.shard(members)):  # folds: member i on rank i % world
+            for spec, fold in members if ddp else group.shard(members):  # folds: member i on rank i % world
                 ckpt = member.train_member(ctx, k, spec, fold, pseudo, group)
                 if not ddp:
                     member.predict_member(ctx, k, spec, fold, ckpt)
@@ -167,11 +227,17 @@ def _train_rounds(store: str, runs: str | Path, cfg: TrainConfig, until_round: i
             best = record_best_round(ctx.runs)
             ctx.runs.sync(strict=True)
         if until_converged and len(results) >= 2 and round_signal(results[-1]) <= round_signal(results[-2]):
-            kept = f"; best round: {best['round']} ({best['signal']} {best['value']:.4f}), the default round of " \
-                   f"`rfcx infer` and `rfcx export` (best_round.json)" if best else ""
-            echo(f"round {k}: the held-out signal stopped improving ({signal_name(results[-1])} "
-                 f"{round_signal(results[-1]):.4f} <= {round_signal(results[-2]):.4f} in round {k - 1}); stopping "
-                 f"(--until-converged){kept}")
+            kept = (
+                f"; best round: {best['round']} ({best['signal']} {best['value']:.4f}), the default round of "
+                f"`rfcx infer` and `rfcx export` (best_round.json)"
+                if best
+                else ""
+            )
+            echo(
+                f"round {k}: the held-out signal stopped improving ({signal_name(results[-1])} "
+                f"{round_signal(results[-1]):.4f} <= {round_signal(results[-2]):.4f} in round {k - 1}); stopping "
+                f"(--until-converged){kept}"
+            )
             break
     return results
 
@@ -193,20 +259,35 @@ def with_templates(ctx: Context, k: int, pseudo: PseudoLabels, group: ProcessGro
         if how == "select" and "tp_auc" not in template_summary(path):
             return None
         cached = read_pseudo_labels(path)
-        same = (cached.ids == pseudo.ids and np.array_equal(cached.offsets, pseudo.offsets)
-                and cached.window_seconds == pseudo.window_seconds and cached.hop_seconds == pseudo.hop_seconds)
+        same = (
+            cached.ids == pseudo.ids
+            and np.array_equal(cached.offsets, pseudo.offsets)
+            and cached.window_seconds == pseudo.window_seconds
+            and cached.hop_seconds == pseudo.hop_seconds
+        )
         return cached if same else None
 
     cached = usable() if group.is_main else None
     if group.broadcast_object(cached is None, "train: whether the template teacher's labels are to be computed"):
-        labels, summary = templates.teacher(ctx.fs, ctx.boxes, n_windows, pseudo.window_seconds, pseudo.hop_seconds,
-                                            ctx.device, ctx.progress, seed=ctx.cfg.seed, group=group)
+        labels, summary = templates.teacher(
+            ctx.fs,
+            ctx.boxes,
+            n_windows,
+            pseudo.window_seconds,
+            pseudo.hop_seconds,
+            ctx.device,
+            ctx.progress,
+            seed=ctx.cfg.seed,
+            group=group,
+        )
         if group.is_main:
             write_pseudo_labels(path, labels, pseudo.window_seconds, pseudo.hop_seconds)
             write_json_atomic(path.with_suffix(".json"), summary)
             ctx.runs.sync(strict=True)
-            echo(f"template teacher: {summary['templates']} templates, {len(summary['species_calibrated'])} species "
-                 f"calibrated ({summary['seconds']:.0f} s)")
+            echo(
+                f"template teacher: {summary['templates']} templates, {len(summary['species_calibrated'])} species "
+                f"calibrated ({summary['seconds']:.0f} s)"
+            )
     group.barrier("train: rank 0 writes the template teacher's labels", work=True)
     cached = cached or usable()
     if cached is None:
@@ -218,11 +299,17 @@ def with_templates(ctx: Context, k: int, pseudo: PseudoLabels, group: ProcessGro
         network_auc = dict(enumerate(network_tp_auc(ctx, k - 1)))
         template_auc = {int(s): float(v) for s, v in summary["tp_auc"].items()}
         only = teachers.template_only(species, network_auc, template_auc)
-        echo(f"round {k}: template labels alone for species {only or 'none'} (their templates find the TP boxes "
-             f"better than round {k - 1}'s network), the larger label for the others")
-    return PseudoLabels(pseudo.ids, pseudo.offsets,
-                        teachers.combine(pseudo.scores, cached.scores, how, species, network_auc, template_auc),
-                        pseudo.window_seconds, pseudo.hop_seconds)
+        echo(
+            f"round {k}: template labels alone for species {only or 'none'} (their templates find the TP boxes "
+            f"better than round {k - 1}'s network), the larger label for the others"
+        )
+    return PseudoLabels(
+        pseudo.ids,
+        pseudo.offsets,
+        teachers.combine(pseudo.scores, cached.scores, how, species, network_auc, template_auc),
+        pseudo.window_seconds,
+        pseudo.hop_seconds,
+    )
 
 
 def oracle_runs(runs: str | Path) -> str | Path:

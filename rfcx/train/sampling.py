@@ -45,7 +45,7 @@ class PseudoLabels:
 
     def clip(self, recording_id: str) -> np.ndarray:
         i = self._row[recording_id]
-        return self.scores[self.offsets[i]:self.offsets[i + 1]]
+        return self.scores[self.offsets[i] : self.offsets[i + 1]]
 
     def __contains__(self, recording_id: object) -> bool:
         return recording_id in self._row
@@ -79,11 +79,23 @@ class CropBatch:
 class CropSampler:
     """Draws crop descriptors for one fold's training recordings."""
 
-    def __init__(self, boxes: pd.DataFrame, n_frames: dict[str, int], params: MelParams, crop_frames: int,
-                 round_idx: int, pseudo: PseudoLabels | None = None, tp_fp_sampling: bool = True,
-                 tp_fp_p: float = 0.5, seed: int = 0, truth: pd.DataFrame | None = None,
-                 unlabelled_weight: float = 0.0, random_crop_p: float = 0.0,
-                 pseudo_negative_weight: float = 1.0, tp_box_share: float = 0.0) -> None:
+    def __init__(
+        self,
+        boxes: pd.DataFrame,
+        n_frames: dict[str, int],
+        params: MelParams,
+        crop_frames: int,
+        round_idx: int,
+        pseudo: PseudoLabels | None = None,
+        tp_fp_sampling: bool = True,
+        tp_fp_p: float = 0.5,
+        seed: int = 0,
+        truth: pd.DataFrame | None = None,
+        unlabelled_weight: float = 0.0,
+        random_crop_p: float = 0.0,
+        pseudo_negative_weight: float = 1.0,
+        tp_box_share: float = 0.0,
+    ) -> None:
         if round_idx > 0 and pseudo is None and truth is None:
             raise InvalidInputError("rounds >= 1 need the previous round's pseudo labels")
         # rounds >= 1: clips without pseudo labels (added to the store after the previous round) are left out of
@@ -92,19 +104,27 @@ class CropSampler:
         if self.unlabelled:
             n_frames = {r: n for r, n in n_frames.items() if r in pseudo}
             if not n_frames:
-                raise InvalidInputError(f"none of the {len(self.unlabelled)} training clips has pseudo labels from the "
-                                 f"previous round (e.g. {', '.join(self.unlabelled[:3])})")
+                raise InvalidInputError(
+                    f"none of the {len(self.unlabelled)} training clips has pseudo labels from the "
+                    f"previous round (e.g. {', '.join(self.unlabelled[:3])})"
+                )
         self.ids = sorted(n_frames)
         self.boxes = boxes[boxes.recording_id.isin(n_frames)].reset_index(drop=True)
         self.truth = None
         if truth is not None:  # the oracle: every call of the training clips
             calls = truth[truth.recording_id.isin(n_frames)].reset_index(drop=True)
             if calls.empty:
-                raise InvalidInputError("the oracle needs the calls' truth (calls_truth.csv) of the training recordings")
-            self.truth = (calls.recording_id.to_numpy(dtype=object), calls[["t_min", "t_max"]].to_numpy(np.float64),
-                          {rid: (calls.t_min.to_numpy()[idx], calls.t_max.to_numpy()[idx],
-                                 calls.species_id.to_numpy()[idx])
-                           for rid, idx in calls.groupby("recording_id").indices.items()})
+                raise InvalidInputError(
+                    "the oracle needs the calls' truth (calls_truth.csv) of the training recordings"
+                )
+            self.truth = (
+                calls.recording_id.to_numpy(dtype=object),
+                calls[["t_min", "t_max"]].to_numpy(np.float64),
+                {
+                    rid: (calls.t_min.to_numpy()[idx], calls.t_max.to_numpy()[idx], calls.species_id.to_numpy()[idx])
+                    for rid, idx in calls.groupby("recording_id").indices.items()
+                },
+            )
         if round_idx == 0 and self.boxes.empty and truth is None:
             raise InvalidInputError("round 0 needs TP/FP boxes, and none of the training recordings has any")
         self.n_frames, self.params, self.crop = n_frames, params, crop_frames
@@ -117,9 +137,15 @@ class CropSampler:
         # plain arrays: the per-crop lookups below run thousands of times per epoch (pandas is ~10x slower here)
         self._rid = self.boxes.recording_id.to_numpy(dtype=object)
         self._t = self.boxes[["t_min", "t_max"]].to_numpy(dtype=np.float64)
-        self._by_rid = {rid: (self._t[idx, 0], self._t[idx, 1], self.boxes.species_id.to_numpy()[idx],
-                              self.boxes.is_tp.to_numpy(dtype=bool)[idx])
-                        for rid, idx in self.boxes.groupby("recording_id").indices.items()}
+        self._by_rid = {
+            rid: (
+                self._t[idx, 0],
+                self._t[idx, 1],
+                self.boxes.species_id.to_numpy()[idx],
+                self.boxes.is_tp.to_numpy(dtype=bool)[idx],
+            )
+            for rid, idx in self.boxes.groupby("recording_id").indices.items()
+        }
         # the box pools crops are drawn from: every box alike (the seed's: ~1 TP box in 7 on the real data), or with
         # tp_box_share > 0 the TP boxes with that probability, else the FP boxes; each pool is walked (round 0) or
         # drawn from (later rounds) on its own
@@ -129,7 +155,9 @@ class CropSampler:
         self._walks = {name: np.zeros(0, dtype=np.int64) for name in self._pools}
         lo = np.floor(hz_to_mel_bin(self.boxes.f_min.to_numpy(), params.n_mels, params.f_min, params.f_max))
         hi = np.ceil(hz_to_mel_bin(self.boxes.f_max.to_numpy(), params.n_mels, params.f_min, params.f_max))
-        self._bins = np.stack([np.clip(lo, 0, params.n_mels - 1), np.clip(hi, 0, params.n_mels - 1)], 1).astype(np.int64)
+        self._bins = np.stack([np.clip(lo, 0, params.n_mels - 1), np.clip(hi, 0, params.n_mels - 1)], 1).astype(
+            np.int64
+        )
         self._box_idx = self.boxes.groupby("recording_id").indices  # box rows of each clip
         self._species_tp = (self.boxes.species_id.to_numpy(dtype=np.int64), self.boxes.is_tp.to_numpy(dtype=bool))
 
@@ -245,5 +273,5 @@ class CropSampler:
             label_boxes = np.full((batch_size, max(1, max(map(len, bands), default=0)), 3), -1, dtype=np.int64)
             for j, rows in enumerate(bands):
                 if rows:
-                    label_boxes[j, :len(rows)] = rows
+                    label_boxes[j, : len(rows)] = rows
         return CropBatch(rids, starts, target, mask, bins, label_boxes)

@@ -51,11 +51,15 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float | None:
     if not len(pos) or not len(neg):
         return None
     ranks = rankdata(np.concatenate([pos, neg]))
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def template_only(species: Sequence[int], network_auc: Mapping[int, float | None],
-                  template_auc: Mapping[int, float | None], margin: float = SELECT_MARGIN) -> list[int]:
+def template_only(
+    species: Sequence[int],
+    network_auc: Mapping[int, float | None],
+    template_auc: Mapping[int, float | None],
+    margin: float = SELECT_MARGIN,
+) -> list[int]:
     """The calibrated ``species`` whose template teacher scores its TP boxes clearly better than the network
     (template AUC - network AUC > ``margin``); a species without either figure is not among them."""
     out = []
@@ -66,9 +70,14 @@ def template_only(species: Sequence[int], network_auc: Mapping[int, float | None
     return out
 
 
-def combine(network: np.ndarray, template: np.ndarray, how: str, species: Sequence[int],
-            network_auc: Mapping[int, float | None] | None = None,
-            template_auc: Mapping[int, float | None] | None = None) -> np.ndarray:
+def combine(
+    network: np.ndarray,
+    template: np.ndarray,
+    how: str,
+    species: Sequence[int],
+    network_auc: Mapping[int, float | None] | None = None,
+    template_auc: Mapping[int, float | None] | None = None,
+) -> np.ndarray:
     """Window labels (windows x 24) from the network teacher's and the template teacher's: "max" the larger of the
     two; "mean" their mean for the template teacher's calibrated ``species``, the network's label for the others
     (which the templates give 0 everywhere); "select" the larger of the two, except the template label alone for the

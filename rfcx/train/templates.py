@@ -88,8 +88,9 @@ def _box_frames(boxes: pd.DataFrame, fps: float, n_frames: int) -> np.ndarray:
     return np.stack([np.clip(a, 0, n_frames - 1), np.clip(np.maximum(e, a + 2), 1, n_frames)], 1).astype(np.int64)
 
 
-def cut_templates(fs: FeatureStore, tp: pd.DataFrame, pool: tuple[int, int], per_species: int,
-                  seed: int = 0) -> list[Template]:
+def cut_templates(
+    fs: FeatureStore, tp: pd.DataFrame, pool: tuple[int, int], per_species: int, seed: int = 0
+) -> list[Template]:
     """A template per TP box, at most ``per_species`` of a species (drawn at random, one clip's boxes spread)."""
     rng = np.random.default_rng(seed)
     chosen = []
@@ -114,8 +115,9 @@ def cut_templates(fs: FeatureStore, tp: pd.DataFrame, pool: tuple[int, int], per
     return out
 
 
-def _window_max(trace: torch.Tensor, n_windows: Sequence[int], fps: float, window_s: float,
-                hop_s: float) -> list[np.ndarray]:
+def _window_max(
+    trace: torch.Tensor, n_windows: Sequence[int], fps: float, window_s: float, hop_s: float
+) -> list[np.ndarray]:
     """Per clip (rows of ``trace``: chunk x 24 x frames), the max of each window of the label grid."""
     frames = trace.shape[-1]
     width = min(frames, max(1, int(round(window_s * fps))))
@@ -127,10 +129,20 @@ def _window_max(trace: torch.Tensor, n_windows: Sequence[int], fps: float, windo
     return out
 
 
-def match(fs: FeatureStore, ids: Sequence[str], templates: Sequence[Template], n_windows: dict[str, int],
-          window_s: float, hop_s: float, boxes: pd.DataFrame, pool: tuple[int, int] = (2, 2), shift: int = 1,
-          device: torch.device | str = "cpu", chunk: int = 32,
-          progress: Callable[[int], None] | None = None) -> MatchResult:
+def match(
+    fs: FeatureStore,
+    ids: Sequence[str],
+    templates: Sequence[Template],
+    n_windows: dict[str, int],
+    window_s: float,
+    hop_s: float,
+    boxes: pd.DataFrame,
+    pool: tuple[int, int] = (2, 2),
+    shift: int = 1,
+    device: torch.device | str = "cpu",
+    chunk: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> MatchResult:
     """NCC of every template (at ``-shift..shift`` pooled mel bins of pitch) over the clips ``ids``: the window
     maxima of each species' best match, and its matches inside the labelled boxes (``boxes``: ``is_tp``)."""
     device = torch.device(device)
@@ -142,12 +154,12 @@ def match(fs: FeatureStore, ids: Sequence[str], templates: Sequence[Template], n
     fp_hits: list[tuple[int, float]] = []
     species = sorted({t.species for t in templates})
     for c0 in range(0, len(ids), chunk):
-        part = list(ids[c0:c0 + chunk])
+        part = list(ids[c0 : c0 + chunk])
         xs = [normalise(fs.mel(rid), pool) for rid in part]
         frames = max(x.shape[1] for x in xs)
         x = torch.zeros(len(xs), xs[0].shape[0], frames)
         for i, xi in enumerate(xs):
-            x[i, :, :xi.shape[1]] = xi
+            x[i, :, : xi.shape[1]] = xi
         x = x.to(device)
         n, bins, _ = x.shape
         longest = max(t.patch.shape[1] for t in templates)
@@ -169,7 +181,7 @@ def match(fs: FeatureStore, ids: Sequence[str], templates: Sequence[Template], n
                 lo, hi = t.lo + d, t.hi + d
                 if lo < 0 or hi > bins:
                     continue
-                num = torch.fft.irfft((spec[:, lo:hi] * kernel).sum(1), n=nfft)[:, length - 1:frames]
+                num = torch.fft.irfft((spec[:, lo:hi] * kernel).sum(1), n=nfft)[:, length - 1 : frames]
                 s1 = area[:, hi, length:] - area[:, lo, length:] - area[:, hi, :-length] + area[:, lo, :-length]
                 s2 = area2[:, hi, length:] - area2[:, lo, length:] - area2[:, hi, :-length] + area2[:, lo, :-length]
                 var = (s2 - s1 * s1 / (rows * length)).clamp_min(1e-6)
@@ -182,8 +194,11 @@ def match(fs: FeatureStore, ids: Sequence[str], templates: Sequence[Template], n
                 view = trace_other[:, t.species, centre]
                 torch.maximum(view, r, out=view)
         counts = [n_windows[rid] for rid in part]
-        for rid, wb, wo in zip(part, _window_max(trace_best, counts, fps, window_s, hop_s),
-                               _window_max(trace_other, counts, fps, window_s, hop_s)):
+        for rid, wb, wo in zip(
+            part,
+            _window_max(trace_best, counts, fps, window_s, hop_s),
+            _window_max(trace_other, counts, fps, window_s, hop_s),
+        ):
             best[rid], other[rid] = wb, wo
         for i, rid in enumerate(part):
             idx = by_clip.get(rid)
@@ -223,12 +238,13 @@ def calibration(result: MatchResult, background_q: float = 0.9) -> dict[int, tup
     return levels
 
 
-def tp_auc(result: MatchResult, species: Sequence[int], tp: pd.DataFrame, window_s: float,
-           hop_s: float) -> dict[int, float]:
+def tp_auc(
+    result: MatchResult, species: Sequence[int], tp: pd.DataFrame, window_s: float, hop_s: float
+) -> dict[int, float]:
     """Per species of ``species``, how well the templates find its calls in clips they were not cut from: the AUC of
     the window NCC from other clips' templates at its TP boxes (``tp``; the window nearest each box's centre, on the
-    label grid of ``window_s`` every ``hop_s``) against the same NCC of every window (rfcx.train.teachers.tp_auc, positive
-    vs unlabelled; the network teacher's figure is read the same way from its out-of-fold window scores)."""
+    label grid of ``window_s`` every ``hop_s``) against the same NCC of every window (rfcx.train.teachers.tp_auc,
+    positive vs unlabelled; the network teacher's figure is read the same way from its out-of-fold window scores)."""
     ids, offsets, flat = stack(result.other)
     rows = tp_windows(PseudoLabels(ids, offsets, flat, window_s, hop_s), tp)
     out = {}
@@ -241,8 +257,13 @@ def tp_auc(result: MatchResult, species: Sequence[int], tp: pd.DataFrame, window
     return out
 
 
-def labels(result: MatchResult, levels: dict[int, tuple[float, float]], fp: pd.DataFrame | None = None,
-           window_s: float = 0.0, hop_s: float = 1.0) -> dict[str, np.ndarray]:
+def labels(
+    result: MatchResult,
+    levels: dict[int, tuple[float, float]],
+    fp: pd.DataFrame | None = None,
+    window_s: float = 0.0,
+    hop_s: float = 1.0,
+) -> dict[str, np.ndarray]:
     """Soft labels in [0, 1] per clip: each calibrated species' best window NCC, linear from its background (0) to
     its call level (1); 0 for the other species, and for a species in the windows holding one of its FP boxes
     (``fp``: the centre inside the window of ``window_s`` every ``hop_s``), which a person marked as not its call."""
@@ -265,14 +286,26 @@ def labels(result: MatchResult, levels: dict[int, tuple[float, float]], fp: pd.D
 
 def merge(parts: Sequence[MatchResult]) -> MatchResult:
     """One :class:`MatchResult` of the results of disjoint sets of clips."""
-    return MatchResult({rid: v for p in parts for rid, v in p.best.items()},
-                       {rid: v for p in parts for rid, v in p.other.items()},
-                       [hit for p in parts for hit in p.tp], [hit for p in parts for hit in p.fp])
+    return MatchResult(
+        {rid: v for p in parts for rid, v in p.best.items()},
+        {rid: v for p in parts for rid, v in p.other.items()},
+        [hit for p in parts for hit in p.tp],
+        [hit for p in parts for hit in p.fp],
+    )
 
 
-def teacher(fs: FeatureStore, boxes: pd.DataFrame, n_windows: dict[str, int], window_s: float, hop_s: float,
-            device: torch.device | str = "cpu", progress: bool = False, per_species: int = 16,
-            seed: int = 0, group: ProcessGroup = SINGLE) -> tuple[dict[str, np.ndarray], dict]:
+def teacher(
+    fs: FeatureStore,
+    boxes: pd.DataFrame,
+    n_windows: dict[str, int],
+    window_s: float,
+    hop_s: float,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    per_species: int = 16,
+    seed: int = 0,
+    group: ProcessGroup = SINGLE,
+) -> tuple[dict[str, np.ndarray], dict]:
     """The template teacher's soft labels ``{rid: (n_windows, 24)}`` of the clips in ``n_windows`` (on the label grid
     of ``window_s`` every ``hop_s``), from the TP boxes of ``boxes`` (at most ``per_species`` templates a species),
     and a summary: the templates, seconds taken, each calibrated species' levels and TP AUC (:func:`tp_auc`).
@@ -284,17 +317,18 @@ def teacher(fs: FeatureStore, boxes: pd.DataFrame, n_windows: dict[str, int], wi
     templates = cut_templates(fs, tp, POOL, per_species, seed)
     ids = group.shard(sorted(n_windows))
     with tqdm(total=len(ids), desc="template teacher", unit="clip", disable=not progress) as bar:
-        result = match(fs, ids, templates, n_windows, window_s, hop_s, boxes, POOL, SHIFT, device,
-                       progress=bar.update)
+        result = match(fs, ids, templates, n_windows, window_s, hop_s, boxes, POOL, SHIFT, device, progress=bar.update)
     if group.distributed:
         parts = group.gather_after_work(result, "template teacher: the ranks' matches")
         if not group.is_main:
             return {}, {}
         result = merge(parts)
     levels = calibration(result)
-    summary = {"templates": len(templates), "species_calibrated": sorted(levels),
-               "levels": {str(s): {"background": round(lo, 4), "call": round(hi, 4)} for s, (lo, hi) in levels.items()},
-               "tp_auc": {str(s): round(v, 4)
-                          for s, v in tp_auc(result, sorted(levels), tp, window_s, hop_s).items()},
-               "seconds": round(time.perf_counter() - started, 1)}
+    summary = {
+        "templates": len(templates),
+        "species_calibrated": sorted(levels),
+        "levels": {str(s): {"background": round(lo, 4), "call": round(hi, 4)} for s, (lo, hi) in levels.items()},
+        "tp_auc": {str(s): round(v, 4) for s, v in tp_auc(result, sorted(levels), tp, window_s, hop_s).items()},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     return labels(result, levels, boxes[~boxes.is_tp], window_s, hop_s), summary

@@ -27,11 +27,13 @@ def oof_window_scores(run: RunDir, k: int | Sequence[int]) -> tuple[dict[str, np
     """``({train recording id: (windows, classes) mean OOF scores}, window_s, hop_s)`` of round ``k`` (or of
     several rounds together: the mean over all their members, as ``rfcx infer --round all`` scores)."""
     files = []
-    for r in ([k] if isinstance(k, int) else list(k)):
+    for r in [k] if isinstance(k, int) else list(k):
         found = sorted((run.round_dir(r) / "members").glob("*/predictions.npz"))
         if not found:
-            raise NotFoundError(f"{run.describe(run.round_dir(r) / 'members')}: no predictions.npz of round {r} "
-                                    "(the out-of-fold scores --target-precision chooses thresholds on)")
+            raise NotFoundError(
+                f"{run.describe(run.round_dir(r) / 'members')}: no predictions.npz of round {r} "
+                "(the out-of-fold scores --target-precision chooses thresholds on)"
+            )
         files += found
     cfg = TrainConfig.from_dict(json.loads(run.config_file.read_text()))
     sums: dict[str, np.ndarray] = {}
@@ -58,11 +60,18 @@ def labelled_scores(oof: dict[str, np.ndarray], boxes: pd.DataFrame, window_s: f
         w = int(np.argmin(np.abs(centres - (box.t_min + box.t_max) / 2)))
         rows.append((int(box.species_id), float(windows[w, int(box.species_id)]), bool(box.is_tp)))
     return pd.DataFrame(rows, columns=["species_id", "score", "is_tp"]).astype(
-        {"species_id": np.int64, "score": np.float64, "is_tp": bool})
+        {"species_id": np.int64, "score": np.float64, "is_tp": bool}
+    )
 
 
-def oof_thresholds(run: RunDir, k: int | Sequence[int], tp: pd.DataFrame, fp: pd.DataFrame, target: float,
-                   min_positives: int = MIN_POSITIVES) -> tuple[dict[int, float], pd.DataFrame]:
+def oof_thresholds(
+    run: RunDir,
+    k: int | Sequence[int],
+    tp: pd.DataFrame,
+    fp: pd.DataFrame,
+    target: float,
+    min_positives: int = MIN_POSITIVES,
+) -> tuple[dict[int, float], pd.DataFrame]:
     """``({species_id: threshold}, labelled)`` for the species of round ``k``'s OOF scores that reach ``target``
     precision on the labelled windows of the ``tp``/``fp`` boxes."""
     oof, window_s, hop_s = oof_window_scores(run, k)

@@ -7,7 +7,7 @@ DEMO_SET ?= --set pseudo_epochs=64
 ROUNDS ?= 1
 REAL_BACKGROUNDS := ../shared/rfcx/backgrounds
 
-.PHONY: setup browser demo test clean gpu-wheels
+.PHONY: setup browser demo lint test clean gpu-wheels
 
 # torch and torchvision are pinned here, not in pyproject.toml (which takes any torch >= 2.4): the tested pair
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
@@ -59,7 +59,14 @@ browser:
 	    echo "note: no chromium (apt-get install chromium): the review page's browser test will be skipped"; \
 	  true; }
 
-test: setup browser
+# ruff (lint, and the format check), mypy, and import-linter's layer contracts (pyproject.toml): all must be clean
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: setup browser lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean:

@@ -21,6 +21,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -174,13 +175,13 @@ def real_section(
 
     rates = interleaved({"exact": mode("exact"), "fcn": mode("fcn")}, repeats)
     rows = []
-    lw = {}
+    lw: dict[str, Any] = {}  # LWLRAP by mode: None without truth
     for m, r in rates.items():
         lw[m] = float(lwlrap(truth.loc[ids].to_numpy(), results[m])) if truth is not None else None
         rows.append(row(f"{m} (engine.batch.infer_clips)", r, lwlrap=lw[m]))
     delta = lw["fcn"] - lw["exact"] if truth is not None else None
-    for r in rows:
-        r["delta_lwlrap"] = (r["lwlrap"] - lw["exact"]) if truth is not None else None
+    for rec in rows:
+        rec["delta_lwlrap"] = (rec["lwlrap"] - lw["exact"]) if truth is not None else None
     sec = section(
         "real",
         f"Inference end to end: trained ensemble of round {k}",

@@ -46,7 +46,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("wheels", "env", "synth", "store_build", "train_model", "train_input", "train_rounds", "export", "infer")
@@ -363,7 +363,7 @@ class Check:
         for name in ("rfcx", "store", "engine", "benchmarks"):
             try:
                 mod = importlib.import_module(name)
-                where = Path(mod.__file__).resolve().parent.parent
+                where = Path(cast(str, mod.__file__)).resolve().parent.parent  # None: a TypeError, caught below
                 out["modules"][name] = {"file": str(mod.__file__), "from_this_checkout": where == ROOT}
             except Exception as exc:  # noqa: BLE001
                 errors.append(error_record(f"import {name}", exc))
@@ -574,7 +574,7 @@ class Check:
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
 
-            def step() -> float:
+            def step() -> torch.Tensor:
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                     logits = net(x)
                 loss = masked_bce(logits.float(), target, mask)
@@ -726,7 +726,7 @@ class Check:
                 row["delivered_over_consumed"] = r3(row["crops_per_s"] / max(consumed))
 
         # the training loop itself: rfcx.train.member.train_member for one epoch of each backbone (round 0, fold 0)
-        from rfcx.train.checkpoint import Checkpoint
+        from rfcx.train.checkpoint import Checkpoint, present
         from rfcx.train.context import open_context
         from rfcx.train.member import train_member
 
@@ -741,7 +741,7 @@ class Check:
             ckpt = attempt(errors, f"train_member {spec.backbone}", train_member, ctx, 0, spec, 0, None)
             if ckpt:
                 ckpt = Checkpoint.from_dict(ckpt)
-                h = ckpt.history[-1]
+                h = present(ckpt.history)[-1]
                 loop.append(
                     {
                         "backbone": spec.backbone,
@@ -755,7 +755,7 @@ class Check:
                         "data_wait_share": r3(h["data_wait_s"] / h["seconds"]),
                         "wall_s": r3(time.perf_counter() - t0),
                         "loss": r3(h["loss"]),
-                        "checkpoint_device": str(next(iter(ckpt.state_dict.values())).device),
+                        "checkpoint_device": str(next(iter(present(ckpt.state_dict).values())).device),
                     }
                 )
                 say(
@@ -838,7 +838,7 @@ class Check:
 
         from engine.export import load_model, read_meta
         from rfcx.runs.directory import RunDir, member_name
-        from rfcx.train.checkpoint import Checkpoint
+        from rfcx.train.checkpoint import Checkpoint, present
         from rfcx.train.export import export_checkpoint, load_checkpoint
         from rfcx.train.models import build_classifier
 
@@ -879,7 +879,7 @@ class Check:
                 rows.append(row)
                 continue
             net = build_classifier(cfg, spec)
-            net.load_state_dict(Checkpoint.from_dict(ckpt).state_dict)
+            net.load_state_dict(present(Checkpoint.from_dict(ckpt).state_dict))
             net.eval()
             g = torch.Generator().manual_seed(0)
             window = None
@@ -1363,7 +1363,7 @@ def main(argv: list[str] | None = None) -> int:
         help="work folder for data, stores and runs (default: a temporary folder, removed at the end)",
     )
     args = ap.parse_args(argv)
-    sizes = dict(DRY if args.dry_run else FULL)
+    sizes: dict[str, Any] = dict(DRY if args.dry_run else FULL)
     if args.clips is not None:
         if args.clips < 4:
             ap.error("--clips must be >= 4")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 METRICS = (
     ("test_lwlrap", "test LWLRAP"),
@@ -115,7 +116,7 @@ def quality_goals(name: str, rounds: list[dict], table: list[dict], sticks: dict
     prior, oracle = sticks.get("prior_only"), sticks.get("oracle")
     scores = {r["round"]: r["test_lwlrap"] for r in rounds if r.get("test_lwlrap") is not None}
     if prior is not None and scores:
-        worst = min(scores, key=scores.get)
+        worst = min(scores, key=scores.get)  # type: ignore[arg-type]  # mypy cannot pick dict.get's overload
         goals.append(
             goal(
                 f"{name}: every round beats prior-only by >= 0.15 LWLRAP",
@@ -156,7 +157,7 @@ def quality_goals(name: str, rounds: list[dict], table: list[dict], sticks: dict
     )
     if best is not None:
         minutes = [r.get("train_minutes") for r in rounds if r["round"] <= best]
-        total = sum(minutes) if minutes and None not in minutes else None
+        total = sum(cast(list[float], minutes)) if minutes and None not in minutes else None
         goals.append(
             goal(
                 f"{name}: rounds 0-{best} train in <= 45 minutes",

@@ -76,6 +76,7 @@ def machine_info() -> dict:
                 mem_gb = round(int(line.split()[1]) / 1024**2, 1)
     except OSError:
         pass
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:

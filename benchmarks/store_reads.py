@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -159,7 +160,7 @@ def run(quick: bool, workdir: Path, sizes: dict | None = None) -> dict:
             f"{seconds} s crop computed on the fly vs read from the store: largest difference "
             f"{diff:.3f} dB (decode), {diff_seek:.3f} dB (seeking decode); the store keeps float16."
         )
-    result = {
+    result: dict[str, Any] = {
         "name": "store_reads",
         "title": "2. Store reads",
         "about": "Random training crops per second: the Zarr store (`FeatureStore.crops`, batches of 16) vs "

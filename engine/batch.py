@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import pandas as pd
@@ -104,7 +104,7 @@ class _ChunkResult:
         for g, (off, sc) in enumerate(self.windows):
             arrays[f"w{g}_offsets"], arrays[f"w{g}_scores"] = off, sc
         with atomic_path(path, keep_suffix=True) as tmp:  # np.savez adds .npz to a name without it
-            np.savez(tmp, **arrays)
+            np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stubs take **kwds for allow_pickle
 
     @classmethod
     def load(cls, path: Path, n_groups: int) -> "_ChunkResult":
@@ -244,8 +244,8 @@ def _next_part(directory: Path) -> int:
 
 
 def _read_ahead(
-    read: Callable[[str], np.ndarray], chunks: list[list[str]], prefetch: int, workers: int
-) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+    read: Callable[[str], np.ndarray | BadInputError], chunks: list[list[str]], prefetch: int, workers: int
+) -> Iterator[tuple[list[str], list[np.ndarray | BadInputError]]]:
     """Yield (ids, mels) chunk by chunk while the next ``prefetch`` chunks are read on background threads."""
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rfcx-read") as pool:
         pending: deque[tuple[list[str], list[Future]]] = deque()
@@ -338,6 +338,7 @@ def infer_clips(
             for rid, m in zip(chunk_ids, mels):
                 if isinstance(m, BadInputError):
                     skipped.append(rid)
+                    assert on_bad is not None  # read() returns the error only when there is on_bad
                     on_bad(rid, m)
             if good:
                 result = engine.run([rid for rid, _ in good], [m for _, m in good])
@@ -436,7 +437,8 @@ def merge_shards(
     clip_scores.attrs["seconds"] = max((c.attrs.get("seconds", 0.0) for c, _ in parts), default=0.0)
     if any(w is None for _, w in parts):
         return clip_scores, None
-    windows = [w for _, w in parts if len(w)] or [parts[0][1]]
+    complete = cast(Sequence[tuple[pd.DataFrame, pd.DataFrame]], parts)  # every part has its windows (above)
+    windows = [w for _, w in complete if len(w)] or [complete[0][1]]
     window_scores = pd.concat(windows, ignore_index=True)
     # by window length (the groups' order), then clip; rows of one clip keep their order (start times)
     order = np.lexsort(

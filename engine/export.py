@@ -39,7 +39,7 @@ import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -90,10 +90,11 @@ def fcn_geometry(net: nn.Module, n_mels: int, window_frames: int) -> dict[str, f
     ):
         return None
     reduction = info[-1]["reduction"] if isinstance(info, list) else info.reduction()[-1]
+    clf: Any = net  # a SpectrogramClassifier (prepare, pool): nn.Module types its attributes as Tensor | Module
     with torch.no_grad():
-        positions = net.backbone.forward_features(net.prepare(torch.zeros(1, n_mels, window_frames))).shape[-1]
+        positions = clf.backbone.forward_features(clf.prepare(torch.zeros(1, n_mels, window_frames))).shape[-1]
     return {
-        "stride_frames": float(int(net.pool[1]) * reduction),
+        "stride_frames": float(int(clf.pool[1]) * reduction),
         "positions": float(positions),
         "reduction": float(reduction),
     }
@@ -129,7 +130,7 @@ def mark_local_se(backbone: nn.Module, crop: torch.Tensor) -> int:
     ]
     try:
         with torch.no_grad():
-            backbone.forward_features(crop)
+            cast(Any, backbone).forward_features(crop)  # a timm backbone's method (not nn.Module's)
     finally:
         for h in hooks:
             h.remove()
@@ -154,11 +155,12 @@ def crop_context(s: torch.Tensor, kernel: int) -> torch.Tensor:
 
 def _local_se_forward(m: nn.Module, kernel: int, x: torch.Tensor) -> torch.Tensor:
     s = crop_context(x.mean(2, keepdim=True), kernel)  # (B, C, 1, T): frequency mean, then a crop's span in time
+    se: Any = m  # a timm SE block (_SE_PARTS): nn.Module types its layers as Tensor | Module
     if type(m).__name__ == "SqueezeExcite":
-        s = m.conv_expand(m.act1(m.conv_reduce(s)))
+        s = se.conv_expand(se.act1(se.conv_reduce(s)))
     else:
-        s = m.fc2(m.act(m.bn(m.fc1(s))))
-    return x * m.gate(s)
+        s = se.fc2(se.act(se.bn(se.fc1(s))))
+    return x * se.gate(s)
 
 
 @contextlib.contextmanager
@@ -188,18 +190,24 @@ class Deployable(nn.Module):
         super().__init__()
         if getattr(net, "zero_freq_channel", False):
             raise InvalidInputError("refusing to export a model with zero_freq_channel set (a diagnostic switch)")
-        self.backbone = net.backbone
-        self.freq_channel = bool(net.freq_channel)
-        self.pool = (int(net.pool[0]), int(net.pool[1]))
+        clf: Any = net  # a SpectrogramClassifier: nn.Module types its attributes as Tensor | Module
+        self.backbone = clf.backbone  # timm-style: forward_features, forward_head
+        self.freq_channel = bool(clf.freq_channel)
+        self.pool = (int(clf.pool[0]), int(clf.pool[1]))
         self.register_buffer("ramp", torch.linspace(0.0, 1.0, n_mels).view(1, 1, n_mels, 1), persistent=True)
         self.fcn = fcn_geometry(net, n_mels, window_frames)
         if self.fcn is not None:  # squeeze-excitation context of a window's length, not the whole clip's
             self.fcn["local_se_blocks"] = float(
-                mark_local_se(self.backbone, net.prepare(torch.zeros(1, n_mels, window_frames)))
+                mark_local_se(self.backbone, clf.prepare(torch.zeros(1, n_mels, window_frames)))
             )
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return prepare_input(x.unsqueeze(1), self.ramp if self.freq_channel else None, self.pool)
+        # self.ramp is a buffer (a Tensor); nn.Module types its attributes as Tensor | Module
+        return prepare_input(
+            x.unsqueeze(1),
+            self.ramp if self.freq_channel else None,  # type: ignore[arg-type]
+            self.pool,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.prepare(x))
@@ -466,7 +474,7 @@ def _load_program(path: Path, device: torch.device) -> LoadedModel:
                 try:
                     from torch.export.passes import move_to_device_pass
                 except ImportError:  # an older torch: moving the module's parameters and buffers is what it has
-                    move_to_device_pass = None
+                    move_to_device_pass = None  # type: ignore[assignment]  # None marks it missing
                 if move_to_device_pass is not None:
                     ep = move_to_device_pass(ep, device)
             return ep.module().to(device)

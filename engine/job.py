@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -217,7 +217,9 @@ def run_infer(
     batch = job.store is not None and not job.audio
     say = echo if is_main else (lambda *_: None)
     fs = None
+    clips: FeatureStore | AudioClips
     if batch:
+        assert job.store is not None  # batch: a store is given
         fs = FeatureStore.open(job.store)
         if job.split not in fs.splits:
             raise InferError(f"{job.store}: no split {job.split!r} (has: {', '.join(fs.splits) or 'none'})")
@@ -262,6 +264,7 @@ def run_infer(
         )
     settings = None
     if job.detections is not None and is_main:
+        assert detections_format is not None  # check_detections_target's, above
         settings = _detection_settings(
             job, fs if batch else _open_band_store(job.band_store), n_classes, params, detections_format
         )
@@ -269,7 +272,7 @@ def run_infer(
     work = job.work
     # one writer per output: the lock of its checkpoint folder, held until the output is written
     with writer_lock(work, f"inference output ({job.out})") if is_main and lock else NoLock():
-        bad_files = list(clips.rejected) if not batch else []
+        bad_files = list(cast(AudioClips, clips).rejected) if not batch else []  # not batch: audio clips
 
         def skip(recording_id: str, exc: BadInputError) -> None:  # a file that does not decode: named, left out
             bad_files.append(exc.rejection)
@@ -319,7 +322,7 @@ def run_infer(
             if job.detections is not None:
                 assert settings is not None
                 files = (
-                    {rid: f.name for rid, f in clips.files.items()}
+                    {rid: f.name for rid, f in cast(AudioClips, clips).files.items()}  # not batch: audio clips
                     if not batch
                     else {rid: f"{rid}.flac" for rid in ids}
                 )

@@ -315,11 +315,13 @@ def _main_module_importable() -> Iterator[None]:
     path = getattr(main, "__file__", None)
     hide = main is not None and path is not None and not os.path.isfile(path)
     if hide:
+        assert main is not None  # hide: there is a main
         del main.__file__
     try:
         yield
     finally:
         if hide:
+            assert main is not None
             main.__file__ = path
 
 

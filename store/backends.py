@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zarr
@@ -102,7 +102,8 @@ class _LogMel:
         and return what gives its results, one per file in order (each as soon as it is in): ``(logmel, decoded
         samples)`` or a rejection."""
         if self.backend == "torch" and self.on_cpu:
-            started = self.pool.map(self._load, infos)  # every clip handed to the threads now
+            # every clip handed to the threads now (on the CPU, _load computes the log-mel too)
+            started = cast(Iterator[tuple[np.ndarray, int] | Rejection], self.pool.map(self._load, infos))
             return lambda: started
         return lambda: self(infos)
 
@@ -140,8 +141,8 @@ class _LogMel:
         return (self.torch.logmel_cpu(signal), len(signal)) if self.on_cpu else signal
 
     def _torch(self, infos: Sequence[AudioInfo]) -> list[tuple[np.ndarray, int] | Rejection]:
-        if self.on_cpu:
-            return list(self.pool.map(self._load, infos))
+        if self.on_cpu:  # _load computes the log-mel too
+            return cast(list[tuple[np.ndarray, int] | Rejection], list(self.pool.map(self._load, infos)))
         decoded = list(self.pool.map(self._load, infos))
         signals = [d for d in decoded if isinstance(d, np.ndarray)]
         mels = iter(self.torch(signals))

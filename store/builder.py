@@ -190,16 +190,16 @@ def _build_store(
     logmel = _LogMel(backend, device, params, batch_size, threads)
     plans = [_plan_split(root, i, split, data_dir / split, params, reject, main) for i, split in enumerate(splits)]
     if repair:  # rank 0 reads every stored chunk; every rank then decodes its share of the damaged clips again
-        checked = (
+        report = (
             verify_clips(
                 root, {p.split: sorted(p.writer.entries) for p in plans}, progress, desc="build-store --repair: check"
             )
             if main
             else None
         )
-        summary.checked = checked = gather(checked)[0]
+        summary.checked = report = gather(report)[0]
         for plan in plans:
-            _plan_repair(plan, checked.damaged, summary, data_dir / plan.split)
+            _plan_repair(plan, report.damaged, summary, data_dir / plan.split)
     if world > 1:
         gather(None)  # every rank has read what is stored before any rank writes
     rejected_audio: dict[str, set[str]] = {}
@@ -215,6 +215,7 @@ def _build_store(
     if not main:
         return gather(None)[0]  # rank 0's summary, once the store is whole
     if repair:
+        assert summary.checked is not None  # rank 0 of a repair: set by the check above
         gone = {(split, rid) for split, ids in rejected_audio.items() for rid in ids}
         summary.repaired = [
             d
@@ -231,7 +232,7 @@ def _build_store(
     rejections.stage = 2
     durations = {}
     if "train" in root:
-        ids, n_samples = root["train/ids"][:], root["train/n_samples"][:]
+        ids, n_samples = layout.read_column(root, "train/ids"), layout.read_column(root, "train/n_samples")
         durations = {str(r): int(n) / params.sample_rate for r, n in zip(ids, n_samples)}
     for kind, table in tables.items():
         if table is None:
@@ -251,7 +252,11 @@ def _build_store(
         ids = np.array(read_submission_ids(submission), dtype=str)
         write_column(root.require_group("tables/sample_submission"), "recording_id", ids)
     if truth is not None:
-        test_ids = {str(r) for r in root["test/ids"][:]} if "test" in root and "ids" in root["test"] else set()
+        test_ids = (
+            {str(r) for r in layout.read_column(root, "test/ids")}
+            if "test" in root and "ids" in layout.group_at(root, "test")
+            else set()
+        )
         checked = check_truth_against_clips(truth, truth_path, test_ids, rejected_audio.get("test", set()))
         for r in checked.rejected:
             reject(r)
@@ -259,9 +264,9 @@ def _build_store(
     calls_path = data_dir / CALLS_FILE
     if calls_path.is_file():
         stored = {
-            split: {str(r) for r in root[f"{split}/ids"][:]}
+            split: {str(r) for r in layout.read_column(root, f"{split}/ids")}
             for split in layout.SPLITS
-            if split in root and "ids" in root[split]
+            if split in root and "ids" in layout.group_at(root, split)
         }
         _write_table(root.require_group("tables/calls_truth"), read_calls(calls_path, stored))
     summary.rejected = rejections.ordered()

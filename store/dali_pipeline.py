@@ -26,7 +26,7 @@ def logmel_pipeline(params: MelParams, batch_size: int, num_threads: int, device
     """Build (not run) the DALI pipeline; input ``encoded``, outputs ``(logmel, decoded_length)``."""
     from nvidia.dali import fn, pipeline_def, types
 
-    @pipeline_def(
+    @pipeline_def(  # type: ignore[call-overload]  # DALI's stubs lack exec_dynamic (a keyword DALI takes)
         batch_size=batch_size, num_threads=num_threads, device_id=device_id, prefetch_queue_depth=1, exec_dynamic=True
     )
     def pipeline():

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -42,7 +42,7 @@ class FeatureStore:
     """
 
     def __init__(self, root: zarr.Group, path: str, location: Location | None = None, cache_mb: float = 0) -> None:
-        attrs = dict(root.attrs)
+        attrs: dict[str, Any] = dict(root.attrs)  # JSON values: the layout fixes what each holds
         if attrs.get("format") != layout.FORMAT:
             raise InvalidInputError(f"{path}: not an rfcx feature store (no format attribute {layout.FORMAT!r})")
         self.path = path
@@ -54,7 +54,7 @@ class FeatureStore:
         self._split_of: dict[str, str] = {}
         self._arrays: dict[str, zarr.Array] = {}
         for split in layout.SPLITS:
-            if split in root and "ids" in root[split]:
+            if split in root and "ids" in layout.group_at(root, split):
                 frame = self._read_index(split)
                 self._index[split] = frame
                 self._split_of.update(dict.fromkeys(frame.index, split))
@@ -87,8 +87,8 @@ class FeatureStore:
         return cls(root, path, loc, cache_mb=cache_mb)
 
     def _read_index(self, split: str) -> pd.DataFrame:
-        group = self.root[split]
-        cols = {name: group[name][:] for name in layout.INDEX_ARRAYS}
+        group = layout.group_at(self.root, split)
+        cols = {name: layout.read_column(group, name) for name in layout.INDEX_ARRAYS}
         if len({len(c) for c in cols.values()}) != 1:
             raise InvalidInputError(
                 f"{self.path}: the index of split {split!r} is inconsistent (an interrupted build?); "
@@ -128,7 +128,7 @@ class FeatureStore:
         frames = self._n_frames.get(recording_id)
         if frames is None:
             self.split_of(recording_id)  # raises the clear KeyError
-        return frames
+        return cast(int, frames)  # _n_frames and _split_of hold the same ids
 
     def __contains__(self, recording_id: object) -> bool:
         return recording_id in self._split_of
@@ -141,7 +141,7 @@ class FeatureStore:
         """The clip's Zarr array (float16, (n_mels, frames))."""
         arr = self._arrays.get(recording_id)
         if arr is None:
-            arr = self.root[layout.mel_key(self.split_of(recording_id), recording_id)]
+            arr = layout.array_at(self.root, layout.mel_key(self.split_of(recording_id), recording_id))
             self._arrays[recording_id] = arr
         return arr
 
@@ -160,7 +160,7 @@ class FeatureStore:
         decompression) raises :class:`store.errors.DamagedStoreError` naming the split, clip and chunk."""
         arr = self.array(recording_id)
         try:
-            return arr[:, lo:hi]
+            return cast(np.ndarray, arr[:, lo:hi])
         except integrity.READ_ERRORS as exc:
             hi = arr.shape[1] if hi is None else hi
             damage = integrity.locate(arr, self.split_of(recording_id), recording_id, lo, hi, exc)
@@ -223,10 +223,15 @@ class FeatureStore:
             raise MissingKeyError(
                 f"{self.path}: has no {kind.upper()} table (was train_{kind}.csv given to build-store?)"
             )
-        group = self.root[key]
+        group = layout.group_at(self.root, key)
         if "recording_id" not in group:
             return empty_boxes()
-        frame = pd.DataFrame({c: group[c][:].tolist() if c == "recording_id" else group[c][:] for c in BOX_COLUMNS})
+        frame = pd.DataFrame(
+            {
+                c: layout.read_column(group, c).tolist() if c == "recording_id" else layout.read_column(group, c)
+                for c in BOX_COLUMNS
+            }
+        )
         return frame
 
     def submission_ids(self) -> list[str] | None:
@@ -234,7 +239,7 @@ class FeatureStore:
         key = "tables/sample_submission"
         if key not in self.root:
             return None
-        return self.root[key]["recording_id"][:].tolist()
+        return layout.read_column(layout.group_at(self.root, key), "recording_id").tolist()
 
     def missing_submission_ids(self) -> list[str]:
         """The ``sample_submission.csv`` recordings (in its order) that have no stored test clip: no audio file,
@@ -252,9 +257,9 @@ class FeatureStore:
         key = f"tables/{split}_labels"
         if key not in self.root:
             return None
-        group = self.root[key]
-        labels = np.asarray(group["labels"][:], dtype=np.uint8)
-        index = pd.Index(group["recording_id"][:].tolist(), dtype=object, name="recording_id")
+        group = layout.group_at(self.root, key)
+        labels = np.asarray(layout.read_column(group, "labels"), dtype=np.uint8)
+        index = pd.Index(layout.read_column(group, "recording_id").tolist(), dtype=object, name="recording_id")
         return pd.DataFrame(labels, index=index, columns=[f"s{k}" for k in range(labels.shape[1])])
 
     def calls(self, split: str | None = "train") -> pd.DataFrame | None:
@@ -262,12 +267,14 @@ class FeatureStore:
         ``t_max``, ``f_max``) from the ``calls_truth.csv`` the store was built with (synthetic data), of one split
         or (``None``) all; ``None`` when the store has none."""
         key = "tables/calls_truth"
-        if key not in self.root or "recording_id" not in self.root[key]:
+        if key not in self.root or "recording_id" not in layout.group_at(self.root, key):
             return None
-        group = self.root[key]
+        group = layout.group_at(self.root, key)
         frame = pd.DataFrame(
             {
-                c: group[c][:].tolist() if c in ("split", "recording_id") else group[c][:]
+                c: layout.read_column(group, c).tolist()
+                if c in ("split", "recording_id")
+                else layout.read_column(group, c)
                 for c in ("split", "recording_id", "species_id", "t_min", "f_min", "t_max", "f_max")
             }
         )
@@ -275,7 +282,11 @@ class FeatureStore:
 
     def rejections(self) -> list[Rejection]:
         """Every input the last build rejected, as :class:`Rejection` objects (with their ``cause``)."""
-        return [Rejection.from_dict(d) for d in self.root.attrs.get("rejected", [])]
+        return [Rejection.from_dict(d) for d in self._rejected_attr()]
+
+    def _rejected_attr(self) -> list[dict[str, Any]]:
+        """The root's ``rejected`` attribute: one dict a rejection (:meth:`Rejection.to_dict`)."""
+        return cast(list[dict[str, Any]], self.root.attrs.get("rejected", []))
 
     def rejected(self) -> pd.DataFrame:
         """Every input the last build rejected: split, file, row (CSV line or empty), reason."""
@@ -299,5 +310,5 @@ class FeatureStore:
                 out[f"{kind}_boxes"] = len(self.boxes(kind))
             except KeyError:
                 out[f"{kind}_boxes"] = None
-        out["rejected"] = len(self.root.attrs.get("rejected", []))
+        out["rejected"] = len(self._rejected_attr())
         return out

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import zarr
 from tqdm.auto import tqdm
 from zarr.codecs import Crc32cCodec
+from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync
 
 from . import layout
@@ -47,7 +49,8 @@ class Damage:
 
 def has_checksum(arr: zarr.Array) -> bool:
     """Whether the clip's chunks carry a checksum (clips written before it do not)."""
-    return any(isinstance(c, Crc32cCodec) for c in arr.metadata.codecs)
+    metadata = cast(ArrayV3Metadata, arr.metadata)  # the store's arrays are Zarr v3 (layout.write_mel)
+    return any(isinstance(c, Crc32cCodec) for c in metadata.codecs)
 
 
 def n_chunks(arr: zarr.Array) -> int:
@@ -105,7 +108,7 @@ def check_array(arr: zarr.Array, split: str, recording_id: str) -> list[Damage]:
             reason = check_chunk(arr, c)
             if reason is not None:
                 found.append(Damage(split, recording_id, c, reason, chunk_frames(arr, c)))
-    return sorted(found, key=lambda d: d.chunk)
+    return sorted(found, key=lambda d: cast(int, d.chunk))  # each of these names its chunk
 
 
 def locate(arr: zarr.Array, split: str, recording_id: str, lo: int, hi: int, exc: BaseException) -> Damage:
@@ -164,7 +167,7 @@ def verify_clips(
         for split, rid in bar:
             report.clips += 1
             try:
-                arr = root[layout.mel_key(split, rid)]
+                arr = layout.array_at(root, layout.mel_key(split, rid))
             except Exception as exc:  # noqa: BLE001 (a damaged or missing zarr.json: whatever zarr raises)
                 report.damaged.append(Damage(split, rid, None, f"its array does not open ({why(exc)})"))
                 continue

@@ -18,6 +18,8 @@ A clip is whole only once its ``complete`` attribute is true: the writer sets it
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
@@ -41,6 +43,21 @@ def mel_codecs() -> list:
     compressed chunk (4 bytes a chunk; zarr computes it with ``google-crc32c``, one of its own dependencies), so
     that a read of a chunk whose bytes changed fails (:mod:`store.integrity`) instead of returning other values."""
     return [mel_codec(), Crc32cCodec()]
+
+
+def group_at(parent: zarr.Group, key: str) -> zarr.Group:
+    """``parent[key]`` where the layout keeps a group (zarr types every member as ``Array | Group``)."""
+    return cast(zarr.Group, parent[key])
+
+
+def array_at(parent: zarr.Group, key: str) -> zarr.Array:
+    """``parent[key]`` where the layout keeps an array (zarr types every member as ``Array | Group``)."""
+    return cast(zarr.Array, parent[key])
+
+
+def read_column(parent: zarr.Group, key: str) -> np.ndarray:
+    """``parent[key][:]``: the whole of a stored array, as the numpy array zarr reads it into."""
+    return cast(np.ndarray, array_at(parent, key)[:])
 
 
 def mel_key(split: str, recording_id: str) -> str:
@@ -83,6 +100,10 @@ def write_mel(
 def holds_clips(root: zarr.Group) -> bool:
     """Whether any clip array is stored (complete or not)."""
     for split in SPLITS:
-        if split in root and "mel" in root[split] and next(iter(root[split]["mel"].array_keys()), None) is not None:
+        if (
+            split in root
+            and "mel" in group_at(root, split)
+            and next(iter(group_at(group_at(root, split), "mel").array_keys()), None) is not None
+        ):
             return True
     return False

@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 import fsspec.implementations.local
@@ -169,7 +169,9 @@ class Location:
 
 
 def open_group(
-    location: "str | os.PathLike | Location", mode: str = "r", storage_options: Mapping[str, Any] | None = None
+    location: "str | os.PathLike | Location",
+    mode: Literal["r", "r+", "a", "w", "w-"] = "r",
+    storage_options: Mapping[str, Any] | None = None,
 ):  # -> zarr.Group
     """``zarr.open_group`` on a path or URL (``mode`` as Zarr's: r, r+, a, w, w-)."""
     import zarr

@@ -14,7 +14,7 @@ import csv
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .atomic import atomic_path
 from .errors import Rejection
@@ -42,7 +42,7 @@ def summarize(rejections: Iterable[Rejection], examples: int = EXAMPLES) -> list
     groups: dict[tuple[str, str], list[Rejection]] = {}
     for r in rejections:
         if is_grouped(r):
-            groups.setdefault((r.file, r.cause), []).append(r)
+            groups.setdefault((r.file, cast(str, r.cause)), []).append(r)  # a grouped one has a cause
     lines = []
     for (file, cause), rows in groups.items():
         shown = "; ".join(f"line {r.row}: {r.reason}" if r.row is not None else r.reason for r in rows[:examples])

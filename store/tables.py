@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -64,7 +65,7 @@ def read_boxes(path: Path, n_species: int = N_SPECIES, max_hz: float | None = No
             continue
         parsed: tuple = ()
         if reason is None:
-            reason, parsed = _check_box_row(fields_, n_species, max_hz)
+            reason, parsed = _check_box_row(cast(list[str], fields_), n_species, max_hz)  # no reason: has fields
         if reason is None and parsed in seen:
             reason = f"duplicate of line {seen[parsed]} (the same box twice: kept once, from line {seen[parsed]})"
         if reason:

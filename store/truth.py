@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -45,7 +46,7 @@ def read_truth(path: Path, n_species: int = N_SPECIES) -> CheckedTable:
             continue
         values: list[int] = []
         if reason is None:
-            reason, values = _check_truth_row(fields_, columns)
+            reason, values = _check_truth_row(cast(list[str], fields_), columns)  # no reason: has fields
         rid = fields_[0].strip() if fields_ else ""
         if reason is None and rid in seen:
             reason = f"duplicate recording id {rid} (also line {seen[rid]})"

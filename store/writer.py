@@ -47,7 +47,7 @@ def open_or_create(
             }
         )
         return root
-    attrs = dict(root.attrs)
+    attrs: dict[str, Any] = dict(root.attrs)  # JSON values: the layout fixes what each holds
     if attrs.get("format") != layout.FORMAT:
         raise InvalidInputError(f"{store_path}: not an rfcx feature store (format={attrs.get('format')!r})")
     stored = MelParams.from_dict(attrs["mel"])
@@ -89,7 +89,7 @@ class _SplitWriter:
         """Complete clips: the index where it is consistent, plus any complete clip it is missing."""
         entries: dict[str, tuple[int, int, int]] = {}
         try:
-            cols = [self.group[name][:] for name in layout.INDEX_ARRAYS]
+            cols = [layout.read_column(self.group, name) for name in layout.INDEX_ARRAYS]
             if len({len(c) for c in cols}) == 1:
                 entries = {str(r): (int(f), int(s), int(sr)) for r, f, s, sr in zip(*cols)}
         except KeyError:
@@ -97,7 +97,7 @@ class _SplitWriter:
         for name, arr in self.mel.arrays():
             if name in entries:
                 continue
-            attrs = arr.attrs
+            attrs: Mapping[str, Any] = arr.attrs  # JSON values: the layout fixes what each holds
             if attrs.get("complete"):
                 entries[name] = (arr.shape[1], int(attrs["n_samples"]), int(attrs["source_sample_rate"]))
         return entries
@@ -147,6 +147,7 @@ def _write_table(group: zarr.Group, rows: pd.DataFrame) -> None:
 
 def write_column(group: zarr.Group, name: str, values: np.ndarray) -> None:
     """A 1-D array in one chunk; text as Zarr's variable-length UTF-8 strings."""
+    dtype: type[str] | np.dtype
     if values.dtype.kind in "OUT":
         values, dtype = values.astype(str).astype(object), str
     else:

@@ -4,13 +4,15 @@ message and an exit code, and the torchrun guard."""
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from rfcx.errors import RfcxError
+
+if TYPE_CHECKING:
+    from typer._click.core import Context  # typer vendors click: its groups are given this Context
 
 DISTRIBUTED_COMMANDS = ("build-store", "train", "infer")  # what runs under torchrun (infer: with --batch)
 
@@ -31,7 +33,7 @@ class RfcxGroup(TyperGroup):
     """The command group: an :class:`RfcxError` from any command (or the library it calls) becomes
     ``error: <message>`` on stderr and its ``exit_code``; any other exception keeps its traceback."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except RfcxError as exc:

@@ -270,6 +270,7 @@ def evaluate_cmd(
     from rfcx.scoring.evaluation import evaluate
 
     result = evaluate(pred, truth, train_tp)
+    assert result.yardsticks is not None  # evaluate() always sets them
     typer.echo(
         f"LWLRAP {result.lwlrap:.4f} on {result.n_clips} clips"
         + (

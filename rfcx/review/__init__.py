@@ -159,6 +159,7 @@ def write_review(
         section_notes = []
         if not scores[k].members:
             section_notes.append(f"round {k} has no members' predictions.npz: no per-class AP")
+        loss: str | None
         loss = f"img/round{k}_loss.png"
         if copy_png(run.round_dir(k) / "loss.png", tmp / loss):
             images += 1
@@ -263,11 +264,12 @@ def write_review(
                 f"species {sid} (thick; other species' boxes thin); beneath, its pseudo labels"
                 + (f" (none in round {', '.join(map(str, missing))})" if missing else "")
             )
-            card = TrainCard(rid, kind, f"img/train_s{sid}_{i}.png", caption)
-            view.train.append(card)
+            train_card = TrainCard(rid, kind, f"img/train_s{sid}_{i}.png", caption)
+            view.train.append(train_card)
+            # a lambda binding the loop's values as defaults: mypy cannot infer it as a Callable[[], None]
             jobs.append(
-                lambda rid=rid, sid=sid, cb=clip_boxes, curves=curves, card=card: train_clip_png(
-                    fs, rid, sid, cb, curves, tmp / card.img
+                lambda rid=rid, sid=sid, cb=clip_boxes, curves=curves, card=train_card: (  # type: ignore[misc]
+                    train_clip_png(fs, rid, sid, cb, curves, tmp / card.img)
                 )
             )
 

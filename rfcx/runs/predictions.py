@@ -34,7 +34,7 @@ def save_predictions(
             ids, offsets, flat = stack(scores)
             arrays.update({f"{name}_ids": np.array(ids), f"{name}_offsets": offsets, f"{name}_scores": flat})
     with atomic_path(path, keep_suffix=True) as tmp:  # np.savez keeps a name ending .npz as it is
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stubs take **kwds for allow_pickle
 
 
 def load_predictions(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

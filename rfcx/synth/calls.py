@@ -98,6 +98,7 @@ def make_shape(species_id: int, f_lo: float, f_hi: float, duration: float) -> Ca
     unit_len = rng.uniform(0.35, 0.8)
     units = int(np.clip(round(duration / unit_len), 1, 6))
     direction = int(rng.choice([-1, 1]))
+    pattern: tuple[float, ...]
     rate, curve, pattern = 0.0, 1.0, ()
     if kind in ("sweep_up", "sweep_down"):
         curve = float(rng.uniform(0.5, 2.0))

@@ -135,7 +135,7 @@ class Mix:
                 not isinstance(value, numbers.Real)
                 or isinstance(value, bool)
                 or not math.isfinite(value)
-                or not lo <= value <= hi
+                or not lo <= value <= hi  # type: ignore[operator]  # typeshed: numbers.Real does not compare
             ):
                 raise InvalidInputError(f"{name} must be a number in [{lo:g}, {hi:g}], got {value!r}")
         if len(self.snr_db) != 2 or not self.snr_db[0] <= self.snr_db[1]:
@@ -370,7 +370,8 @@ def _rain(rng: np.random.Generator, n: int) -> np.ndarray:
     amp = np.exp(rng.uniform(np.log(0.1), 0.0, (n_drops, 1)))
     drops = rng.standard_normal((n_drops, length)) * decay * amp
     idx = np.minimum(pos[:, None] + np.arange(length)[None, :], n - 1)
-    x = np.bincount(idx.ravel(), weights=drops.ravel(), minlength=n)
+    # numpy's stubs type bincount as an int array, also with float weights (it returns float64 then)
+    x = np.bincount(idx.ravel(), weights=drops.ravel(), minlength=n)  # type: ignore[assignment]
     return x / (x.std() + 1e-12)
 
 

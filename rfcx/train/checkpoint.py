@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 
 from store.atomic import atomic_path
+
+T = TypeVar("T")
 
 # the keys a model is rebuilt from (what rfcx export needs): weights, config, member, fold, mel parameters
 MODEL_KEYS = ("state_dict", "config", "member", "fold", "mel")
@@ -45,6 +47,13 @@ class Checkpoint:
     def from_dict(cls, d: dict[str, Any]) -> Checkpoint:
         """A checkpoint dict as read (its values not copied); a key it lacks is None."""
         return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+
+
+def present(value: T | None) -> T:
+    """A :class:`Checkpoint` field typed as the value it holds, where the reader knows the dict has that key (a
+    trained member's weights, its epoch, ...). Not checked: a missing key fails where the value is used, as before
+    the field was typed."""
+    return cast(T, value)
 
 
 def load_checkpoint_file(path: str | os.PathLike, map_location: Any) -> Any:

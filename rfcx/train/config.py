@@ -25,7 +25,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -278,11 +278,12 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _coerce(tp: Any, value: Any, name: str) -> Any:
     """Convert a builtin value (from a dict/TOML/YAML) to the annotated field type."""
     if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
+        cls = cast(type, tp)  # a field's annotation: the dataclass itself
+        if isinstance(value, cls):
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(f"{name} must be a table/mapping, got {value!r}")
-        return _build(tp, value, f"{name}.")
+        return _build(cls, value, f"{name}.")
     origin = typing.get_origin(tp)
     if origin is tuple:
         args = typing.get_args(tp)
@@ -325,7 +326,8 @@ def _merge(base: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
         elif key == "augment" and isinstance(value, AugmentConfig):
             data["augment"] = dataclasses.asdict(value)
         else:
-            data[key] = _plain(dataclasses.asdict(value)) if dataclasses.is_dataclass(value) else value
+            # an override is a value: a dataclass instance, not a class
+            data[key] = _plain(dataclasses.asdict(cast(Any, value))) if dataclasses.is_dataclass(value) else value
     return TrainConfig.from_dict(data)
 
 

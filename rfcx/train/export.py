@@ -13,7 +13,7 @@ from typing import Any
 from engine.export import SUFFIXES, export_program, export_torchscript
 from rfcx.errors import InvalidInputError
 from rfcx.runs.directory import RunDir, member_name, open_run
-from rfcx.train.checkpoint import MODEL_KEYS, Checkpoint, load_checkpoint_file
+from rfcx.train.checkpoint import MODEL_KEYS, Checkpoint, load_checkpoint_file, present
 from rfcx.train.config import ModelSpec, TrainConfig
 from rfcx.train.models import build_classifier
 
@@ -49,22 +49,22 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def export_checkpoint(path: Path, out_dir: Path, k: int, formats: Sequence[str]) -> list[Path]:
     """Export one member checkpoint into ``out_dir`` in ``formats``; returns the files written."""
     ckpt = Checkpoint.from_dict(load_checkpoint(path))
-    cfg = TrainConfig.from_dict(ckpt.config)
-    spec = ModelSpec(**ckpt.member)
+    cfg = TrainConfig.from_dict(present(ckpt.config))  # load_checkpoint: it has the MODEL_KEYS
+    spec = ModelSpec(**present(ckpt.member))
     model = build_classifier(cfg, spec)
     try:
-        model.load_state_dict(ckpt.state_dict)
+        model.load_state_dict(present(ckpt.state_dict))
     except RuntimeError as exc:
         raise InvalidInputError(f"{path}: weights do not fit {spec.backbone} ({str(exc).splitlines()[0]})") from None
     model.eval()
-    fold = int(ckpt.fold)
+    fold = int(present(ckpt.fold))
     meta = {
         "config_name": cfg.name,
         "config": cfg.to_dict(),
         "backbone": spec.backbone,
         "crop_seconds": float(spec.crop_seconds),
         "hop_seconds": float(cfg.pseudo_hop_seconds),
-        "mel": dict(ckpt.mel),
+        "mel": dict(present(ckpt.mel)),
         "round": int(k if ckpt.round is None else ckpt.round),
         "fold": fold,
         "epoch": ckpt.epoch,

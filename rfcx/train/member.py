@@ -9,6 +9,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from rfcx.process_group import SINGLE, DistributedError, ProcessGroup
 from rfcx.runs.directory import member_name
 from rfcx.runs.predictions import save_predictions
 from rfcx.train.augment import Augmenter
-from rfcx.train.checkpoint import Checkpoint, load_checkpoint_file, mark_complete, save_checkpoint_file
+from rfcx.train.checkpoint import Checkpoint, load_checkpoint_file, mark_complete, present, save_checkpoint_file
 from rfcx.train.config import ModelSpec, TrainConfig
 from rfcx.train.context import Context
 from rfcx.train.loader import crop_loader
@@ -121,7 +122,7 @@ def _wrap_ddp(net: torch.nn.Module, ctx: Context) -> torch.nn.Module:
 
 def _finished(ckpt: Checkpoint, epochs: int) -> bool:
     """The member has trained its ``epochs`` (or been marked complete)."""
-    return bool(ckpt.complete) or ckpt.epoch >= epochs
+    return bool(ckpt.complete) or present(ckpt.epoch) >= epochs
 
 
 def _resume(
@@ -150,9 +151,9 @@ def _resume(
                 f"by rank: {seen}): every rank must see the run directory at the same path"
             )
     if resumed and not _finished(ckpt, epochs):
-        net.load_state_dict(ckpt.state_dict)
-        opt.load_state_dict(ckpt.optimizer)
-        sched.load_state_dict(ckpt.scheduler)
+        net.load_state_dict(present(ckpt.state_dict))
+        opt.load_state_dict(present(ckpt.optimizer))
+        sched.load_state_dict(present(ckpt.scheduler))
         log.info("resuming %s from epoch %d", path, ckpt.epoch)
         was = 1 if ckpt.ddp_world is None else ckpt.ddp_world
         if ddp and was != ddp.world:
@@ -315,20 +316,22 @@ def train_member(
     train_ids = {rid: ctx.fs.n_frames(rid) for rid, f in ctx.folds.items() if f != fold}
     crop = ctx.fs.params.seconds_to_frames(spec.crop_seconds)
     augment = Augmenter(cfg.augment, cfg.mixup_alpha, torch.Generator().manual_seed(_rank_seed(seed, rank)))
-    history = list(ckpt.history)
+    history = list(present(ckpt.history))
     name = f"round {k} {member_name(spec)} fold {fold}"
     bar = tqdm(
         total=epochs * cfg.batches_per_epoch,
-        initial=ckpt.epoch * cfg.batches_per_epoch,
+        initial=present(ckpt.epoch) * cfg.batches_per_epoch,
         desc=name,
         unit="batch",
         disable=not ctx.progress,
         dynamic_ncols=True,
         leave=False,
     )
-    for epoch in range(ckpt.epoch, epochs):
+    for epoch in range(present(ckpt.epoch), epochs):
         epoch_seed = seed + 7919 * (epoch + 1)
-        augment.generator.manual_seed(_rank_seed(epoch_seed, rank))  # every epoch is seeded: a resumed fold
+        cast(torch.Generator, augment.generator).manual_seed(
+            _rank_seed(epoch_seed, rank)
+        )  # every epoch is seeded: a resumed fold
         torch.manual_seed(_rank_seed(epoch_seed, rank))  # repeats it exactly
         make_sampler = functools.partial(_crop_sampler, ctx, k, train_ids, crop, pseudo, epoch_seed, rank)
         started = time.perf_counter()
@@ -361,10 +364,10 @@ def predict_member(ctx: Context, k: int, spec: ModelSpec, fold: int, ckpt: dict)
     member = Checkpoint.from_dict(ckpt)
     if not (member.complete and path.is_file()):
         model = build_classifier(ctx.cfg, spec).to(ctx.device)
-        model.load_state_dict(member.state_dict)
+        model.load_state_dict(present(member.state_dict))
         held_out = sorted(rid for rid, f in ctx.folds.items() if f == fold)
         test = ctx.fs.ids("test") if "test" in ctx.fs.splits else []
-        kw = dict(
+        kw: dict[str, Any] = dict(
             grid_window_s=ctx.grid_window_s,
             hop_s=ctx.cfg.pseudo_hop_seconds,
             crop_s=spec.crop_seconds,

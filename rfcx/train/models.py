@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import timm
@@ -48,7 +49,7 @@ def build_model(
     else:
         model = timm.create_model(name, pretrained=False, num_classes=n_classes, in_chans=in_chans)
         if pretrained:
-            load_backbone_weights(model, pretrained, in_chans)
+            load_backbone_weights(model, cast(str, pretrained), in_chans)  # a path (TrainConfig refuses true)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -85,6 +86,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file: a safetensors file, or a ``torch.save``d state dict (also one wrapped in a
     checkpoint dict under ``state_dict`` / ``model``; a DataParallel ``module.`` prefix is removed)."""
     path = Path(path)
+    state: Any  # what the file holds, checked below
     if not path.is_file():
         raise InvalidInputError(
             f"pretrained = {str(path)!r}: weights file not found (give a .pth/.pt state dict or a "
@@ -112,7 +114,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _names(value: object) -> list[str]:
+def _names(value: str | Iterable[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value or [])
 
 
@@ -181,4 +183,6 @@ def build_classifier(
         channels_last=False,
         pretrained=cfg.pretrained if pretrained else False,
     )
-    return SpectrogramClassifier(backbone, freq_channel=cfg.freq_channel, pool=tuple(cfg.input_pool))
+    return SpectrogramClassifier(
+        backbone, freq_channel=cfg.freq_channel, pool=cast(tuple[int, int], tuple(cfg.input_pool))
+    )

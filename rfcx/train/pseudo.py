@@ -10,7 +10,9 @@ round's models line up and can be averaged, and a member's clip scores (max over
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,9 +25,12 @@ from rfcx.runs.predictions import stack
 from rfcx.train.calibration import class_rates, rescale_by_rate
 from rfcx.train.config import SCORE_MODES
 from rfcx.train.sampling import PseudoLabels
-from store import FeatureStore
+from store import FeatureStore, layout
 from store.atomic import replace_dir, temp_dir
 from store.tables import N_SPECIES as N_CLASSES
+
+if TYPE_CHECKING:
+    from engine.export import Deployable
 
 
 def member_windows(
@@ -100,7 +105,9 @@ def predict_windows(
         for rid, n in pending:
             out[rid] = flat[pos : pos + n]
             pos += n
-        pending.clear(), chunks.clear(), results.clear()
+        pending.clear()
+        chunks.clear()
+        results.clear()
 
     crop_len = int(round(crop_s * fps))
     index: dict[str, np.ndarray] = {}
@@ -117,7 +124,7 @@ def predict_windows(
 
 
 def _predict_fcn(
-    deployable: torch.nn.Module,
+    deployable: Deployable,
     fs: FeatureStore,
     ids: list[str],
     grid_window_s: float,
@@ -252,10 +259,11 @@ def read_pseudo_labels(path: Path) -> PseudoLabels:
     if not Path(path).is_dir():
         raise NotFoundError(f"{path}: pseudo labels not found (is the previous round complete?)")
     group = zarr.open_group(str(path), mode="r")
+    attrs: Mapping[str, Any] = group.attrs  # JSON values (write_pseudo_labels' floats)
     return PseudoLabels(
-        ids=group["ids"][:].tolist(),
-        offsets=group["offsets"][:],
-        scores=group["scores"][:],
-        window_seconds=float(group.attrs["window_seconds"]),
-        hop_seconds=float(group.attrs["hop_seconds"]),
+        ids=layout.read_column(group, "ids").tolist(),
+        offsets=layout.read_column(group, "offsets"),
+        scores=layout.read_column(group, "scores"),
+        window_seconds=float(attrs["window_seconds"]),
+        hop_seconds=float(attrs["hop_seconds"]),
     )

@@ -20,7 +20,7 @@ from rfcx.scoring import yardsticks
 from rfcx.scoring.metrics import lwlrap
 from rfcx.train import teachers
 from rfcx.train.calibration import class_priors
-from rfcx.train.checkpoint import Checkpoint, load_checkpoint_file
+from rfcx.train.checkpoint import Checkpoint, load_checkpoint_file, present
 from rfcx.train.config import ModelSpec
 from rfcx.train.context import Context
 from rfcx.train.losses import masked_bce
@@ -42,7 +42,10 @@ def box_metrics(ctx: Context, oof: dict[str, np.ndarray]) -> dict:
     """Held-out signals from the out-of-fold windows: LWLRAP on the windows holding TP boxes (truth: their TP
     species; every class competes), and the AUC of the box's own species score, TP boxes vs FP boxes."""
     hop, win = ctx.cfg.pseudo_hop_seconds, ctx.grid_window_s
-    rows, truths, tp_scores, fp_scores = [], [], [], []
+    rows: list[np.ndarray] = []
+    truths: list[np.ndarray] = []
+    tp_scores: list[float] = []
+    fp_scores: list[float] = []
     for rid, g in ctx.boxes.groupby("recording_id"):
         if rid not in oof:
             continue
@@ -103,11 +106,11 @@ def freq_channel_check(ctx: Context, k: int, spec: ModelSpec) -> dict | None:
     if not ctx.cfg.freq_channel:
         return None
     crop = ctx.fs.params.seconds_to_frames(spec.crop_seconds)
-    losses = {"loss": [], "loss_zeroed_freq_channel": []}
+    losses: dict[str, list[float]] = {"loss": [], "loss_zeroed_freq_channel": []}
     for fold in range(ctx.cfg.folds):
         ckpt = Checkpoint.from_dict(load_checkpoint_file(ctx.runs.checkpoint(k, spec, fold), ctx.device))
         model = build_classifier(ctx.cfg, spec).to(ctx.device).eval()
-        model.load_state_dict(ckpt.state_dict)
+        model.load_state_dict(present(ckpt.state_dict))
         held = {rid: ctx.fs.n_frames(rid) for rid, f in ctx.folds.items() if f == fold}
         try:
             sampler = CropSampler(ctx.boxes, held, ctx.fs.params, crop, 0, seed=fold)
@@ -139,7 +142,7 @@ def finish_round(
     teach_sum: dict[str, np.ndarray] = {}  # pseudo_teacher "ensemble": the members that trained on the clip
     teach_n: dict[str, int] = {}
     test_clip: dict[str, list[np.ndarray]] = {}
-    members: dict[str, list[dict]] = {}
+    members: dict[str, list[dict] | None] = {}
     for spec in cfg.backbones:
         for fold in range(cfg.folds):
             oof, test = load_predictions(runs.predictions(k, spec, fold))
@@ -172,8 +175,8 @@ def finish_round(
         )
         oracle = None if cfg.oracle else yardsticks.oracle_metrics(runs.root)
         oracle_score = oracle.get("test_lwlrap") if oracle else None
-        prior = yardsticks.tp_prior(ctx.fs.boxes("tp"), ctx.fs.ids("train"))
-        metrics["yardsticks"] = yardsticks.yardsticks(truth.loc[ids].to_numpy(), prior, oracle_score)
+        tp_prior = yardsticks.tp_prior(ctx.fs.boxes("tp"), ctx.fs.ids("train"))
+        metrics["yardsticks"] = yardsticks.yardsticks(truth.loc[ids].to_numpy(), tp_prior, oracle_score)
         if k > 0 and runs.metrics(0).is_file():
             bootstrap = json.loads(runs.metrics(0).read_text()).get("test_lwlrap")
             metrics["gap_closed"] = yardsticks.gap_closed(metrics["test_lwlrap"], bootstrap, oracle_score)

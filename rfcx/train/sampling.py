@@ -14,6 +14,7 @@ around a random call, half anywhere; a species is 1 where one of its calls lies 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -100,9 +101,11 @@ class CropSampler:
             raise InvalidInputError("rounds >= 1 need the previous round's pseudo labels")
         # rounds >= 1: clips without pseudo labels (added to the store after the previous round) are left out of
         # the draws, random and box crops alike (train.py says how many, once per round)
-        self.unlabelled = sorted(r for r in n_frames if r not in pseudo) if round_idx > 0 else []
+        # rounds >= 1: the previous round's pseudo labels (checked above, unless the oracle's truth is given)
+        labelled = cast(PseudoLabels, pseudo)
+        self.unlabelled = sorted(r for r in n_frames if r not in labelled) if round_idx > 0 else []
         if self.unlabelled:
-            n_frames = {r: n for r, n in n_frames.items() if r in pseudo}
+            n_frames = {r: n for r, n in n_frames.items() if r in labelled}
             if not n_frames:
                 raise InvalidInputError(
                     f"none of the {len(self.unlabelled)} training clips has pseudo labels from the "
@@ -208,6 +211,7 @@ class CropSampler:
 
     def _truth_labels(self, rid: str, start: int, target: np.ndarray) -> None:
         """The oracle's labels: 1 for a species with a call at least half inside the crop (or filling half of it)."""
+        assert self.truth is not None  # called by _sample_truth alone
         group = self.truth[2].get(rid)
         if group is None:
             return
@@ -219,6 +223,7 @@ class CropSampler:
     def _sample_truth(self, batch_size: int) -> CropBatch:
         rids, starts = [], np.zeros(batch_size, dtype=np.int64)
         target = np.zeros((batch_size, N_CLASSES), dtype=np.float32)
+        assert self.truth is not None  # called by sample alone, where there is truth
         call_rid, call_t, _ = self.truth
         for j in range(batch_size):
             if self.rng.random() < 0.5:
@@ -246,7 +251,7 @@ class CropSampler:
         bands: list[list[tuple[int, int, int]]] = []
         for j in range(batch_size):
             if self.round == 0:
-                from_box = not (self.random_crop_p and self.rng.random() < self.random_crop_p)
+                from_box: bool | int = not (self.random_crop_p and self.rng.random() < self.random_crop_p)
             else:
                 from_box = self.tp_fp_sampling and len(self.boxes) and self.rng.random() < self.tp_fp_p
             if from_box:
@@ -261,7 +266,8 @@ class CropSampler:
                 if self.round == 0:
                     bands.append([])  # no box: no frequency masking, nothing it could erase
             if self.round > 0:  # soft labels; a low one (a window the previous round found empty) weighs less
-                target[j] = self.pseudo.for_crop(rid, start / self.fps, self.crop / self.fps)
+                pseudo = cast(PseudoLabels, self.pseudo)  # rounds >= 1 have pseudo labels
+                target[j] = pseudo.for_crop(rid, start / self.fps, self.crop / self.fps)
                 mask[j] = self.pseudo_negative_weight + (1.0 - self.pseudo_negative_weight) * target[j]
             elif self.unlabelled_weight:
                 mask[j] = self.unlabelled_weight  # target 0: most windows hold no call of a given species

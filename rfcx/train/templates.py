@@ -267,7 +267,7 @@ def labels(
     """Soft labels in [0, 1] per clip: each calibrated species' best window NCC, linear from its background (0) to
     its call level (1); 0 for the other species, and for a species in the windows holding one of its FP boxes
     (``fp``: the centre inside the window of ``window_s`` every ``hop_s``), which a person marked as not its call."""
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for rid, ncc in result.best.items():
         lab = np.zeros_like(ncc, dtype=np.float32)
         for s, (lo, hi) in levels.items():
@@ -275,12 +275,12 @@ def labels(
         out[rid] = lab
     if fp is not None:
         for box in fp.itertuples():
-            lab = out.get(box.recording_id)
-            if lab is None:
+            clip_lab = out.get(box.recording_id)
+            if clip_lab is None:
                 continue
             centre = (box.t_min + box.t_max) / 2
-            starts = np.arange(len(lab)) * hop_s
-            lab[(starts <= centre) & (starts + window_s >= centre), int(box.species_id)] = 0.0
+            starts = np.arange(len(clip_lab)) * hop_s
+            clip_lab[(starts <= centre) & (starts + window_s >= centre), int(box.species_id)] = 0.0
     return out
 
 

@@ -255,8 +255,8 @@ def test_infer_and_export_default_to_the_best_round(tiny_run, tmp_path: Path) ->
     """A run whose round 1 is worse than round 0 (``--until-converged`` stops after completing it): ``rfcx infer``
     and ``rfcx export`` without --round use round 0 (best_round.json), and say why; a run without the file (older
     runs) falls back to the latest complete round."""
-    from store.atomic import write_json_atomic
     from rfcx.train.round_metrics import record_best_round
+    from store.atomic import write_json_atomic
 
     runs = copy_run(tiny_run["runs"], tmp_path / "runs")
     mel = FeatureStore.open(tiny_run["store"]).params.to_dict()

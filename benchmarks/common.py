@@ -128,7 +128,7 @@ def goal(text: str, value: float | None, target: float, detail: str = "", higher
 
 def write_clips(folder: Path, n: int, seconds: float | None = None, prefix: str = "clip") -> tuple[list[Path], str]:
     """``n`` FLAC clips in ``folder``: copies of the real recording (its first ``seconds`` when given), or
-    synthetic clips (``rfcx.synth.dataset.make_clip``, 60 s unless ``seconds``) where the real one is absent.
+    synthetic clips (``rfcx.synth.render.make_clip``, 60 s unless ``seconds``) where the real one is absent.
 
     Returns the files and a description of the source.
     """
@@ -146,12 +146,12 @@ def write_clips(folder: Path, n: int, seconds: float | None = None, prefix: str 
         for f in files:
             sf.write(str(f), part, sr, format="FLAC", subtype="PCM_16")
         return files, f"copies of the first {seconds:g} s of the real recording {REAL_CLIP.name}"
-    from rfcx.synth.dataset import make_clip
+    from rfcx.synth.render import make_clip
 
     for i, f in enumerate(files):
         clip = make_clip("test", i, seed=0, seconds=seconds or 60.0)
         sf.write(str(f), clip.audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-    return files, f"synthetic clips of {seconds or 60:g} s (rfcx.synth.dataset.make_clip; {REAL_CLIP} is absent)"
+    return files, f"synthetic clips of {seconds or 60:g} s (rfcx.synth.render.make_clip; {REAL_CLIP} is absent)"
 
 
 def write_empty_tables(data: Path) -> None:

@@ -12,7 +12,9 @@ import pytest
 
 from engine.windows import n_windows
 from rfcx.scoring.yardsticks import gap_closed, prior_lwlrap, random_lwlrap, round_table, tp_prior
-from rfcx.synth.dataset import Mix, make_clip, synthesize
+from rfcx.synth.dataset import synthesize
+from rfcx.synth.plan import Mix
+from rfcx.synth.render import make_clip
 from rfcx.train.calibration import class_priors, class_rates, positive_rate, rescale_by_rate
 from rfcx.train.pseudo import rescale, tp_windows
 from rfcx.train.sampling import CropSampler, PseudoLabels

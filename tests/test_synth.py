@@ -12,15 +12,9 @@ import pytest
 import soundfile as sf
 
 from rfcx.synth.calls import KINDS, SPECIES_KIND, SR, make_shape, render_call, species_shapes
-from rfcx.synth.dataset import (
-    LABEL_COLUMNS,
-    SUBMISSION_COLUMNS,
-    _kind_probs,
-    _plan_train,
-    _world,
-    make_clip,
-    synthesize,
-)
+from rfcx.synth.dataset import LABEL_COLUMNS, SUBMISSION_COLUMNS, synthesize
+from rfcx.synth.plan import _kind_probs, _plan_train, _world
+from rfcx.synth.render import make_clip
 from rfcx.synth.species import (
     N_SPECIES,
     band_similarity,
@@ -448,7 +442,7 @@ def test_time_per_60s_clip() -> None:
 
 
 def test_label_density_spreads_tp_species_over_all_species() -> None:
-    from rfcx.synth.dataset import SPLIT_CODES, _plan_train, _world
+    from rfcx.synth.plan import SPLIT_CODES, _plan_train, _world
 
     w = _world()
     counts = np.zeros(24, dtype=int)

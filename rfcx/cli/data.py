@@ -79,7 +79,8 @@ def synth(
     ] = 1.0,
 ) -> None:
     """Write a synthetic data set in the competition's layout (train/, test/, train_tp.csv, ...)."""
-    from rfcx.synth.dataset import Mix, synthesize
+    from rfcx.synth.dataset import synthesize
+    from rfcx.synth.plan import Mix
 
     species_mix = None
     if choice(mix, MIXES, "--mix") == "zipf":

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -99,8 +100,7 @@ def write_review(
     last round's ensemble on the store's test clips above ``threshold``; the ``top`` best of each species are
     shown. ``data``: the data folder (``train/``, ``test/``) the snippets are cut from. ``train_clips``: the train
     clips shown per species with their boxes and pseudo labels."""
-    from engine.detection_formats import read_detections
-    from engine.events import merge_events, species_bands
+    from engine.events import species_bands
     from store import FeatureStore
 
     started = time.perf_counter()
@@ -139,139 +139,12 @@ def write_review(
     tmp = temp_dir(out)
     (tmp / "img").mkdir()
     (tmp / "audio").mkdir()
-    images = snippets = 0
 
-    # -- the rounds -------------------------------------------------------------------------------------------
-    from rfcx.scoring.yardsticks import round_table
-
-    from .figures import copy_png, train_clip_png
-
-    table = [r for r in round_table(runs) if r["round"] <= last]
-    for row in table:
-        row["oof_box_auc"] = _metrics(run, row["round"]).get("oof_box_auc")
-    lwlrap_png = None
-    if copy_png(runs / "lwlrap.png", tmp / "img" / "lwlrap.png"):
-        lwlrap_png, images = "img/lwlrap.png", images + 1
-    scores: dict[int, RoundScores] = {}
-    sections = []
-    for k in shown:
-        scores[k] = round_scores(run, k)
-        section_notes = []
-        if not scores[k].members:
-            section_notes.append(f"round {k} has no members' predictions.npz: no per-class AP")
-        loss: str | None
-        loss = f"img/round{k}_loss.png"
-        if copy_png(run.round_dir(k) / "loss.png", tmp / loss):
-            images += 1
-        else:
-            loss = None
-        sections.append(
-            RoundSection(k, _metrics(run, k), loss, per_class_table(scores[k], boxes, truth, grid), section_notes)
-        )
-
-    # -- the events -------------------------------------------------------------------------------------------
-    if detections is not None:
-        events = read_detections(detections, detections_format)
-        unknown = sorted({rid for rid in events.recording_id if rid not in fs})
-        if unknown:
-            notes.append(
-                f"{len(unknown)} recording(s) of {Path(detections).name} are not in the store, their events "
-                f"left out (e.g. {', '.join(unknown[:3])})"
-            )
-            events = events[~events.recording_id.isin(unknown)]
-        if len(events) and (events.n_windows == 1).all():  # windows: merged into events, as infer's default
-            events = merge_window_rows(events, bands)
-            events_source = f"{Path(detections).name}, its overlapping windows merged; by peak score"
-        else:
-            events = _with_bands(events, bands)
-            events_source = f"{Path(detections).name}, by peak score"
-    else:
-        windows = window_table(scores[last].test, grid)
-        events = merge_events(windows, threshold, bands)
-        events_source = (
-            f"round {last}'s ensemble on the store's test clips: {grid.window_s:g} s windows every "
-            f"{grid.hop_s:g} s above {threshold:g}, merged; by peak score"
-        )
-        if windows.empty:
-            notes.append(
-                f"round {last} scored no test clip (the store has no test split?): no events to show; "
-                "give --detections FILE of `rfcx infer`"
-            )
+    table, lwlrap_png, sections, scores, images = _rounds(run, shown, boxes, truth, grid, tmp)
+    events, events_source = _events(detections, detections_format, fs, bands, scores[last], grid, threshold, notes)
     best = top_events(events, top)
-
-    # -- the pseudo labels ------------------------------------------------------------------------------------
-    from rfcx.train.pseudo import read_pseudo_labels
-
-    labels = {}
-    for k in [r for r in complete_rounds(run) if r <= last]:
-        if run.pseudo_labels(k).is_dir():
-            labels[k] = read_pseudo_labels(run.pseudo_labels(k))
-    if not labels:
-        notes.append(
-            f"no pseudo labels ({run.pseudo_labels(last).relative_to(runs)}) in rounds 0..{last}: the train "
-            "clips show their boxes only"
-        )
-    pseudo_source = (
-        "beneath each clip: the species' pseudo labels of "
-        + (", ".join(f"round {k}" for k in labels) if labels else "no round")
-        + " (RUNS/round{k}/pseudo.zarr: round k's scores, what round k+1 learns from), by window centre"
-    )
-
-    # -- the figures and snippets (the long part) -------------------------------------------------------------
-    views = []
-    jobs: list[Callable[[], None]] = []
-    for sid in range(N_CLASSES):
-        mine = boxes[boxes.species_id == sid]
-        view = SpeciesView(
-            sid, float(bands.low_hz[sid]), float(bands.high_hz[sid]), int(mine.is_tp.sum()), int((~mine.is_tp).sum())
-        )
-        views.append(view)
-        ev = best.get(sid)
-        if ev is None or ev.empty:
-            view.events_note = "no event of this species" + ("" if detections is not None else f" above {threshold:g}")
-        else:
-            for i, e in enumerate(ev.itertuples(index=False)):
-                card = EventCard(
-                    str(e.recording_id),
-                    fs.split_of(e.recording_id),
-                    float(e.start_s),
-                    float(e.end_s),
-                    float(e.peak_score),
-                    float(e.mean_score),
-                    int(e.n_windows),
-                    f"img/event_s{sid}_{i}.png",
-                )
-                view.events.append(card)
-                jobs.append(_event_job(fs, e, card, tmp, data, f"audio/event_s{sid}_{i}.flac"))
-        picks = train_examples(boxes, sid, train_clips)
-        if not picks:
-            view.train_note = "no TP or FP box of this species in the train set"
-        for i, (rid, kind) in enumerate(picks):
-            clip_boxes = boxes[boxes.recording_id == rid]
-            mine_here = clip_boxes[clip_boxes.species_id == sid]
-            curves = [
-                (
-                    f"round {k}",
-                    lab.window_seconds / 2 + lab.hop_seconds * np.arange(len(lab.clip(rid))),
-                    lab.clip(rid)[:, sid],
-                )
-                for k, lab in labels.items()
-                if rid in lab
-            ]
-            missing = [k for k, lab in labels.items() if rid not in lab]
-            caption = (
-                f"{rid}: {int(mine_here.is_tp.sum())} TP / {int((~mine_here.is_tp).sum())} FP box(es) of "
-                f"species {sid} (thick; other species' boxes thin); beneath, its pseudo labels"
-                + (f" (none in round {', '.join(map(str, missing))})" if missing else "")
-            )
-            train_card = TrainCard(rid, kind, f"img/train_s{sid}_{i}.png", caption)
-            view.train.append(train_card)
-            # a lambda binding the loop's values as defaults: mypy cannot infer it as a Callable[[], None]
-            jobs.append(
-                lambda rid=rid, sid=sid, cb=clip_boxes, curves=curves, card=train_card: (  # type: ignore[misc]
-                    train_clip_png(fs, rid, sid, cb, curves, tmp / card.img)
-                )
-            )
+    labels, pseudo_source = _pseudo_labels(run, last, notes)
+    views, jobs = _species(fs, boxes, bands, best, labels, train_clips, detections is not None, threshold, data, tmp)
 
     from tqdm.auto import tqdm
 
@@ -316,6 +189,180 @@ def write_review(
         notes,
         time.perf_counter() - started,
     )
+
+
+def _rounds(
+    run: RunDir, shown: list[int], boxes: pd.DataFrame, truth: pd.DataFrame | None, grid: Any, tmp: Path
+) -> tuple[list[dict], str | None, list[RoundSection], dict[int, RoundScores], int]:
+    """The rounds' table (beside the yardsticks), the LWLRAP plot, and one section per shown round (loss plot,
+    per-class table); returns them with the rounds' scores and the images copied."""
+    from rfcx.scoring.yardsticks import round_table
+
+    from .figures import copy_png
+
+    images = 0
+    table = [r for r in round_table(run.root) if r["round"] <= shown[-1]]
+    for row in table:
+        row["oof_box_auc"] = _metrics(run, row["round"]).get("oof_box_auc")
+    lwlrap_png = None
+    if copy_png(run.root / "lwlrap.png", tmp / "img" / "lwlrap.png"):
+        lwlrap_png, images = "img/lwlrap.png", images + 1
+    scores: dict[int, RoundScores] = {}
+    sections = []
+    for k in shown:
+        scores[k] = round_scores(run, k)
+        section_notes = []
+        if not scores[k].members:
+            section_notes.append(f"round {k} has no members' predictions.npz: no per-class AP")
+        loss: str | None
+        loss = f"img/round{k}_loss.png"
+        if copy_png(run.round_dir(k) / "loss.png", tmp / loss):
+            images += 1
+        else:
+            loss = None
+        sections.append(
+            RoundSection(k, _metrics(run, k), loss, per_class_table(scores[k], boxes, truth, grid), section_notes)
+        )
+    return table, lwlrap_png, sections, scores, images
+
+
+def _events(
+    detections: str | os.PathLike | None,
+    detections_format: str | None,
+    fs: Any,
+    bands: pd.DataFrame,
+    last: RoundScores,
+    grid: Any,
+    threshold: float,
+    notes: list[str],
+) -> tuple[pd.DataFrame, str]:
+    """The events to show: those of ``detections`` (windows merged into events), or else the last round's ensemble
+    on the store's test clips above ``threshold``; with the line that says where they came from."""
+    from engine.detection_formats import read_detections
+    from engine.events import merge_events
+
+    if detections is not None:
+        events = read_detections(detections, detections_format)
+        unknown = sorted({rid for rid in events.recording_id if rid not in fs})
+        if unknown:
+            notes.append(
+                f"{len(unknown)} recording(s) of {Path(detections).name} are not in the store, their events "
+                f"left out (e.g. {', '.join(unknown[:3])})"
+            )
+            events = events[~events.recording_id.isin(unknown)]
+        if len(events) and (events.n_windows == 1).all():  # windows: merged into events, as infer's default
+            return merge_window_rows(
+                events, bands
+            ), f"{Path(detections).name}, its overlapping windows merged; by peak score"
+        return _with_bands(events, bands), f"{Path(detections).name}, by peak score"
+    k = last.round
+    windows = window_table(last.test, grid)
+    if windows.empty:
+        notes.append(
+            f"round {k} scored no test clip (the store has no test split?): no events to show; "
+            "give --detections FILE of `rfcx infer`"
+        )
+    source = (
+        f"round {k}'s ensemble on the store's test clips: {grid.window_s:g} s windows every "
+        f"{grid.hop_s:g} s above {threshold:g}, merged; by peak score"
+    )
+    return merge_events(windows, threshold, bands), source
+
+
+def _pseudo_labels(run: RunDir, last: int, notes: list[str]) -> tuple[dict[int, Any], str]:
+    """The pseudo labels of the complete rounds 0..``last`` (shown beneath the train clips), with the line that
+    says which."""
+    from rfcx.train.pseudo import read_pseudo_labels
+
+    labels = {}
+    for k in [r for r in complete_rounds(run) if r <= last]:
+        if run.pseudo_labels(k).is_dir():
+            labels[k] = read_pseudo_labels(run.pseudo_labels(k))
+    if not labels:
+        notes.append(
+            f"no pseudo labels ({run.pseudo_labels(last).relative_to(run.root)}) in rounds 0..{last}: the train "
+            "clips show their boxes only"
+        )
+    source = (
+        "beneath each clip: the species' pseudo labels of "
+        + (", ".join(f"round {k}" for k in labels) if labels else "no round")
+        + " (RUNS/round{k}/pseudo.zarr: round k's scores, what round k+1 learns from), by window centre"
+    )
+    return labels, source
+
+
+def _species(
+    fs: Any,
+    boxes: pd.DataFrame,
+    bands: pd.DataFrame,
+    best: dict[int, pd.DataFrame],
+    labels: dict[int, Any],
+    train_clips: int,
+    given_events: bool,
+    threshold: float,
+    data: Path | None,
+    tmp: Path,
+) -> tuple[list[SpeciesView], list[Callable[[], None]]]:
+    """One view per species (its band, top events, train clips with their boxes above the pseudo labels), and the
+    jobs that draw their figures and cut their snippets into ``tmp`` (the long part, run after)."""
+    from .figures import train_clip_png
+
+    views = []
+    jobs: list[Callable[[], None]] = []
+    for sid in range(N_CLASSES):
+        mine = boxes[boxes.species_id == sid]
+        view = SpeciesView(
+            sid, float(bands.low_hz[sid]), float(bands.high_hz[sid]), int(mine.is_tp.sum()), int((~mine.is_tp).sum())
+        )
+        views.append(view)
+        ev = best.get(sid)
+        if ev is None or ev.empty:
+            view.events_note = "no event of this species" + ("" if given_events else f" above {threshold:g}")
+        else:
+            for i, e in enumerate(ev.itertuples(index=False)):
+                card = EventCard(
+                    str(e.recording_id),
+                    fs.split_of(e.recording_id),
+                    float(e.start_s),
+                    float(e.end_s),
+                    float(e.peak_score),
+                    float(e.mean_score),
+                    int(e.n_windows),
+                    f"img/event_s{sid}_{i}.png",
+                )
+                view.events.append(card)
+                jobs.append(_event_job(fs, e, card, tmp, data, f"audio/event_s{sid}_{i}.flac"))
+        picks = train_examples(boxes, sid, train_clips)
+        if not picks:
+            view.train_note = "no TP or FP box of this species in the train set"
+        for i, (rid, kind) in enumerate(picks):
+            clip_boxes = boxes[boxes.recording_id == rid]
+            mine_here = clip_boxes[clip_boxes.species_id == sid]
+            curves = [
+                (
+                    f"round {k}",
+                    lab.window_seconds / 2 + lab.hop_seconds * np.arange(len(lab.clip(rid))),
+                    lab.clip(rid)[:, sid],
+                )
+                for k, lab in labels.items()
+                if rid in lab
+            ]
+            missing = [k for k, lab in labels.items() if rid not in lab]
+            caption = (
+                f"{rid}: {int(mine_here.is_tp.sum())} TP / {int((~mine_here.is_tp).sum())} FP box(es) of "
+                f"species {sid} (thick; other species' boxes thin); beneath, its pseudo labels"
+                + (f" (none in round {', '.join(map(str, missing))})" if missing else "")
+            )
+            train_card = TrainCard(rid, kind, f"img/train_s{sid}_{i}.png", caption)
+            view.train.append(train_card)
+            # a lambda binding the loop's values as defaults: mypy cannot infer it as a Callable[[], None]
+            jobs.append(
+                lambda rid=rid, sid=sid, cb=clip_boxes, curves=curves, card=train_card: (  # type: ignore[misc]
+                    train_clip_png(fs, rid, sid, cb, curves, tmp / card.img)
+                )
+            )
+
+    return views, jobs
 
 
 def _boxes(fs, notes: list[str]) -> pd.DataFrame:  # noqa: ANN001 (store.FeatureStore)

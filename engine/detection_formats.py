@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,17 @@ from store.errors import InvalidInputError, NotFoundError
 
 from .events import EVENT_COLUMNS
 
-FORMATS = ("csv", "parquet", "raven", "audacity")
+
+class DetectionFormat(StrEnum):
+    """The formats detections are written in (and read back from)."""
+
+    CSV = "csv"
+    PARQUET = "parquet"
+    RAVEN = "raven"
+    AUDACITY = "audacity"
+
+
+FORMATS = tuple(m.value for m in DetectionFormat)  # the names, as plain strings
 WINDOW_COLUMNS = ["recording_id", "start_s", "end_s", "species_id", "score"]  # ``--detections-level windows``
 RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)"]
 RAVEN_EXTRA = ["Species", "Score", "Mean Score", "Windows"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +142,14 @@ def _window_events(windows: pd.DataFrame, bands: pd.DataFrame | None) -> pd.Data
     return frame[EVENT_COLUMNS]
 
 
-LEVELS = ("events", "windows")
+class Level(StrEnum):
+    """What a detections table holds: events (windows of a species merged) or the windows themselves."""
+
+    EVENTS = "events"
+    WINDOWS = "windows"
+
+
+LEVELS = tuple(m.value for m in Level)  # the names, as plain strings
 
 
 @dataclass(frozen=True)

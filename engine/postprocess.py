@@ -15,13 +15,22 @@ the identity). Scores are clipped to ``[1e-7, 1 - 1e-7]`` first.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 
 import numpy as np
 import pandas as pd
 
 from store.errors import InvalidInputError
 
-POSTPROCESS = ("none", "prior")
+
+class Postprocess(StrEnum):
+    """What is done to the clip scores: nothing, or a rescaling by the class prior."""
+
+    NONE = "none"
+    PRIOR = "prior"
+
+
+POSTPROCESS = tuple(m.value for m in Postprocess)  # the names, as plain strings
 _EPS = 1e-7
 
 

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,7 +22,16 @@ from .errors import BadInputError, InvalidInputError, Rejection
 from .location import Location
 from .params import MelParams
 
-BACKENDS = ("auto", "dali", "torch")
+
+class Backend(StrEnum):
+    """What computes the log-mel spectrograms: DALI, torch, or the one measured fastest on the device (auto)."""
+
+    AUTO = "auto"
+    DALI = "dali"
+    TORCH = "torch"
+
+
+BACKENDS = tuple(m.value for m in Backend)  # the names, as plain strings
 
 
 def choose_backend(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,12 @@ from rfcx.cli.show import print_check, print_store
 from rfcx.errors import StoppedAtBadInput, UsageError
 from store.errors import DamagedStoreError
 
-MIXES = ("zipf", "labels")
+
+class SpeciesMix(StrEnum):
+    """``--mix``: how the synthetic species are chosen (see `rfcx synth --help`)."""
+
+    ZIPF = "zipf"  # a skewed mix shared by train and test, labels as sparse as the competition's
+    LABELS = "labels"  # the species follow the labels
 
 
 @app.command()
@@ -83,7 +89,7 @@ def synth(
     from rfcx.synth.plan import Mix
 
     species_mix = None
-    if choice(mix, MIXES, "--mix") == "zipf":
+    if choice(mix, SpeciesMix, "--mix") == SpeciesMix.ZIPF:
         if tp_fraction is not None or label_density != 1.0:
             raise UsageError(
                 "--tp-fraction and --label-density belong to --mix labels; --mix zipf sets the "
@@ -151,9 +157,11 @@ def build_store_cmd(
 
     from rfcx.process_group import launched
     from store import BadInputError, FeatureStore, build_store
+    from store.backends import Backend
     from store.device import resolve_device
     from store.rejections import is_grouped
 
+    choice(backend, Backend, "--backend")
     try:
         with launched(resolve_device(device).type == "cuda") as group:
             summary = build_store(

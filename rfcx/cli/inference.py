@@ -8,13 +8,13 @@ from typing import Annotated
 
 import typer
 
+from engine.export import SUFFIXES
 from rfcx.cli import options
 from rfcx.cli.core import app
 from rfcx.cli.options import DEFAULT_RUNS, DEFAULT_STORE, at_least, choice, round_number
 from rfcx.errors import UsageError
 
 EXPORT_FORMATS = {"torchscript": ("torchscript",), "export": ("export",), "both": ("torchscript", "export")}
-INFER_FORMATS = ("torchscript", "export")
 
 
 @app.command("export")
@@ -163,9 +163,9 @@ def infer_cmd(
     ] = False,
 ) -> None:
     """Score clips with the exported ensemble of a round: a feature store's split (--batch) or audio files."""
-    from engine.batch import MODES
+    from engine.batch import Mode
     from engine.job import InferJob, run_infer
-    from engine.postprocess import POSTPROCESS
+    from engine.postprocess import Postprocess
     from rfcx.process_group import launched, torchrun_launch
     from rfcx.runs.rounds import round_models
     from store.device import resolve_device
@@ -174,9 +174,9 @@ def infer_cmd(
         raise UsageError(
             "give either --batch (score a store's split) or audio FILE_OR_DIR arguments, not both or neither"
         )
-    choice(mode, MODES, "--mode")
-    choice(postprocess, POSTPROCESS, "--postprocess")
-    choice(fmt, INFER_FORMATS, "--format")
+    choice(mode, Mode, "--mode")
+    choice(postprocess, Postprocess, "--postprocess")
+    choice(fmt, SUFFIXES, "--format")
     at_least(batch_size, 1, "--batch-size")
     at_least(chunk_clips, 1, "--chunk-clips")
     launch = torchrun_launch()  # checked by the command line's callback

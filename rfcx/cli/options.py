@@ -45,7 +45,8 @@ DetectionsFormat = Annotated[
 
 
 def choice(value: str, choices: Iterable[str], flag: str) -> str:
-    """``value`` when it is one of ``choices`` (the library's own tuple), else a :class:`UsageError` naming them."""
+    """``value`` when it is one of ``choices`` (a StrEnum or the names the library takes), else a :class:`UsageError`
+    naming them."""
     allowed = tuple(choices)
     if value not in allowed:
         raise UsageError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")

@@ -29,6 +29,7 @@ from typing import Any, cast
 
 import yaml
 
+from engine.batch import MODES
 from rfcx.errors import ConfigError
 from rfcx.train.teachers import COMBINES
 
@@ -38,7 +39,7 @@ PSEUDO_RESCALE = ("none", "quantile", "prior", "tp_clips")
 DISTRIBUTE = ("folds", "ddp")
 # How a run is executed, not what it learns: a run resumes under other values of these (rfcx.train.rounds)
 EXECUTION_FIELDS = ("num_workers", "cpu_processes", "store_cache_mb")
-SCORE_MODES = ("exact", "fcn")  # rfcx.train.pseudo.predict_windows
+SCORE_MODES = MODES  # rfcx.train.pseudo.predict_windows scores as the engine does
 PSEUDO_TEACHERS = ("oof", "ensemble")
 TEMPLATE_COMBINES = COMBINES  # rfcx.train.teachers
 

@@ -25,7 +25,6 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -40,17 +39,8 @@ from store.device import resolve_device
 from store.errors import InvalidInputError
 
 from .export import LoadedModel, load_model
-from .windows import window_starts
+from .windows import MODES, window_starts
 
-
-class Mode(StrEnum):
-    """How windows are scored: ``exact`` runs the model once per window, ``fcn`` once per clip."""
-
-    EXACT = "exact"
-    FCN = "fcn"
-
-
-MODES = tuple(m.value for m in Mode)  # the names, as plain strings
 CHECKPOINT_VERSION = 1
 CHUNK_CLIPS = 16  # clips read and scored together (and the unit a launch of many processes shares out)
 

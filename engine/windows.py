@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import numpy as np
+
+
+class Mode(StrEnum):
+    """How windows are scored: ``exact`` runs the model once per window, ``fcn`` once per clip."""
+
+    EXACT = "exact"
+    FCN = "fcn"
+
+
+MODES = tuple(m.value for m in Mode)  # the names, as plain strings
 
 
 def n_windows(n_frames: int, frames_per_second: float, window_seconds: float, hop_seconds: float) -> int:

@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from engine.export import SUFFIXES
 from rfcx.cli import options
 from rfcx.cli.core import app
 from rfcx.cli.options import DEFAULT_RUNS, DEFAULT_STORE, at_least, choice, round_number
 from rfcx.errors import UsageError
+
+if TYPE_CHECKING:
+    from rfcx.runs.directory import RunDir
 
 EXPORT_FORMATS = {"torchscript": ("torchscript",), "export": ("export",), "both": ("torchscript", "export")}
 
@@ -163,9 +165,10 @@ def infer_cmd(
     ] = False,
 ) -> None:
     """Score clips with the exported ensemble of a round: a feature store's split (--batch) or audio files."""
-    from engine.batch import Mode
+    from engine.export import SUFFIXES
     from engine.job import InferJob, run_infer
     from engine.postprocess import Postprocess
+    from engine.windows import Mode
     from rfcx.process_group import launched, torchrun_launch
     from rfcx.runs.rounds import round_models
     from store.device import resolve_device
@@ -193,10 +196,11 @@ def infer_cmd(
 
         dev = torch.device("cuda", torch.cuda.current_device())
     say = typer.echo if group.is_main else (lambda *_: None)
-    label, files, rounds = round_models(runs, round_number(round_, also=("best", "all")) if round_ else None, fmt, say)
+    chosen = round_models(runs, round_number(round_, also=("best", "all")) if round_ else None, fmt, say)
+    rounds = chosen.rounds
     job = InferJob(
-        models=files,
-        label=label,
+        models=chosen.files,
+        label=chosen.label,
         out=out,
         store=store if batch else None,
         split=split,
@@ -214,7 +218,7 @@ def infer_cmd(
         threshold=threshold,
         species_thresholds=species_thresholds,
         target_precision=target_precision,
-        choose_thresholds=_oof_chooser(runs, rounds, target_precision),
+        choose_thresholds=_oof_chooser(chosen.run, rounds, target_precision),
         choose_thresholds_source=(
             f"round {rounds[0]}" if len(rounds) == 1 else f"rounds {', '.join(map(str, rounds))}"
         ),
@@ -236,16 +240,14 @@ def infer_cmd(
             typer.echo(line)
 
 
-def _oof_chooser(runs: str, rounds: list[int], target: float | None):  # noqa: ANN202 (engine.job.ThresholdChooser)
+def _oof_chooser(run: RunDir, rounds: list[int], target: float | None):  # noqa: ANN202 (engine.job.ThresholdChooser)
     """``--target-precision``: the thresholds chosen on the rounds' out-of-fold scores of the store's boxes."""
     if target is None:
         return None
 
     def choose(tp, fp):  # noqa: ANN001, ANN202 (DataFrames -> thresholds, TP count, FP count)
-        from rfcx.runs.directory import open_run
         from rfcx.train.thresholds import oof_thresholds
 
-        run = open_run(runs, pull="meta")
         for k in rounds:
             run.fetch(run.round_dir(k) / "members", suffix="predictions.npz")
         thresholds, labelled = oof_thresholds(run, rounds, tp, fp, target)

@@ -4,6 +4,7 @@ complete round together; and their exported model files."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from rfcx.errors import RunError
@@ -46,12 +47,19 @@ def default_round(run: RunDir, runs: str, say: Callable[[str], None]) -> int:
     return latest
 
 
-def round_models(
-    runs: str, round_: int | str | None, fmt: str, say: Callable[[str], None]
-) -> tuple[str, list[Path], list[int]]:
+@dataclass(frozen=True)
+class RoundModels:
+    """The exported models a command runs, and where they come from."""
+
+    run: RunDir  # the run, opened (and mirrored, at a URL) once
+    label: str  # "round 1", "rounds 0-2"
+    files: list[Path]
+    rounds: list[int]
+
+
+def round_models(runs: str, round_: int | str | None, fmt: str, say: Callable[[str], None]) -> RoundModels:
     """The exported model files of the requested round(s): a round number; ``best``/None (:func:`default_round`);
-    or ``all``, every complete round's models together (the rounds' ensemble). Returns a label ("round 1",
-    "rounds 0-2"), the files and the rounds; a :class:`RunError` otherwise.
+    or ``all``, every complete round's models together (the rounds' ensemble); a :class:`RunError` otherwise.
 
     A run at a URL is mirrored: its JSON files first, then the models of the round (in the local cache)."""
     from engine.export import SUFFIXES
@@ -94,4 +102,4 @@ def round_models(
             )
         files += found
     label = f"round {rounds[0]}" if len(rounds) == 1 else f"rounds {rounds[0]}-{rounds[-1]}"
-    return label, files, rounds
+    return RoundModels(run, label, files, rounds)

@@ -29,7 +29,7 @@ from typing import Any, cast
 
 import yaml
 
-from engine.batch import MODES
+from engine.windows import MODES
 from rfcx.errors import ConfigError
 from rfcx.train.teachers import COMBINES
 

@@ -16,7 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "temp_path", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "atomic_path",
+    "replace_dir",
+    "temp_dir",
+    "temp_path",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 
 def temp_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Path:
@@ -55,7 +63,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as JSON atomically: ``indent=2``, keys in their order, numpy-style scalars as floats
-    (``default=float``), no trailing newline: the bytes ``rfcx.runs.write_json_atomic`` writes."""
+    (``default=float``), no trailing newline: the bytes a run directory's JSON files have always held."""
     return write_text_atomic(path, json.dumps(data, indent=2, default=float))
 
 

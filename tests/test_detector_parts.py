@@ -193,6 +193,9 @@ def test_oracle_labels_follow_every_call() -> None:
         inside = own[(np.minimum(own.t_max, c1) - np.maximum(own.t_min, c0)) >= 0.5 * (own.t_max - own.t_min)]
         assert set(np.flatnonzero(target)) == set(inside.species_id)
     assert 0.1 < b.target.any(axis=1).mean() < 0.95  # crops with calls and crops without
+    # the truth stands in for pseudo labels in any round (it was a TypeError past round 0 without them)
+    later = CropSampler(_boxes(), FRAMES, P, CROP, 1, seed=0, truth=calls)
+    assert later.unlabelled == [] and later.sample(8).target.shape == (8, 24)
 
 
 def test_round0_unlabelled_weight_and_random_crops() -> None:

@@ -100,11 +100,11 @@ class CropSampler:
         if round_idx > 0 and pseudo is None and truth is None:
             raise InvalidInputError("rounds >= 1 need the previous round's pseudo labels")
         # rounds >= 1: clips without pseudo labels (added to the store after the previous round) are left out of
-        # the draws, random and box crops alike (train.py says how many, once per round)
-        # rounds >= 1: the previous round's pseudo labels (checked above, unless the oracle's truth is given)
-        labelled = cast(PseudoLabels, pseudo)
-        self.unlabelled = sorted(r for r in n_frames if r not in labelled) if round_idx > 0 else []
-        if self.unlabelled:
+        # the draws, random and box crops alike (rfcx.train.rounds says how many, once per round)
+        # (checked above; the oracle's truth may stand in for the pseudo labels)
+        labelled = pseudo if round_idx > 0 and pseudo is not None else None
+        self.unlabelled = sorted(r for r in n_frames if r not in labelled) if labelled is not None else []
+        if labelled is not None and self.unlabelled:
             n_frames = {r: n for r, n in n_frames.items() if r in labelled}
             if not n_frames:
                 raise InvalidInputError(

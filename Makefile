@@ -12,7 +12,12 @@ REAL_BACKGROUNDS := ../shared/rfcx/backgrounds
 # torch and torchvision are pinned here, not in pyproject.toml (which takes any torch >= 2.4): the tested pair
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
+# The venv takes about 7.2 GB (torch's CUDA build with its NVIDIA libraries and triton, 5.3 GB; DALI with its codecs, 1 GB):
+# with less free space pip stops half-way ("No space left on device", as CI once did), so say so first
+VENV_KB := 7600000
 $(BIN)/rfcx: pyproject.toml
+	@free=$$(df -Pk . | awk 'NR==2 {print $$4}'); [ "$${free:-0}" -ge $(VENV_KB) ] || \
+	  echo "warning: $$((free / 1024)) MB free here; .venv needs about $$(($(VENV_KB) / 1024)) MB (torch's CUDA build, DALI)" >&2
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -e '.[test,bench]' $(TORCH_PINS)
 	touch $@

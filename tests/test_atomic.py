@@ -66,7 +66,7 @@ def test_write_helpers(tmp_path: Path) -> None:
     assert write_bytes_atomic(tmp_path / "b.bin", b"\x00\x01").read_bytes() == b"\x00\x01"
     data = {"b": 1, "a": [np.float32(0.5), 2], "c": {"z": None}}
     path = write_json_atomic(tmp_path / "deep" / "x.json", data)
-    # the bytes rfcx.runs.write_json_atomic writes: indent 2, keys in order, numpy scalars as floats, no newline
+    # the bytes run JSON had before store.atomic: indent 2, keys in order, numpy scalars as floats, no newline
     assert path.read_text() == json.dumps(data, indent=2, default=float)
     assert not path.read_text().endswith("\n")
     assert _leftovers(tmp_path) == [] and _leftovers(tmp_path / "deep") == []

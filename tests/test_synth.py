@@ -185,7 +185,7 @@ def test_label_density_one_unchanged(tmp_path: Path) -> None:
         assert (a / "train" / f"{rid}.flac").read_bytes() == (b / "train" / f"{rid}.flac").read_bytes()
 
 
-def _check_clip_labels(clip, tp_calls: int) -> None:  # noqa: ANN001 (rfcx.synth.Clip)
+def _check_clip_labels(clip, tp_calls: int) -> None:  # noqa: ANN001 (rfcx.synth.render.Clip)
     """TP boxes: each on its own call of its species, min(tp_calls, its calls) per species;
     FP boxes of A: A silent, a call of a band-overlapping species B != A under the box."""
     table, sim = load_species_table(), band_similarity(load_species_table())

@@ -69,7 +69,7 @@ def open_context(
             f"`rfcx info --store {store}` lists the rejected rows)"
         )
     boxes = pd.concat([tp.assign(is_tp=True), fp.assign(is_tp=False)], ignore_index=True)
-    run = open_run(runs, pull="active")  # a URL is mirrored in a local cache folder (rfcx.run_mirror)
+    run = open_run(runs, pull="active")  # a URL is mirrored in a local cache folder (rfcx.runs.mirror)
     # everything is checked before anything is written: a refused command leaves the run directory as it was
     fresh = _check_run_config(run, runs, cfg)
     folds_file = run.root / "folds.json"

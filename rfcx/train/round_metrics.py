@@ -85,7 +85,8 @@ def oof_clip_lwlrap(boxes: pd.DataFrame, oof: dict[str, np.ndarray]) -> float | 
 
 def oof_prior(ctx: Context, oof: dict[str, np.ndarray]) -> dict:
     """Each species' share of clips, estimated from the round's out-of-fold clip scores (best window) read
-    against the clips holding its TP boxes (rfcx.calibration.class_priors): the prior of ``--postprocess prior``."""
+    against the clips holding its TP boxes (rfcx.train.calibration.class_priors): the prior of
+    ``--postprocess prior``."""
     ids = sorted(oof)
     clip = np.stack([oof[rid].max(axis=0) for rid in ids]) if ids else np.zeros((0, N_CLASSES))
     labelled = np.zeros(clip.shape, dtype=bool)
@@ -97,7 +98,7 @@ def oof_prior(ctx: Context, oof: dict[str, np.ndarray]) -> dict:
         "prior": prior.tolist(),
         "estimated": estimated.tolist(),
         "clips": len(ids),
-        "method": "out-of-fold clip scores against the TP-labelled clips (rfcx.calibration)",
+        "method": "out-of-fold clip scores against the TP-labelled clips (rfcx.train.calibration)",
     }
 
 
@@ -209,8 +210,8 @@ def template_summary(path: Path) -> dict:
 
 
 def oof_tp_auc(ctx: Context, oof: dict[str, np.ndarray]) -> list[float | None]:
-    """Per species, the TP AUC (rfcx.teachers.tp_auc) of the out-of-fold window scores ``oof`` (on the label grid):
-    the window nearest each TP box against every window; None for a species without a TP box among them."""
+    """Per species, the TP AUC (rfcx.train.teachers.tp_auc) of the out-of-fold window scores ``oof`` (on the label
+    grid): the window nearest each TP box against every window; None for a species without a TP box among them."""
     ids, offsets, flat = stack(oof)
     grid = PseudoLabels(ids, offsets, flat, ctx.grid_window_s, ctx.cfg.pseudo_hop_seconds)
     return [teachers.tp_auc(flat[:, c], rows) for c, rows in enumerate(tp_windows(grid, ctx.boxes))]

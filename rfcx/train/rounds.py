@@ -244,9 +244,9 @@ def _train_rounds(
 
 def with_templates(ctx: Context, k: int, pseudo: PseudoLabels, group: ProcessGroup, echo) -> PseudoLabels:
     """``pseudo`` (round k's labels from round k-1) combined window by window with the template teacher's labels
-    (rfcx.templates; rfcx.teachers, ``pseudo_templates_combine``), computed once per run (``templates.zarr``; again
-    where the clips or the label grid changed, or "select" needs a figure an older run did not record): every rank
-    matches its share of the clips, rank 0 writes the labels."""
+    (rfcx.train.templates; rfcx.train.teachers, ``pseudo_templates_combine``), computed once per run
+    (``templates.zarr``; again where the clips or the label grid changed, or "select" needs a figure an older run
+    did not record): every rank matches its share of the clips, rank 0 writes the labels."""
     path = ctx.runs.template_labels
     n_windows = {rid: int(pseudo.offsets[i + 1] - pseudo.offsets[i]) for i, rid in enumerate(pseudo.ids)}
     how = ctx.cfg.pseudo_templates_combine

@@ -1,9 +1,9 @@
 """Per-species detection thresholds chosen on a run's out-of-fold predictions (``rfcx infer --target-precision``).
 
 The labelled windows: each TP and FP box of the store's train clips, scored by the out-of-fold window nearest
-the box's centre (as the round's ``oof_box_auc`` reads them, :func:`rfcx.train.box_metrics`): the mean over the
-round's members of their window scores (``RUNS/round{k}/members/*/predictions.npz``, every train clip held out by
-one fold of each member), of the box's species. TP boxes are positives, FP boxes negatives;
+the box's centre (as the round's ``oof_box_auc`` reads them, :func:`rfcx.train.round_metrics.box_metrics`): the
+mean over the round's members of their window scores (``RUNS/round{k}/members/*/predictions.npz``, every train
+clip held out by one fold of each member), of the box's species. TP boxes are positives, FP boxes negatives;
 :func:`engine.thresholds.thresholds_for_precision` picks each species' lowest threshold that reaches the target
 precision on them (see there for what that precision means and when a species keeps the global threshold).
 """

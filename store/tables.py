@@ -55,14 +55,7 @@ def read_boxes(path: Path, n_species: int = N_SPECIES, max_hz: float | None = No
     lines: list[int] = []
     rejected: list[Rejection] = []
     seen: dict[tuple, int] = {}
-    records = csv_records(path)
-    first = next(records, None)
-    header = first[1] if first is not None else None
-    if header is None or tuple(h.strip() for h in header) != BOX_COLUMNS:
-        raise InvalidInputError(f"{path}: header must be {','.join(BOX_COLUMNS)}, got {','.join(header or [])!r}")
-    for line, fields_, reason in records:
-        if fields_ is not None and all(not f.strip() for f in fields_):
-            continue
+    for line, fields_, reason in table_records(path, BOX_COLUMNS):
         parsed: tuple = ()
         if reason is None:
             reason, parsed = _check_box_row(cast(list[str], fields_), n_species, max_hz)  # no reason: has fields
@@ -77,6 +70,19 @@ def read_boxes(path: Path, n_species: int = N_SPECIES, max_hz: float | None = No
     rows = pd.DataFrame(good, columns=list(BOX_COLUMNS)) if good else empty_boxes()
     rows = rows.astype({c: _dtype(c) for c in BOX_COLUMNS})
     return CheckedTable(rows=rows, rejected=rejected, line_numbers=np.asarray(lines, dtype=np.int64))
+
+
+def table_records(
+    path: Path, columns: tuple[str, ...], shown: str | None = None
+) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """:func:`csv_records` of a table after its header, blank lines left out. The header is checked at once: one
+    other than ``columns`` raises :class:`InvalidInputError` (``shown`` is how the message writes them)."""
+    records = csv_records(path)
+    first = next(records, None)
+    header = first[1] if first is not None else None
+    if header is None or tuple(h.strip() for h in header) != columns:
+        raise InvalidInputError(f"{path}: header must be {shown or ','.join(columns)}, got {','.join(header or [])!r}")
+    return (r for r in records if r[1] is None or any(f.strip() for f in r[1]))
 
 
 def csv_records(path: Path) -> Iterator[tuple[int, list[str] | None, str | None]]:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .errors import InvalidInputError, Rejection
 from .rejections import MISSING_AUDIO, REJECTED_AUDIO
-from .tables import N_SPECIES, CheckedTable, csv_records
+from .tables import N_SPECIES, CheckedTable, table_records
 
 TRUTH_FILE = "test_labels.csv"  # clip-level truth of the test clips: recording_id,s0..s23 (0/1)
 CALLS_FILE = "calls_truth.csv"  # every call of every clip (synthetic data): split,recording_id,species_id,t_min,...
@@ -34,16 +34,7 @@ def read_truth(path: Path, n_species: int = N_SPECIES) -> CheckedTable:
     lines: list[int] = []
     rejected: list[Rejection] = []
     seen: dict[str, int] = {}
-    records = csv_records(path)
-    first = next(records, None)
-    header = first[1] if first is not None else None
-    if header is None or tuple(h.strip() for h in header) != columns:
-        raise InvalidInputError(
-            f"{path}: header must be recording_id,s0..s{n_species - 1}, got {','.join(header or [])!r}"
-        )
-    for line, fields_, reason in records:
-        if fields_ is not None and all(not f.strip() for f in fields_):
-            continue
+    for line, fields_, reason in table_records(path, columns, shown=f"recording_id,s0..s{n_species - 1}"):
         values: list[int] = []
         if reason is None:
             reason, values = _check_truth_row(cast(list[str], fields_), columns)  # no reason: has fields

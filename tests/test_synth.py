@@ -23,6 +23,7 @@ from rfcx.synth.species import (
     load_layout_stats,
     load_species_table,
 )
+from rfcx.synth.variety import VARIABLE, CallVariety, song_types
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "rfcx"
 N_TRAIN, N_TEST, SECONDS, SEED = 12, 6, 15.0, 7
@@ -37,11 +38,20 @@ def _need_real() -> Path:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
+    """A data set of the default generator (variable calls)."""
     out = tmp_path_factory.mktemp("synth") / "a"
     summary = synthesize(out, n_train=N_TRAIN, n_test=N_TEST, seconds=SECONDS, seed=SEED, progress=False)
     assert (summary.n_train, summary.n_test, summary.seconds) == (N_TRAIN, N_TEST, SECONDS)
     assert summary.n_tp_rows == len(pd.read_csv(out / "train_tp.csv"))
     assert summary.n_fp_rows == len(pd.read_csv(out / "train_fp.csv"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fixed(tmp_path_factory) -> Path:
+    """The same data set with one call shape per species (``calls=None``, ``rfcx synth --calls fixed``)."""
+    out = tmp_path_factory.mktemp("synth") / "fixed"
+    synthesize(out, n_train=N_TRAIN, n_test=N_TEST, seconds=SECONDS, seed=SEED, progress=False, calls=None)
     return out
 
 
@@ -95,10 +105,10 @@ def test_deterministic(data: Path, tmp_path: Path) -> None:
     assert not np.array_equal(make_clip("train", 0, SEED, 5.0).audio, make_clip("train", 0, SEED + 1, 5.0).audio)
 
 
-def test_boxes_inside_clip_and_band(data: Path) -> None:
+def test_boxes_inside_clip_and_band(fixed: Path) -> None:
     table = load_species_table().set_index("species_id")
     for name in ("train_tp.csv", "train_fp.csv"):
-        df = pd.read_csv(data / name)
+        df = pd.read_csv(fixed / name)
         band = table.loc[df.species_id]
         width = (band.f_max - band.f_min).to_numpy()
         assert ((df.t_min >= 0) & (df.t_min < df.t_max) & (df.t_max <= SECONDS + TOL)).all()
@@ -106,6 +116,21 @@ def test_boxes_inside_clip_and_band(data: Path) -> None:
         assert (df.f_max.to_numpy() <= band.f_max.to_numpy() + 0.12 * width).all()
         assert (df.f_max <= SR / 2).all()
         assert (df.songtype_id.to_numpy() == band.songtype_id.to_numpy()).all()
+
+
+def test_variable_boxes_inside_clip_and_near_band(data: Path) -> None:
+    """Variable calls: boxes in the clip, near the species' band (pitch +-12 %, bent contours), under one of
+    the species' song types (ids from the real table's on)."""
+    table = load_species_table().set_index("species_id")
+    for name in ("train_tp.csv", "train_fp.csv"):
+        df = pd.read_csv(data / name)
+        band = table.loc[df.species_id]
+        assert ((df.t_min >= 0) & (df.t_min < df.t_max) & (df.t_max <= SECONDS + TOL)).all()
+        assert (df.f_min.to_numpy() >= 0.6 * band.f_min.to_numpy() - 60).all()
+        assert (df.f_max.to_numpy() <= 1.5 * band.f_max.to_numpy()).all()
+        assert (df.f_max <= SR / 2).all()
+        offset = df.songtype_id.to_numpy() - band.songtype_id.to_numpy()
+        assert ((offset >= 0) & (offset < 4)).all()
 
 
 def test_label_sparsity(data: Path) -> None:
@@ -185,45 +210,57 @@ def test_label_density_one_unchanged(tmp_path: Path) -> None:
         assert (a / "train" / f"{rid}.flac").read_bytes() == (b / "train" / f"{rid}.flac").read_bytes()
 
 
-def _check_clip_labels(clip, tp_calls: int) -> None:  # noqa: ANN001 (rfcx.synth.render.Clip)
-    """TP boxes: each on its own call of its species, min(tp_calls, its calls) per species;
-    FP boxes of A: A silent, a call of a band-overlapping species B != A under the box."""
-    table, sim = load_species_table(), band_similarity(load_species_table())
+def _templates(a: int, variable: bool) -> set[tuple[int, float, float]]:
+    """(song type, f_min, f_max) of the templates an FP box of species a may take: the species' band and song
+    type (one call shape), or those of one of its song types (variable calls)."""
+    if not variable:
+        row = load_species_table().iloc[a]
+        return {(int(row.songtype_id), float(row.f_min), float(row.f_max))}
+    return {(t.songtype_id, t.shape.f_lo, t.shape.f_hi) for t in song_types(a)}
+
+
+def _check_clip_labels(clip, tp_calls: int, variable: bool = True) -> None:  # noqa: ANN001 (rfcx.synth.render.Clip)
+    """TP boxes: each on its own call of its species, under that call's song type, min(tp_calls, its calls) per
+    species; FP boxes of A: A silent, a call of a band-overlapping species B != A under the box, the box one of
+    A's templates."""
+    sim = band_similarity(load_species_table())
     hits = []
-    for s, _, t0, _, t1, _ in clip.tp:
+    for s, song, t0, _, t1, _ in clip.tp:
         hit = [
             k
             for k, c in enumerate(clip.calls)
             if c.species_id == s and abs(c.t_min - t0) < TOL and abs(c.t_max - t1) < TOL
         ]
         assert len(hit) == 1
+        assert clip.calls[hit[0]].songtype_id == song
         hits += hit
     assert len(hits) == len(set(hits))  # no call labelled twice
     for s in {b[0] for b in clip.tp}:
         n_calls = sum(c.species_id == s for c in clip.calls)
         assert sum(b[0] == s for b in clip.tp) == min(tp_calls, n_calls)
-    for a, _, t0, f0, t1, f1 in clip.fp:
+    for a, song, t0, f0, t1, f1 in clip.fp:
         assert a not in clip.species and a not in {b[0] for b in clip.tp}
         under = [c for c in clip.calls if t0 - TOL <= (c.t_min + c.t_max) / 2 <= t1 + TOL]
         assert any(c.species_id != a and sim[a, c.species_id] > 0 for c in under)
-        assert (f0, f1) == (table.f_min[a], table.f_max[a])
+        assert (song, f0, f1) in _templates(a, variable)
     assert len({b[0] for b in clip.fp}) == len(clip.fp)  # one FP row per labelled species, as before
 
 
-def test_label_density_labels_more() -> None:
+@pytest.mark.parametrize("calls", [None, VARIABLE], ids=["fixed", "variable"])
+def test_label_density_labels_more(calls: CallVariety | None) -> None:
     counts = {}
     for density in (1.0, 4.0):
         n_tp = n_fp = 0
         for i in range(30):
-            clip = make_clip("train", i, SEED, 20.0, tp_fraction=1.0, label_density=density)
-            _check_clip_labels(clip, round(density))
+            clip = make_clip("train", i, SEED, 20.0, tp_fraction=1.0, label_density=density, calls=calls)
+            _check_clip_labels(clip, round(density), calls is not None)
             assert clip.tp  # tp_fraction=1.0: every recording has TP boxes
             n_tp, n_fp = n_tp + len(clip.tp), n_fp + len(clip.fp)
         counts[density] = (n_tp, n_fp)
     (tp1, fp1), (tp4, fp4) = counts[1.0], counts[4.0]
     assert tp4 >= 2.5 * tp1 and fp4 >= 2.5 * fp1, counts
     assert fp4 > tp4  # as in the real tables, FP boxes outnumber TP boxes
-    again = make_clip("train", 29, SEED, 20.0, tp_fraction=1.0, label_density=4.0)  # deterministic
+    again = make_clip("train", 29, SEED, 20.0, tp_fraction=1.0, label_density=4.0, calls=calls)  # deterministic
     assert (again.tp, again.fp) == (clip.tp, clip.fp) and np.array_equal(again.audio, clip.audio)
 
 
@@ -279,19 +316,23 @@ def test_label_density_plans() -> None:
         assert with_fp > 0.9 * (1 - 1 / density), (density, with_fp)
 
 
-def test_tp_and_fp_boxes_sit_on_calls() -> None:
-    table, sim = load_species_table(), band_similarity(load_species_table())
+@pytest.mark.parametrize("calls", [None, VARIABLE], ids=["fixed", "variable"])
+def test_tp_and_fp_boxes_sit_on_calls(calls: CallVariety | None) -> None:
+    sim = band_similarity(load_species_table())
     n_fp = 0
     for i in range(10):
-        clip = make_clip("train", i, SEED, 20.0)
-        for s, _, t0, _, t1, _ in clip.tp:  # a TP box covers exactly one call of its species
-            assert any(c.species_id == s and abs(c.t_min - t0) < TOL and abs(c.t_max - t1) < TOL for c in clip.calls)
-        for a, _, t0, f0, t1, f1 in clip.fp:  # under an FP box of A: a call of a similar species B
+        clip = make_clip("train", i, SEED, 20.0, calls=calls)
+        for s, song, t0, _, t1, _ in clip.tp:  # a TP box covers exactly one call of its species, of its song type
+            assert any(
+                c.species_id == s and c.songtype_id == song and abs(c.t_min - t0) < TOL and abs(c.t_max - t1) < TOL
+                for c in clip.calls
+            )
+        for a, song, t0, f0, t1, f1 in clip.fp:  # under an FP box of A: a call of a similar species B
             n_fp += 1
             assert a not in clip.species
             under = [c for c in clip.calls if t0 - TOL <= (c.t_min + c.t_max) / 2 <= t1 + TOL]
             assert any(c.species_id != a and sim[a, c.species_id] > 0 for c in under)
-            assert (f0, f1) == (table.f_min[a], table.f_max[a])
+            assert (song, f0, f1) in _templates(a, calls is not None)
     assert n_fp > 0
 
 

@@ -23,6 +23,13 @@ class SpeciesMix(StrEnum):
     LABELS = "labels"  # the species follow the labels
 
 
+class CallKind(StrEnum):
+    """``--calls``: how the synthetic calls vary (see `rfcx synth --help`)."""
+
+    VARIABLE = "variable"  # song types, individuals, choruses, distance, unlabelled outsiders (rfcx.synth.variety)
+    FIXED = "fixed"  # one call shape per species, small pitch and duration jitter
+
+
 @app.command()
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the data set into (competition layout).")],
@@ -83,10 +90,27 @@ def synth(
             "per TP species and ~D times the FP rows (default 1: the real sparsity).",
         ),
     ] = 1.0,
+    calls: Annotated[
+        str,
+        typer.Option(
+            "--calls",
+            help="variable (default): calls vary as real ones do: 1-4 song types per species, pitch +-12 %, "
+            "duration +-35 %, bent contours, choruses, distant individuals, unlabelled species outside the 24; "
+            "fixed: one call shape per species (pitch +-5 %, duration +-15 %).",
+        ),
+    ] = "variable",
+    song_types: Annotated[
+        int, typer.Option("--song-types", help="variable calls: the most song types a species sings (1-4).")
+    ] = 4,
+    outsiders: Annotated[
+        float,
+        typer.Option("--outsiders", help="variable calls: mean number of unlabelled species outside the 24 per clip."),
+    ] = 1.0,
 ) -> None:
     """Write a synthetic data set in the competition's layout (train/, test/, train_tp.csv, ...)."""
     from rfcx.synth.dataset import synthesize
     from rfcx.synth.plan import Mix
+    from rfcx.synth.variety import CallVariety
 
     species_mix = None
     if choice(mix, SpeciesMix, "--mix") == SpeciesMix.ZIPF:
@@ -102,6 +126,11 @@ def synth(
             fp_per_clip=fp_per_clip,
             tp_balance=tp_balance,
         )
+    variety = None
+    if choice(calls, CallKind, "--calls") == CallKind.VARIABLE:
+        variety = CallVariety(song_types=song_types, outsiders=outsiders)
+    elif (song_types, outsiders) != (4, 1.0):
+        raise UsageError("--song-types and --outsiders belong to --calls variable")
     s = synthesize(
         out_dir,
         n_train=train,
@@ -113,6 +142,7 @@ def synth(
         tp_fraction=tp_fraction,
         label_density=label_density,
         mix=species_mix,
+        calls=variety,
     )
     typer.echo(
         f"wrote {s.n_train} train + {s.n_test} test clips of {s.seconds:g} s, {s.n_tp_rows} TP and {s.n_fp_rows} FP "

@@ -3,7 +3,8 @@
 Every species gets a call *kind* (sweep, harmonic stack, trill, ...) chosen so that
 species with similar bands have different kinds, plus a few shape parameters drawn
 deterministically from the species id. ``render_call`` then makes one call with small
-random variation (pitch, duration, phase, noise) using phase accumulation.
+random variation (pitch, duration, phase, noise) using phase accumulation, or with the pitch, duration and
+contour it is given: rfcx.synth.variety draws those as real calls vary (song types, individuals, distance).
 """
 
 from __future__ import annotations
@@ -91,10 +92,14 @@ class Call:
         return len(self.audio) / SR
 
 
-def make_shape(species_id: int, f_lo: float, f_hi: float, duration: float) -> CallShape:
-    """Deterministic call template for one species."""
-    kind = SPECIES_KIND[species_id]
-    rng = np.random.default_rng([0x5EC1E5, species_id])
+def make_shape(
+    species_id: int, f_lo: float, f_hi: float, duration: float, kind: str | None = None, salt: tuple[int, ...] = ()
+) -> CallShape:
+    """Deterministic call template for one species (its kind from ``SPECIES_KIND``), or, with ``kind`` and
+    ``salt`` given, another template of that kind drawn from (species_id, *salt): a species' other song types,
+    the calls of species outside the 24 (rfcx.synth.variety)."""
+    kind = SPECIES_KIND[species_id] if kind is None else kind
+    rng = np.random.default_rng([0x5EC1E5, species_id, *salt])
     unit_len = rng.uniform(0.35, 0.8)
     units = int(np.clip(round(duration / unit_len), 1, 6))
     direction = int(rng.choice([-1, 1]))
@@ -187,10 +192,23 @@ def _extent(freq: np.ndarray, env: np.ndarray) -> tuple[float, float]:
     return float(on.min()), float(on.max())
 
 
-def render_call(shape: CallShape, rng: np.random.Generator, sr: int = SR, max_duration: float | None = None) -> Call:
-    """Render one call of ``shape`` with random pitch/duration variation, at unit RMS."""
-    pitch = float(np.exp(np.clip(rng.normal(0, PITCH_JITTER), -0.05, 0.05)))
-    dur = shape.duration * rng.uniform(1 - DURATION_JITTER, 1 + DURATION_JITTER)
+def render_call(
+    shape: CallShape,
+    rng: np.random.Generator,
+    sr: int = SR,
+    max_duration: float | None = None,
+    pitch: float | None = None,
+    stretch: float | None = None,
+    bend: tuple[float, float] = (0.0, 0.0),
+) -> Call:
+    """Render one call of ``shape`` at unit RMS. Its pitch and duration factors are drawn (small variation: the
+    one-shape generator) unless given; ``bend`` (b1, b2) bends the frequency contour by the factor
+    ``1 + b1 sin(pi u) + b2 sin(2 pi u)`` over the call's time u in [0, 1] (an arch and an S)."""
+    if pitch is None:
+        pitch = float(np.exp(np.clip(rng.normal(0, PITCH_JITTER), -0.05, 0.05)))
+    if stretch is None:
+        stretch = float(rng.uniform(1 - DURATION_JITTER, 1 + DURATION_JITTER))
+    dur = shape.duration * stretch
     if max_duration is not None:
         dur = min(dur, max_duration)
     n = max(int(round(dur * sr)), 64)
@@ -198,18 +216,23 @@ def render_call(shape: CallShape, rng: np.random.Generator, sr: int = SR, max_du
     a, b = lo + BAND_MARGIN * (hi - lo), hi - BAND_MARGIN * (hi - lo)
     t = np.arange(n) / sr
     kind = shape.kind
+    warp: np.ndarray | float = 1.0
+    if bend != (0.0, 0.0):
+        u_all = t / max(t[-1], 1e-12)
+        arch = 1.0 + bend[0] * np.sin(np.pi * u_all) + bend[1] * np.sin(2 * np.pi * u_all)
+        warp = np.minimum(arch, 0.97 * sr / 2 / b)  # never past Nyquist
 
     if kind in ("sweep_up", "sweep_down", "chevron"):
         u, env = _units(n, shape.units, fill=0.8, taper=0.12)
         g = u**shape.curve if kind != "chevron" else np.sin(np.pi * u) ** shape.curve
         if shape.direction < 0:
             g = 1.0 - g
-        freq = a + (b - a) * g
+        freq = (a + (b - a) * g) * warp
         x = env * np.sin(_phase(freq, sr, rng))
         f_min, f_max = _extent(freq, env)
     elif kind == "harmonic":
         u, env = _units(n, shape.units, fill=0.75, taper=0.15)
-        glide = 1.0 - shape.curve * u
+        glide = (1.0 - shape.curve * u) * warp
         k = len(shape.pattern)
         partials = np.linspace(a / (1.0 - shape.curve), b, k)
         phase = _phase(glide, sr, rng)
@@ -218,7 +241,7 @@ def render_call(shape: CallShape, rng: np.random.Generator, sr: int = SR, max_du
         f_min, f_max = a, b
     elif kind in ("trill", "clicks"):
         w, env = _pulses(n, sr, shape.rate, shape.curve)
-        freq = b - (b - a) * w if shape.direction < 0 else a + (b - a) * w
+        freq = (b - (b - a) * w if shape.direction < 0 else a + (b - a) * w) * warp
         env = env * _tukey(t / t[-1], 0.05)
         x = env * np.sin(_phase(freq, sr, rng))
         f_min, f_max = a, b
@@ -235,6 +258,7 @@ def render_call(shape: CallShape, rng: np.random.Generator, sr: int = SR, max_du
             if shape.direction < 0:
                 level = 1.0 - level
             freq = a + (b - a) * (0.85 * level + 0.15 * u)  # stepped up-slurred notes
+        freq = freq * warp
         x = env * np.sin(_phase(freq, sr, rng))
         f_min, f_max = _extent(freq, env)
     elif kind == "buzz":
@@ -248,12 +272,14 @@ def render_call(shape: CallShape, rng: np.random.Generator, sr: int = SR, max_du
         f_min, f_max = a, b
     elif kind == "warble":
         c, d = (a + b) / 2, (b - a) / 2
-        freq = c + d * np.sin(2 * np.pi * shape.rate * t + rng.uniform(0, 2 * np.pi))
+        freq = (c + d * np.sin(2 * np.pi * shape.rate * t + rng.uniform(0, 2 * np.pi))) * warp
         env = _tukey(t / t[-1], 0.1)
         x = env * np.sin(_phase(freq, sr, rng))
         f_min, f_max = a, b
     else:
         raise ValueError(f"unknown call kind {kind!r}")
 
+    if isinstance(warp, np.ndarray) and kind in ("harmonic", "trill", "clicks", "warble"):  # extents a..b, bent
+        f_min, f_max = f_min * float(warp.min()), f_max * float(warp.max())
     rms = float(np.sqrt(np.mean(np.square(x))))
     return Call((x / max(rms, 1e-12)).astype(np.float32), float(f_min), float(f_max))

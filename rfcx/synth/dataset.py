@@ -31,10 +31,11 @@ from rfcx.synth.calls import SR
 from rfcx.synth.plan import TEST, TRAIN, Mix, _check_label_density, _check_tp_fraction, recording_ids
 from rfcx.synth.render import _load_background, make_clip
 from rfcx.synth.species import N_SPECIES
+from rfcx.synth.variety import VARIABLE, CallVariety
 
 LABEL_COLUMNS = ["recording_id", "species_id", "songtype_id", "t_min", "f_min", "t_max", "f_max"]
 SUBMISSION_COLUMNS = ["recording_id"] + [f"s{i}" for i in range(N_SPECIES)]
-TRUTH_COLUMNS = ["split", "recording_id", "species_id", "t_min", "f_min", "t_max", "f_max", "snr_db"]
+TRUTH_COLUMNS = ["split", "recording_id", "species_id", "t_min", "f_min", "t_max", "f_max", "snr_db", "songtype_id"]
 MIN_SECONDS = 0.1
 
 
@@ -70,9 +71,13 @@ def _make_and_write(task: tuple[str, int, str]) -> tuple[list, list, tuple[int, 
         _JOB["tp_fraction"],
         _JOB["label_density"],
         _JOB.get("mix"),
+        _JOB.get("calls"),
     )
     sf.write(str(_JOB["out_dir"] / split / f"{rid}.flac"), clip.audio, SR, format="FLAC", subtype="PCM_16")
-    truth = [(split, rid, c.species_id, c.t_min, c.call.f_min, c.t_max, c.call.f_max, c.snr_db) for c in clip.calls]
+    truth = [
+        (split, rid, c.species_id, c.t_min, c.call.f_min, c.t_max, c.call.f_max, c.snr_db, c.songtype_id)
+        for c in clip.calls
+    ]
     return [(rid, *b) for b in clip.tp], [(rid, *b) for b in clip.fp], clip.species, truth
 
 
@@ -129,6 +134,7 @@ def synthesize(
     tp_fraction: float | None = None,
     label_density: float = 1.0,
     mix: Mix | None = None,
+    calls: CallVariety | None = VARIABLE,
 ) -> SynthSummary:
     """Write a synthetic RFCX-layout data set into ``out_dir`` (see the module docstring).
 
@@ -141,7 +147,9 @@ def synthesize(
     TP-only recordings get FP rows too with probability (D - 1) / D. Test clips do not change.
     ``mix``: a :class:`Mix` (skewed species mix, competition-sparse labels) instead of species that follow the
     labels; ``tp_fraction`` and ``label_density`` then do not apply. ``background``: a recording, a folder of
-    them or a list; each clip mixes in one, drawn by its own seed."""
+    them or a list; each clip mixes in one, drawn by its own seed. ``calls``: how the calls vary
+    (:class:`rfcx.synth.variety.CallVariety`: song types, individuals, choruses, distance, unlabelled outsiders),
+    or None for one call shape per species."""
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     _validate(out_dir, n_train, n_test, seconds, workers, background, tp_fraction, label_density)
@@ -169,6 +177,7 @@ def synthesize(
         "tp_fraction": None if tp_fraction is None else float(tp_fraction),
         "label_density": float(label_density),
         "mix": mix,
+        "calls": calls,
     }
     if workers == 1:
         _init_job(ctx)
@@ -177,10 +186,10 @@ def synthesize(
         results = list(tqdm(made, total=len(tasks), desc="synth", unit="clip", disable=not progress))
 
     tp_rows, fp_rows, truth, test_rows = [], [], [], []
-    for (split, _, rid), (tp, fp, species, calls) in zip(tasks, results):
+    for (split, _, rid), (tp, fp, species, clip_calls) in zip(tasks, results):
         tp_rows += tp
         fp_rows += fp
-        truth += calls
+        truth += clip_calls
         if split == TEST:
             test_rows.append([rid] + [int(s in species) for s in range(N_SPECIES)])
 

@@ -36,7 +36,8 @@ def bench(
         list[str] | None,
         typer.Option(
             "--quality-runs",
-            help="NAME=DIR run directory of a training variant (repeatable): LWLRAP by round.",
+            help="NAME=DIR run directory of a training variant (repeatable): LWLRAP by round; "
+            "NAME=VARIANT@SEED for one data seed of a variant (mean and spread over its seeds).",
             show_default=False,
         ),
     ] = None,

@@ -18,6 +18,8 @@ import pandas as pd
 
 from store.errors import BadInputError, InvalidInputError, MissingKeyError, StoppedAtBadInput
 
+from .windows import DEFAULT_MODE
+
 FCN_MIN_POSITIONS = 6  # feature positions per window from which fcn was measured within 0.01 LWLRAP of exact
 
 # (tp boxes, fp boxes) -> (per-species thresholds, TP boxes, FP boxes used): a run's out-of-fold choice (rfcx)
@@ -40,7 +42,7 @@ class InferJob:
     split: str = "test"
     audio: Sequence[Path] = ()
     fmt: str = "torchscript"
-    mode: str = "exact"
+    mode: str = DEFAULT_MODE.value
     batch_size: int = 64
     chunk_clips: int = 16
     postprocess: str = "none"

@@ -15,6 +15,7 @@ class Mode(StrEnum):
 
 
 MODES = tuple(m.value for m in Mode)  # the names, as plain strings
+DEFAULT_MODE = Mode.EXACT  # how `rfcx infer` scores unless told, and how training scores its rounds' test clips
 
 
 def n_windows(n_frames: int, frames_per_second: float, window_seconds: float, hop_seconds: float) -> int:

@@ -137,6 +137,43 @@ def test_bench_command(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "--store" in res.output
 
 
+def test_quality_over_seeds_with_the_equal_compute_bootstrap(tmp_path: Path) -> None:
+    from benchmarks import quality
+
+    names = []
+    for seed, shift in ((1, 0.0), (2, 0.1)):
+        root = tmp_path / f"seed{seed}"
+        for k, (score, steps) in enumerate(((0.5 + shift, 640), (0.7 + shift, 3840))):
+            d = root / f"round{k}"
+            d.mkdir(parents=True)
+            sticks = {"random": 0.2, "prior_only": 0.3 + shift}
+            metrics = {"round": k, "test_lwlrap": score, "steps": steps, "train_seconds": 600.0, "yardsticks": sticks}
+            (d / "metrics.json").write_text(json.dumps(metrics))
+            (d / "complete.json").write_text("{}")
+        eq = root / "equal-compute" / "round0"
+        eq.mkdir(parents=True)
+        (eq / "metrics.json").write_text(json.dumps({"round": 0, "test_lwlrap": 0.6 + 2 * shift, "steps": 3840}))
+        (eq / "complete.json").write_text("{}")
+        names.append(f"cpu@{seed}={root}")
+    result = quality.run(True, tmp_path, names)
+    assert [s["key"] for s in result["sections"]] == ["quality", "seeds"]
+    means = {r["key"]: r for r in result["sections"][1]["rows"]}
+    assert means["default"]["mean"] == pytest.approx(0.75) and means["default"]["n"] == 2
+    assert means["vs_equal"]["mean"] == pytest.approx(0.05) and means["vs_equal"]["sd"] == pytest.approx(
+        0.0707, abs=1e-3
+    )
+    assert means["vs_prior"]["mean"] == pytest.approx(0.4)
+    goals = {g["goal"]: g for g in result["goals"]}
+    equal = goals["cpu: the default round beats round 0 trained as long (equal compute) by >= 0.05"]
+    assert equal["value"] == pytest.approx(0.05) and "mean over 2 seeds" in equal["detail"]
+    assert goals["cpu: the default round beats prior-only by >= 0.25 LWLRAP"]["met"] is True
+    assert goals["cpu: the default round is never more than 0.02 below the best round on test"]["value"] == 0.0
+    timed = goals["cpu (slowest seed, cpu@1): rounds 0-1 train in <= 45 minutes"]
+    assert timed["value"] == 20.0 and timed["met"] is True
+    rows = {r["name"]: r for r in result["sections"][0]["rows"]}
+    assert rows["cpu@2 round 1"]["pseudo_gain"] == pytest.approx(0.0) and rows["cpu@2 round 1"]["equal_compute"] == 0.8
+
+
 def test_clips_without_the_real_recording(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import soundfile as sf
 

@@ -11,7 +11,15 @@ import pandas as pd
 import pytest
 
 from engine.windows import n_windows
-from rfcx.scoring.yardsticks import gap_closed, prior_lwlrap, random_lwlrap, round_table, tp_prior
+from rfcx.scoring.yardsticks import (
+    EQUAL_COMPUTE,
+    equal_compute_metrics,
+    gap_closed,
+    prior_lwlrap,
+    random_lwlrap,
+    round_table,
+    tp_prior,
+)
 from rfcx.synth.dataset import synthesize
 from rfcx.synth.plan import Mix
 from rfcx.synth.render import make_clip
@@ -66,6 +74,49 @@ def test_round_table_reads_rounds_and_oracle(tmp_path: Path) -> None:
     assert rows[1]["gap_closed"] == pytest.approx(0.5) and rows[1]["yardsticks"]["oracle"] == 0.9
     # against the oracle run as it is now (one trained again after the round wrote its metrics counts)
     assert rows[1]["gap_closed_rounds"] == pytest.approx(0.625) and rows[0]["gap_closed_rounds"] is None
+
+
+def _round(folder: Path, k: int, score: float, steps: int | None) -> None:
+    folder.mkdir(parents=True)
+    extra = {} if steps is None else {"steps": steps}
+    (folder / "metrics.json").write_text(json.dumps({"round": k, "test_lwlrap": score, **extra, "yardsticks": {}}))
+    (folder / "complete.json").write_text("{}")
+
+
+def test_round_table_sets_each_round_beside_round_0_trained_as_long(tmp_path: Path) -> None:
+    _round(tmp_path / "round0", 0, 0.5, 640)
+    _round(tmp_path / "round1", 1, 0.7, 3840)
+    _round(tmp_path / "round2", 2, 0.72, 1920)  # another length: no bootstrap of its steps
+    rows = round_table(tmp_path)
+    assert [r["equal_compute"] for r in rows] == [None, None, None]  # not trained yet
+    _round(tmp_path / EQUAL_COMPUTE / "round0", 0, 0.8, 3840)
+    rows = round_table(tmp_path)
+    assert rows[1]["equal_compute"] == 0.8 and rows[1]["pseudo_gain"] == pytest.approx(-0.1)
+    assert rows[1]["equal_compute_source"] == EQUAL_COMPUTE and rows[1]["yardsticks"]["equal_compute"] == 0.8
+    assert rows[0]["equal_compute"] is None and rows[2]["equal_compute"] is None and rows[2]["pseudo_gain"] is None
+    assert equal_compute_metrics(tmp_path, None) is None  # a round from before steps were recorded
+    # a config whose round 0 trains as long as its later rounds: round 0 is its own yardstick
+    same = tmp_path / "same"
+    _round(same / "round0", 0, 0.6, 3840)
+    _round(same / "round1", 1, 0.65, 3840)
+    row = round_table(same)[1]
+    assert row["equal_compute"] == 0.6 and row["equal_compute_source"] == "round 0"
+    assert row["pseudo_gain"] == pytest.approx(0.05)
+
+
+def test_report_prints_round_0_trained_as_long(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rfcx.cli import app
+
+    _round(tmp_path / "round0", 0, 0.5, 640)
+    _round(tmp_path / "round1", 1, 0.7, 3840)
+    out = CliRunner().invoke(app, ["report", "--runs", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert "round 0 as long  pseudo-label gain" in out.output and "rfcx train --equal-compute" in out.output
+    _round(tmp_path / EQUAL_COMPUTE / "round0", 0, 0.65, 3840)
+    out = CliRunner().invoke(app, ["report", "--runs", str(tmp_path)])
+    assert "0.6500" in out.output and "+0.0500" in out.output and "--equal-compute" not in out.output
 
 
 # -- calibration -----------------------------------------------------------------------------------------------

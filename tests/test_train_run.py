@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 import rfcx.train.member as train_mod
 from rfcx.cli import app
 from rfcx.runs.directory import RunDir
+from rfcx.scoring.yardsticks import round_table
 from rfcx.train import teachers
 from rfcx.train.config import get_config
 from rfcx.train.pseudo import read_pseudo_labels
@@ -73,6 +74,34 @@ def test_round_0_to_1_end_to_end(tiny_store, tmp_path) -> None:
     before = ckpt.stat().st_mtime_ns
     again = train_rounds(tiny_store, runs, cfg, until_round=1, progress=False, echo=lambda *_: None, export_formats=())
     assert ckpt.stat().st_mtime_ns == before and again[1]["test_lwlrap"] == results[1]["test_lwlrap"]
+
+
+def test_equal_compute_trains_round_0_as_long_as_the_pseudo_label_rounds(tiny_store, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    cfg = _cfg(pseudo_epochs=2)  # round 1 trains 2 epochs, round 0 1
+    train_rounds(tiny_store, runs, cfg, until_round=1, progress=False, echo=lambda *_: None, export_formats=())
+    round1 = json.loads(RunDir(runs).metrics(1).read_text())
+    assert (round1["epochs"], round1["steps"]) == (2, 4) and "pseudo_gain" not in round1
+    said: list[str] = []
+    res = train_rounds(tiny_store, runs, cfg, progress=False, echo=said.append, export_formats=(), equal_compute=True)
+    assert [m["round"] for m in res] == [0]
+    equal = RunDir(runs / "equal-compute")
+    assert equal.is_complete(0) and json.loads(equal.config_file.read_text())["epochs"] == 2
+    m = json.loads(equal.metrics(0).read_text())
+    assert (m["epochs"], m["steps"]) == (2, 4)
+    assert all(len(history) == 2 for history in m["members"].values())
+    row = round_table(runs)[1]
+    assert row["equal_compute"] == m["test_lwlrap"]
+    assert row["pseudo_gain"] == pytest.approx(round1["test_lwlrap"] - m["test_lwlrap"])
+    # another recipe than the run's is refused, naming the difference; nothing is written
+    with pytest.raises(ValueError, match="lr: 0.001 \\(run\\) vs 0.002 \\(asked\\)"):
+        train_rounds(tiny_store, tmp_path / "runs", cfg.replace(lr=2e-3), progress=False, equal_compute=True)
+    # where round 0 already trains as long, there is nothing to train
+    said.clear()
+    assert train_rounds(tiny_store, tmp_path / "r2", _cfg(), progress=False, echo=said.append, equal_compute=True) == []
+    assert "nothing to train" in said[0] and not (tmp_path / "r2").exists()
+    with pytest.raises(ValueError, match="--oracle and --equal-compute"):
+        train_rounds(tiny_store, runs, cfg, progress=False, oracle=True, equal_compute=True)
 
 
 def test_resume_after_interruption_repeats_the_same_training(tiny_store, tmp_path, monkeypatch) -> None:

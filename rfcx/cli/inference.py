@@ -77,8 +77,12 @@ def infer_cmd(
         "submission.csv"
     ),
     mode: Annotated[
-        str, typer.Option("--mode", help="exact (one forward per window) or fcn (one per clip).")
-    ] = "exact",
+        str,
+        typer.Option(
+            "--mode",
+            help="exact (one forward per window; training scores its rounds' test clips so) or fcn (one per clip).",
+        ),
+    ] = "exact",  # engine.windows.DEFAULT_MODE (not imported here: the command line starts without numpy)
     postprocess: Annotated[
         str, typer.Option("--postprocess", help="none, or prior (rescale classes by prior).")
     ] = "none",

@@ -39,6 +39,15 @@ def train(
             "each round's report then shows it.",
         ),
     ] = False,
+    equal_compute: Annotated[
+        bool,
+        typer.Option(
+            "--equal-compute",
+            help="The yardstick of the pseudo labels: round 0 of the same config trained for as many epochs as "
+            "the pseudo-label rounds, into RUNS/equal-compute; each round's report then shows it and the "
+            "pseudo-label gain over it.",
+        ),
+    ] = False,
 ) -> None:
     """Train the bootstrap round and the pseudo-label rounds 1..N (resumable)."""
     from rfcx.process_group import launched
@@ -59,12 +68,13 @@ def train(
             echo=typer.echo,
             group=group,
             oracle=oracle,
+            equal_compute=equal_compute,
         )
 
 
 @app.command()
 def report(runs: options.LocalRuns = Path(DEFAULT_RUNS)) -> None:
-    """Test LWLRAP of every complete round beside random, prior-only and the oracle, and the gap closed."""
+    """Test LWLRAP of every complete round beside random, prior-only, the oracle and round 0 trained as long."""
     from rfcx.runs.directory import RunDir
     from rfcx.runs.report import format_round_table
     from rfcx.scoring.yardsticks import round_table

@@ -113,6 +113,10 @@ def _f(v, digits: int = 4) -> str:  # noqa: ANN001
     return f"{v:.{digits}f}"
 
 
+def _signed(v) -> str:  # noqa: ANN001
+    return "–" if v is None else f"{v:+.4f}"
+
+
 def _note(text: str) -> str:
     return f'<p class="note">{escape(text)}</p>'
 
@@ -136,8 +140,8 @@ def _round_table(page: Page) -> str:
     ]
     out.append(
         "<table><tr><th>round</th><th>test LWLRAP</th><th>vs prior-only</th><th>gap closed</th>"
-        "<th>rounds 0..k together</th><th>OOF clip LWLRAP</th><th>OOF TP-window LWLRAP</th>"
-        "<th>OOF TP-vs-FP AUC</th></tr>"
+        "<th>rounds 0..k together</th><th>round 0 trained as long</th><th>pseudo-label gain</th>"
+        "<th>OOF clip LWLRAP</th><th>OOF TP-window LWLRAP</th><th>OOF TP-vs-FP AUC</th></tr>"
     )
     for r in page.table:
         prior = sticks.get("prior_only")
@@ -147,12 +151,21 @@ def _round_table(page: Page) -> str:
         out.append(
             f"<tr{' class=best' if best else ''}><td>{r['round']}{' (best)' if best else ''}</td>"
             f"<td>{_f(r['test_lwlrap'])}</td>"
-            f"<td>{'–' if margin is None else f'{margin:+.4f}'}</td><td>{gap}</td>"
+            f"<td>{_signed(margin)}</td><td>{gap}</td>"
             f"<td>{_f(r.get('test_lwlrap_rounds')) if r['round'] else '–'}</td>"
+            f"<td>{_f(r.get('equal_compute')) if r['round'] else '–'}</td>"
+            f"<td>{_signed(r.get('pseudo_gain'))}</td>"
             f"<td>{_f(r.get('oof_clip_lwlrap'))}</td><td>{_f(r.get('oof_lwlrap'))}</td>"
             f"<td>{_f(r.get('oof_box_auc'))}</td></tr>"
         )
     out.append("</table>")
+    if any(r["round"] and r.get("equal_compute") is None for r in page.table):
+        out.append(
+            _note(
+                "round 0 trained as long: the bootstrap trained for as many epochs as a pseudo-label round, the "
+                "yardstick of what the pseudo labels add; rfcx train --equal-compute trains it"
+            )
+        )
     if page.best_round is not None:
         out.append(
             "<p class=facts>best: the round with the best held-out signal (RUNS/best_round.json), what "

@@ -50,6 +50,7 @@ def plot_rounds(runs: RunDir) -> None:
         ("random", "random scores", ":"),
         ("prior_only", "prior-only", "--"),
         ("oracle", "oracle (every call's truth)", "-."),
+        ("equal_compute", "round 0 trained as long as the last round", (0, (5, 1, 1, 1))),
     ):
         if sticks.get(key) is not None:
             ax.axhline(sticks[key], color="grey", linestyle=style, linewidth=1)
@@ -73,10 +74,14 @@ def plot_rounds(runs: RunDir) -> None:
 
 
 def format_round_table(rows: list[dict], best: int | None = None) -> str:
-    """The text of ``rfcx report``: test LWLRAP by round beside random, prior-only and the oracle."""
+    """The text of ``rfcx report``: test LWLRAP by round beside random, prior-only, the oracle and, from round 1 on,
+    round 0 trained as long as that round (the equal-compute bootstrap) with the pseudo-label gain over it."""
 
     def f(v):
         return "   n/a" if v is None else f"{v:.4f}"
+
+    def signed(v):
+        return "   n/a" if v is None else f"{v:+.4f}"
 
     if not rows:
         return "no complete round yet"
@@ -87,7 +92,8 @@ def format_round_table(rows: list[dict], best: int | None = None) -> str:
         + (
             "" if sticks.get("oracle") is not None else " (rfcx train --oracle trains it, where calls_truth.csv exists)"
         ),
-        "round  test LWLRAP  vs prior-only  gap closed  OOF clip LWLRAP (best_round.json)  rounds 0..k together",
+        "round  test LWLRAP  vs prior-only  gap closed  OOF clip LWLRAP (best_round.json)  rounds 0..k together"
+        "  round 0 as long  pseudo-label gain",
     ]
     for r in rows:
         margin = (
@@ -96,10 +102,16 @@ def format_round_table(rows: list[dict], best: int | None = None) -> str:
             else r["test_lwlrap"] - sticks["prior_only"]
         )
         gap = "         -" if r["gap_closed"] is None else f"{100 * r['gap_closed']:9.0f}%"
+        later = r["round"] > 0
         lines.append(
-            f"{r['round']:>5}  {f(r['test_lwlrap']):>11}  "
-            f"{('+' if (margin or 0) >= 0 else '') + f(margin) if margin is not None else '   n/a':>12}  {gap:>10}  "
-            f"{f(r.get('oof_clip_lwlrap')):>32}  {f(r.get('test_lwlrap_rounds')) if r['round'] else '':>20}"
+            f"{r['round']:>5}  {f(r['test_lwlrap']):>11}  {signed(margin):>12}  {gap:>10}  "
+            f"{f(r.get('oof_clip_lwlrap')):>32}  {f(r.get('test_lwlrap_rounds')) if later else '':>20}  "
+            f"{f(r.get('equal_compute')) if later else '':>15}  {signed(r.get('pseudo_gain')) if later else '':>17}"
+        )
+    if any(r["round"] > 0 and r.get("equal_compute") is None for r in rows):
+        lines.append(
+            "round 0 as long: n/a until `rfcx train --equal-compute` (same --config and --set) trains round 0 for as "
+            "many epochs as the pseudo-label rounds, into RUNS/equal-compute"
         )
     if len(rows) > 1:
         lines.append(

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from engine.windows import DEFAULT_MODE
 from rfcx.errors import InvalidInputError
 from rfcx.process_group import SINGLE, DistributedError, ProcessGroup
 from rfcx.runs.directory import member_name
@@ -375,7 +376,9 @@ def predict_member(ctx: Context, k: int, spec: ModelSpec, fold: int, ckpt: dict)
             mode=ctx.cfg.score_mode,
         )
         oof = predict_windows(model, ctx.fs, held_out, **kw)
-        tst = predict_windows(model, ctx.fs, test, **kw)
+        # the test clips as `rfcx infer` scores them by default (one forward per window), whatever the config's
+        # score_mode: a round's test LWLRAP is then what a user of its models gets
+        tst = predict_windows(model, ctx.fs, test, **{**kw, "mode": DEFAULT_MODE.value})
         infold = None
         if ctx.cfg.pseudo_teacher == "ensemble":  # the clips it trained on too: the next round's teacher
             trained_on = sorted(rid for rid, f in ctx.folds.items() if f != fold)

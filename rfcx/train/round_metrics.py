@@ -162,7 +162,14 @@ def finish_round(
     teacher = {rid: (oof_sum[rid] + teach_sum.get(rid, 0)) / (oof_n[rid] + teach_n.get(rid, 0)) for rid in oof_sum}
     write_pseudo_labels(runs.pseudo_labels(k), teacher, ctx.grid_window_s, cfg.pseudo_hop_seconds)
 
-    metrics: dict = {"round": k, "config": cfg.name, **box_metrics(ctx, oof), "oof_tp_auc": oof_tp_auc(ctx, oof)}
+    metrics: dict = {
+        "round": k,
+        "config": cfg.name,
+        "epochs": cfg.epochs_of(k),
+        "steps": cfg.epochs_of(k) * cfg.batches_per_epoch,  # per member: what an equal-compute bootstrap matches
+        **box_metrics(ctx, oof),
+        "oof_tp_auc": oof_tp_auc(ctx, oof),
+    }
     prior = oof_prior(ctx, oof)
     write_json_atomic(runs.round_dir(k) / "prior.json", prior)
     truth = ctx.fs.truth("test") if hasattr(ctx.fs, "truth") else None
@@ -177,7 +184,11 @@ def finish_round(
         oracle = None if cfg.oracle else yardsticks.oracle_metrics(runs.root)
         oracle_score = oracle.get("test_lwlrap") if oracle else None
         tp_prior = yardsticks.tp_prior(ctx.fs.boxes("tp"), ctx.fs.ids("train"))
-        metrics["yardsticks"] = yardsticks.yardsticks(truth.loc[ids].to_numpy(), tp_prior, oracle_score)
+        equal = yardsticks.equal_compute_metrics(runs.root, metrics["steps"]) if k > 0 else None
+        equal_score = None if equal is None else equal.get("test_lwlrap")
+        metrics["yardsticks"] = yardsticks.yardsticks(truth.loc[ids].to_numpy(), tp_prior, oracle_score, equal_score)
+        if equal_score is not None:  # what the pseudo labels gave beyond the extra training
+            metrics["pseudo_gain"] = metrics["test_lwlrap"] - equal_score
         if k > 0 and runs.metrics(0).is_file():
             bootstrap = json.loads(runs.metrics(0).read_text()).get("test_lwlrap")
             metrics["gap_closed"] = yardsticks.gap_closed(metrics["test_lwlrap"], bootstrap, oracle_score)
@@ -311,5 +322,10 @@ def round_summary(m: dict) -> str:
         parts.append(
             f"rounds 0-{m['round']} together {f(m['test_lwlrap_rounds'])}"
             + (f" ({100 * m['gap_closed_rounds']:.0f} %)" if m.get("gap_closed_rounds") is not None else "")
+        )
+    if m.get("pseudo_gain") is not None:
+        parts.append(
+            f"pseudo-label gain {m['pseudo_gain']:+.4f} over round 0 trained as long "
+            f"({f((y or {}).get('equal_compute'))})"
         )
     return ", ".join(parts)

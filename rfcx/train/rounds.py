@@ -19,8 +19,9 @@ import numpy as np
 from rfcx.errors import InvalidInputError
 from rfcx.process_group import SINGLE, DistributedError, ProcessGroup, run_local, thread_budget
 from rfcx.runs.directory import member_name
+from rfcx.scoring.yardsticks import EQUAL_COMPUTE
 from rfcx.train import member, teachers, templates
-from rfcx.train.config import TrainConfig, get_config
+from rfcx.train.config import EXECUTION_FIELDS, TrainConfig, get_config
 from rfcx.train.context import Context, open_context
 from rfcx.train.models import check_pretrained
 from rfcx.train.pseudo import (
@@ -58,6 +59,7 @@ def train_rounds(
     export_formats: tuple[str, ...] = ("torchscript", "export"),
     group: ProcessGroup = SINGLE,
     oracle: bool = False,
+    equal_compute: bool = False,
 ) -> list[dict]:
     """Run rounds 0..``until_round`` (skipping complete ones); returns each round's metrics.
 
@@ -70,14 +72,27 @@ def train_rounds(
     :func:`train_member`) and rank 0 scores it while the others wait.
     Outside torchrun, on the CPU, ``cfg.cpu_processes`` local processes share the members the same way
     (:func:`cpu_processes`, :func:`rfcx.process_group.run_local`); ``echo`` must then pickle (else ``print``).
+    ``oracle``: the same config on every call's truth, into ``RUNS/oracle``; ``equal_compute``: round 0 alone for
+    as many epochs as the pseudo-label rounds train, into ``RUNS/equal-compute`` (:func:`equal_compute_config`).
     """
     if until_round < 0:
         raise InvalidInputError(f"--round must be 0 or more (rounds 0..N are run), got {until_round}")
     cfg = get_config(config) if isinstance(config, str) else config
     if folds is not None:
         cfg = cfg.replace(folds=folds)
+    if oracle and equal_compute:
+        raise InvalidInputError("--oracle and --equal-compute train two different runs: give one of them")
     if oracle:  # the ceiling: the same config on every call's truth, one round, in RUNS/oracle
         cfg, runs, until_round = cfg.replace(oracle=True), oracle_runs(runs), 0
+    if equal_compute:  # the yardstick of the pseudo labels: round 0 trained as long as a later round
+        longer = equal_compute_config(cfg, runs)
+        if longer is None:
+            echo(
+                f"round 0 already trains as long as the pseudo-label rounds ({cfg.epochs} epochs): the run's own "
+                f"round 0 is the equal-compute bootstrap; nothing to train"
+            )
+            return []
+        cfg, runs, until_round = longer, sub_runs(runs, EQUAL_COMPUTE), 0
     member.check_ddp_batch(cfg, group)
     check_pretrained(cfg)  # before any training: pretrained = "imagenet" offline, a missing or unfitting file
     nproc, threads = cpu_processes(cfg, device, group)
@@ -314,7 +329,35 @@ def with_templates(ctx: Context, k: int, pseudo: PseudoLabels, group: ProcessGro
 
 def oracle_runs(runs: str | Path) -> str | Path:
     """Where ``rfcx train --oracle`` keeps its run: ``RUNS/oracle`` (a URL likewise)."""
-    return f"{runs.rstrip('/')}/oracle" if isinstance(runs, str) and "://" in runs else Path(runs) / "oracle"
+    return sub_runs(runs, "oracle")
+
+
+def sub_runs(runs: str | Path, name: str) -> str | Path:
+    """The run ``RUNS/name`` beside a run's rounds (a URL likewise): the oracle, the equal-compute bootstrap."""
+    return f"{runs.rstrip('/')}/{name}" if isinstance(runs, str) and "://" in runs else Path(runs) / name
+
+
+def equal_compute_config(cfg: TrainConfig, runs: str | Path) -> TrainConfig | None:
+    """The config of the equal-compute bootstrap of a run: ``cfg`` with round 0 trained for the epochs of its
+    pseudo-label rounds (``cfg.epochs_of(1)``); None where round 0 already trains that long (the run's own round 0
+    is then the yardstick). Where the run at ``runs`` (a local folder) already holds a config, ``cfg`` must learn
+    as that one does (execution fields aside): the yardstick is the same recipe, trained as long."""
+    if cfg.epochs_of(1) == cfg.epochs:
+        return None
+    stored = Path(runs) / "config.json"
+    if not (isinstance(runs, str) and "://" in runs) and stored.is_file():
+        diff = {
+            k: v
+            for k, v in TrainConfig.from_dict(json.loads(stored.read_text())).diff(cfg).items()
+            if k not in (*EXECUTION_FIELDS, "name", "device")
+        }
+        if diff:
+            listed = ", ".join(f"{k}: {a!r} (run) vs {b!r} (asked)" for k, (a, b) in diff.items())
+            raise InvalidInputError(
+                f"{runs}: the run was trained with another config ({listed}); its equal-compute bootstrap is the "
+                f"same recipe trained as long: give the run's own --config and --set"
+            )
+    return cfg.replace(epochs=cfg.epochs_of(1))
 
 
 def _quiet(*_args, **_kwargs) -> None:

@@ -156,3 +156,31 @@ def test_calibration_levels() -> None:
     assert templates.calibration(templates.MatchResult(windows, windows, [(3, 0.5)], [(3, 0.6)])) == {}
     lab = templates.labels(res, {3: (0.65, 0.9)})
     assert lab["x"][:, 3].max() == 0 and lab["x"][:, [0, 23]].max() == 0
+
+
+def _call(clip: np.ndarray, t: float, seconds: float, lift: int = 0) -> None:
+    """A rising call like ``_chirp``, ``seconds`` long, ``lift`` mel bins higher."""
+    a, n = int(t * FPS), int(seconds * FPS)
+    for i in range(n):
+        b = BAND[0] + lift + int((BAND[1] - BAND[0] - 4) * i / n)
+        clip[b : b + 4, a + i] += 15.0
+
+
+def test_stretched_and_shifted_templates_find_calls_sung_slower_and_higher() -> None:
+    fs, boxes = Store(), _boxes()
+    _call(fs.clips["e"], 1.0, 0.8)  # the call 1.6 times as long
+    _call(fs.clips["e"], 6.0, 0.5, lift=10)  # the call 10 mel bins (5 pooled bins) higher
+    tp = boxes[boxes.is_tp]
+    plain = templates.match(
+        fs, ["e"], templates.cut_templates(fs, tp, templates.POOL, 16), N_WINDOWS, WINDOW, HOP, boxes
+    )
+    stretched = templates.cut_templates(fs, tp, templates.POOL, 16, stretches=(1.0, 1.6))
+    assert len(stretched) == 4 and sorted({t.patch.shape[1] for t in stretched})[-1] > max(
+        t.patch.shape[1] for t in templates.cut_templates(fs, tp, templates.POOL, 16)
+    )
+    wide = templates.match(fs, ["e"], stretched, N_WINDOWS, WINDOW, HOP, boxes, shift=5)
+    slow, high = _windows_holding(1.0), _windows_holding(6.0)
+    assert wide.best["e"][slow, 5].max() > plain.best["e"][slow, 5].max() + 0.1
+    assert wide.best["e"][high, 5].max() > 0.85 > 0.7 > plain.best["e"][high, 5].max()
+    labels, summary = templates.teacher(fs, boxes, N_WINDOWS, WINDOW, HOP, shift=5, stretches=(1.0, 1.6))
+    assert summary["shift"] == 5 and summary["stretches"] == [1.0, 1.6] and summary["templates"] == 4

@@ -157,6 +157,11 @@ class TrainConfig:
     # where the templates find the TP boxes clearly better than the network, else "max" (rfcx.train.teachers): 0.798 vs
     # 0.806 on the held-back shape. Kept as options; "max" is every config's.
     pseudo_templates_combine: str = "max"
+    # How far a template may match from its own call: ``template_shift`` pooled mel bins of pitch each way (a pooled
+    # bin is two mel bins: about 3 % of the frequency at 2-10 kHz), and once per factor of ``template_stretches`` in
+    # time (a call sung faster or slower); every match counts at its best shift and stretch
+    template_shift: int = 1
+    template_stretches: tuple[float, ...] = (1.0,)
     # Round 0 beyond the seed's masked BCE: ``unlabelled_weight`` > 0 gives every class that no box in a crop tells
     # about target 0 with this weight (most windows hold no call of a given species; the seed: 0, unknown);
     # ``random_crop_p``: the share of round-0 crops drawn anywhere in the training clips instead of around a box.
@@ -206,6 +211,9 @@ class TrainConfig:
         _check_choice("score_mode", self.score_mode, SCORE_MODES)
         _check_choice("pseudo_teacher", self.pseudo_teacher, PSEUDO_TEACHERS)
         _check_choice("pseudo_templates_combine", self.pseudo_templates_combine, TEMPLATE_COMBINES)
+        _check_range("template_shift", self.template_shift, 0, 16)
+        if not self.template_stretches or not all(0.25 <= f <= 4.0 for f in self.template_stretches):
+            raise ConfigError(f"template_stretches = {self.template_stretches!r} must list factors in [0.25, 4]")
         if len(self.pseudo_quantiles) != 2 or not 0.0 <= self.pseudo_quantiles[0] < self.pseudo_quantiles[1] <= 1.0:
             raise ConfigError(f"pseudo_quantiles = {self.pseudo_quantiles!r} must be two quantiles 0 <= lo < hi <= 1")
         _check_range("num_workers", self.num_workers, 0)

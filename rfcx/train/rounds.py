@@ -274,8 +274,11 @@ def with_templates(ctx: Context, k: int, pseudo: PseudoLabels, group: ProcessGro
         if how == "select" and "tp_auc" not in template_summary(path):
             return None
         cached = read_pseudo_labels(path)
+        made = template_summary(path)
         same = (
-            cached.ids == pseudo.ids
+            made.get("shift", templates.SHIFT) == ctx.cfg.template_shift
+            and made.get("stretches", [1.0]) == list(ctx.cfg.template_stretches)
+            and cached.ids == pseudo.ids
             and np.array_equal(cached.offsets, pseudo.offsets)
             and cached.window_seconds == pseudo.window_seconds
             and cached.hop_seconds == pseudo.hop_seconds
@@ -294,6 +297,8 @@ def with_templates(ctx: Context, k: int, pseudo: PseudoLabels, group: ProcessGro
             ctx.progress,
             seed=ctx.cfg.seed,
             group=group,
+            shift=ctx.cfg.template_shift,
+            stretches=ctx.cfg.template_stretches,
         )
         if group.is_main:
             write_pseudo_labels(path, labels, pseudo.window_seconds, pseudo.hop_seconds)

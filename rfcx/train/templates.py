@@ -89,9 +89,16 @@ def _box_frames(boxes: pd.DataFrame, fps: float, n_frames: int) -> np.ndarray:
 
 
 def cut_templates(
-    fs: FeatureStore, tp: pd.DataFrame, pool: tuple[int, int], per_species: int, seed: int = 0
+    fs: FeatureStore,
+    tp: pd.DataFrame,
+    pool: tuple[int, int],
+    per_species: int,
+    seed: int = 0,
+    stretches: Sequence[float] = (1.0,),
 ) -> list[Template]:
-    """A template per TP box, at most ``per_species`` of a species (drawn at random, one clip's boxes spread)."""
+    """A template per TP box, at most ``per_species`` of a species (drawn at random, one clip's boxes spread), and
+    one per factor of ``stretches`` (the patch resampled in time to that factor of its length: a call sung faster
+    or slower; 1.0 is the patch as cut)."""
     rng = np.random.default_rng(seed)
     chosen = []
     for _, g in tp.groupby("species_id", sort=True):
@@ -106,13 +113,23 @@ def cut_templates(
         x = normalise(fs.mel(rid), pool)
         bins, frames = _box_bins(g, fs, pool, x.shape[0]), _box_frames(g, fps, x.shape[1])
         for (lo, hi), (a, e), species in zip(bins, frames, g.species_id.to_numpy()):
-            patch = x[lo:hi, a:e].clone()
-            patch -= patch.mean()
-            norm = float(patch.norm())
-            if norm <= 1e-6 or patch.shape[0] < 2:
-                continue  # a flat or one-bin patch matches nothing
-            out.append(Template(int(species), str(rid), int(lo), int(hi), int(a), patch / norm))
+            cut = x[lo:hi, a:e]
+            for factor in stretches:
+                patch = _stretched(cut, factor).clone()
+                patch -= patch.mean()
+                norm = float(patch.norm())
+                if norm <= 1e-6 or patch.shape[0] < 2:
+                    continue  # a flat or one-bin patch matches nothing
+                out.append(Template(int(species), str(rid), int(lo), int(hi), int(a), patch / norm))
     return out
+
+
+def _stretched(patch: torch.Tensor, factor: float) -> torch.Tensor:
+    """``patch`` (bins x frames) resampled in time to ``factor`` times its frames (at least 2)."""
+    if factor == 1.0:
+        return patch
+    frames = max(2, int(round(patch.shape[1] * factor)))
+    return F.interpolate(patch[None, None], size=(patch.shape[0], frames), mode="bilinear", align_corners=True)[0, 0]
 
 
 def _window_max(
@@ -305,19 +322,22 @@ def teacher(
     per_species: int = 16,
     seed: int = 0,
     group: ProcessGroup = SINGLE,
+    shift: int = SHIFT,
+    stretches: Sequence[float] = (1.0,),
 ) -> tuple[dict[str, np.ndarray], dict]:
     """The template teacher's soft labels ``{rid: (n_windows, 24)}`` of the clips in ``n_windows`` (on the label grid
     of ``window_s`` every ``hop_s``), from the TP boxes of ``boxes`` (at most ``per_species`` templates a species),
     and a summary: the templates, seconds taken, each calibrated species' levels and TP AUC (:func:`tp_auc`).
+    A template matches ``-shift..shift`` pooled mel bins of pitch away, and once per factor of ``stretches`` in time.
 
     With a ``group`` of many ranks each matches its share of the clips (every rank calls this); rank 0 gathers
     the matches and returns the labels, the other ranks ``({}, {})``. The labels are those of one process."""
     started = time.perf_counter()
     tp = boxes[boxes.is_tp]
-    templates = cut_templates(fs, tp, POOL, per_species, seed)
+    templates = cut_templates(fs, tp, POOL, per_species, seed, stretches)
     ids = group.shard(sorted(n_windows))
     with tqdm(total=len(ids), desc="template teacher", unit="clip", disable=not progress) as bar:
-        result = match(fs, ids, templates, n_windows, window_s, hop_s, boxes, POOL, SHIFT, device, progress=bar.update)
+        result = match(fs, ids, templates, n_windows, window_s, hop_s, boxes, POOL, shift, device, progress=bar.update)
     if group.distributed:
         parts = group.gather_after_work(result, "template teacher: the ranks' matches")
         if not group.is_main:
@@ -326,6 +346,8 @@ def teacher(
     levels = calibration(result)
     summary = {
         "templates": len(templates),
+        "shift": shift,
+        "stretches": list(stretches),
         "species_calibrated": sorted(levels),
         "levels": {str(s): {"background": round(lo, 4), "call": round(hi, 4)} for s, (lo, hi) in levels.items()},
         "tp_auc": {str(s): round(v, 4) for s, v in tp_auc(result, sorted(levels), tp, window_s, hop_s).items()},

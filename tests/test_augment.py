@@ -13,6 +13,7 @@ from rfcx.train.augment import (
     freq_mask_outside_box,
     gaussian_noise,
     mixup,
+    pitch_shift,
     spec_augment,
     time_warp,
     volume_gain,
@@ -38,6 +39,7 @@ AUGS = {
     "noise": lambda x, g: gaussian_noise(x, 3.0, 1.0, g),
     "gain": lambda x, g: volume_gain(x, 6.0, 1.0, g),
     "spec_augment": lambda x, g: spec_augment(x, p=1.0, generator=g),
+    "pitch_shift": lambda x, g: pitch_shift(x, 7, 1.0, g),
 }
 
 
@@ -58,6 +60,7 @@ def test_probability_zero_is_identity(name: str) -> None:
         "noise": lambda x, g: gaussian_noise(x, 3.0, 0.0, g),
         "gain": lambda x, g: volume_gain(x, 6.0, 0.0, g),
         "spec_augment": lambda x, g: spec_augment(x, p=0.0, generator=g),
+        "pitch_shift": lambda x, g: pitch_shift(x, 7, 0.0, g),
     }
     x = batch()
     assert torch.equal(fns[name](x, gen()), x)
@@ -87,6 +90,28 @@ def test_freq_mask_never_touches_box_bins() -> None:
     # masks are adjacent to the band and fully mask the whole outside for some draw
     hits = [freq_mask_outside_box(x, BOXES, 1.0, fill=0.0, generator=gen(s))[0, 0, :, 0] for s in range(50)]
     assert any(bool((h[:10] == 0).all()) for h in hits) and any(bool((h[16:] == 0).all()) for h in hits)
+
+
+def test_pitch_shift_moves_whole_bins_and_fills_with_the_minimum() -> None:
+    x = batch()
+    g = gen(3)
+    y = pitch_shift(x, 4, 1.0, g)
+    moved = 0
+    for r in range(B):
+        found = [
+            d
+            for d in range(-4, 5)
+            if torch.equal(y[r, :, max(d, 0) : F + min(d, 0)], x[r, :, max(-d, 0) : F - max(d, 0)])
+        ]
+        assert len(found) == 1
+        d = found[0]
+        vacated = y[r, :, :d] if d > 0 else y[r, :, F + d :]
+        assert (vacated == x[r].min()).all()
+        moved += d != 0
+    assert moved >= B // 2
+    before = gen(5)
+    pitch_shift(x, 4, 0.0, before)  # p = 0: no draw, the stream goes on as without the step
+    assert torch.equal(torch.rand(3, generator=before), torch.rand(3, generator=gen(5)))
 
 
 def test_gain_shifts_mean_by_constant() -> None:

@@ -111,6 +111,33 @@ def time_warp(
     return out
 
 
+def pitch_shift(
+    x: torch.Tensor, max_bins: int = 7, p: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Move the spectrogram up or down by a whole number of mel bins, uniform in ``[-max_bins, max_bins]`` (above
+    1 kHz 7 bins of the store's 256 are about 12 % of the frequency: a call sung higher or lower); the rows that
+    come in are each sample's minimum. With ``p = 0`` nothing is drawn (the stream stays as without this step)."""
+    _check(x)
+    b, _, f, _ = x.shape
+    if p <= 0 or max_bins < 1:
+        return x
+    sel = _select(b, p, generator)
+    shift = torch.floor(_rand(b, generator) * (2 * max_bins + 1)).long() - max_bins
+    rows = (sel & (shift != 0)).nonzero().flatten().tolist()
+    if not rows:
+        return x
+    out = x.clone()
+    fill = _fill_value(x, None)
+    for r in rows:
+        d = int(shift[r])
+        out[r] = fill[r]
+        if d > 0:
+            out[r, :, d:] = x[r, :, : f - d]
+        else:
+            out[r, :, : f + d] = x[r, :, -d:]
+    return out
+
+
 def freq_mask_outside_box(
     x: torch.Tensor,
     box_bins: torch.Tensor,
@@ -326,8 +353,8 @@ def add_freq_channel(x: torch.Tensor) -> torch.Tensor:
 class Augmenter:
     """The training augmentation chain, configured by :class:`rfcx.train.config.AugmentConfig`.
 
-    Round 0 (box labels): time warp, frequency masking around the box, noise, gain,
-    hard mixup. Rounds >= 1 (soft pseudo labels): noise, gain, soft mixup, time warp,
+    Round 0 (box labels): time warp, frequency masking around the box, pitch shift, noise, gain,
+    hard mixup. Rounds >= 1 (soft pseudo labels): noise, gain, soft mixup, time warp, pitch shift,
     SpecAugment.
     """
 
@@ -355,6 +382,7 @@ class Augmenter:
                 x, masked = freq_mask_outside_box(x, box_bins, c.freq_mask_p, generator=g, return_masked=True)
                 if label_boxes is not None:
                     target, mask = drop_masked_labels(target, mask, label_boxes, masked)
+            x = pitch_shift(x, c.pitch_shift_bins, c.pitch_shift_p, g)
             x = gaussian_noise(x, c.noise_std_db, c.noise_p, g)
             x = volume_gain(x, c.gain_db, c.gain_p, g)
             x, target, mask = mixup(x, target, mask, self.mixup_alpha, "hard", c.mixup_p, g)
@@ -363,6 +391,7 @@ class Augmenter:
             x = volume_gain(x, c.gain_db, c.gain_p, g)
             x, target, mask = mixup(x, target, mask, self.mixup_alpha, "soft", c.mixup_p, g)
             x = time_warp(x, c.time_warp_max, c.time_warp_p, g)
+            x = pitch_shift(x, c.pitch_shift_bins, c.pitch_shift_p, g)
             x = spec_augment(
                 x, c.spec_time_masks, c.spec_time_max, c.spec_freq_masks, c.spec_freq_max, c.spec_augment_p, generator=g
             )

@@ -93,6 +93,10 @@ class AugmentConfig:
     spec_freq_masks: int = 2
     spec_freq_max: float = 0.1  # max band width as a fraction of mel bins
     mixup_p: float = 0.5
+    # beyond the seed: the spectrogram moved by up to pitch_shift_bins mel bins (7: about 12 % above 1 kHz), every
+    # round; off (0) in the registered configs
+    pitch_shift_p: float = 0.0
+    pitch_shift_bins: int = 7
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

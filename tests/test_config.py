@@ -123,3 +123,21 @@ def test_build_model_forward_cpu_backbone() -> None:
     assert y.shape == (2, 24)
     tiny = build_model("test_efficientnet", n_classes=3, in_chans=1)
     assert tiny(torch.randn(2, 1, 32, 40)).shape == (2, 3)
+
+
+def test_set_takes_augment_fields_by_dotted_name() -> None:
+    from rfcx.errors import ConfigError
+    from rfcx.train.config import apply_overrides
+
+    cfg = apply_overrides(get_config("cpu"), ["epochs=96", "augment.pitch_shift_p=0.5", "augment.time_warp_p=0.25"])
+    assert (cfg.epochs, cfg.augment.pitch_shift_p, cfg.augment.time_warp_p) == (96, 0.5, 0.25)
+    assert cfg.augment.freq_mask_p == get_config("cpu").augment.freq_mask_p  # the other fields as they were
+    assert set(get_config("cpu").diff(cfg)) == {"epochs", "augment.pitch_shift_p", "augment.time_warp_p"}
+    with pytest.raises(ConfigError, match="unknown config field 'augment.pitch'"):
+        apply_overrides(get_config("cpu"), ["augment.pitch=0.5"])
+    with pytest.raises(ConfigError, match="only the augment section"):
+        apply_overrides(get_config("cpu"), ["lr.x=1"])
+    both = apply_overrides(get_config("cpu"), ["augment={mixup_p: 0.5}", "augment.noise_p=0.25"])
+    assert (both.augment.mixup_p, both.augment.noise_p) == (0.5, 0.25)
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        apply_overrides(get_config("cpu"), ["augment=3", "augment.noise_p=0.5"])

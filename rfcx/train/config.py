@@ -500,13 +500,23 @@ def get_config(name_or_path: str | Path) -> TrainConfig:
 
 
 def apply_overrides(cfg: TrainConfig, items: typing.Iterable[str]) -> TrainConfig:
-    """``cfg`` with ``key=value`` overrides (``rfcx train --set``; the value is read as YAML: 3, 0.5, true, [a, b])."""
-    overrides = {}
+    """``cfg`` with ``key=value`` overrides (``rfcx train --set``; the value is read as YAML: 3, 0.5, true, [a, b]).
+    A field of the ``augment`` section is ``augment.<field>=value`` (as :meth:`TrainConfig.diff` names it)."""
+    overrides: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set takes key=value, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
+        section, dot, field_ = key.strip().partition(".")
+        if dot:
+            if section != "augment":
+                raise ConfigError(f"--set {key.strip()}: only the augment section has fields (augment.<field>)")
+            merged = overrides.setdefault("augment", {})
+            if not isinstance(merged, dict):
+                raise ConfigError("--set augment=... and --set augment.<field>=... cannot be combined")
+            merged[field_] = yaml.safe_load(value)
+        else:
+            overrides[section] = yaml.safe_load(value)
     return cfg.replace(**overrides) if overrides else cfg
 
 

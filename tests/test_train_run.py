@@ -356,6 +356,10 @@ def test_combine_teachers_max_mean_and_select() -> None:
     assert np.allclose(
         teachers.combine(network, template, "select", [0, 1], {}, {0: 0.9, 1: 0.9}), np.maximum(network, template)
     )
+    # geometric: a template match raises a label only as far as the network believes in the species there
+    geometric = teachers.combine(network, template, "geometric", [0, 1])
+    assert np.allclose(geometric, [[0.8, np.sqrt(0.2), 0.6], [np.sqrt(0.05), 0.9, 0.0]])
+    assert np.array_equal(network, before[0]) and np.array_equal(template, before[1])
     with pytest.raises(ValueError, match="combine"):
         teachers.combine(network, template, "sum", [0])
 

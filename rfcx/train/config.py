@@ -159,7 +159,9 @@ class TrainConfig:
     # students learn less from them: round 1's test LWLRAP 0.840 (max) vs 0.814 (mean) on the benchmark set, 0.806
     # vs 0.772 on the held-back shape (same round 0 and templates). "select": per species the template label alone
     # where the templates find the TP boxes clearly better than the network, else "max" (rfcx.train.teachers): 0.798 vs
-    # 0.806 on the held-back shape. Kept as options; "max" is every config's.
+    # 0.806 on the held-back shape. Kept as options; "max" is every config's. "geometric": the larger of the network's
+    # label and the geometric mean of both (a match counts as far as the network believes in the species; for
+    # variable calls, where templates match widely: rfcx.train.teachers)
     pseudo_templates_combine: str = "max"
     # How far a template may match from its own call: ``template_shift`` pooled mel bins of pitch each way (a pooled
     # bin is two mel bins: about 3 % of the frequency at 2-10 kHz), and once per factor of ``template_stretches`` in

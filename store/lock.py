@@ -95,7 +95,8 @@ class LockedError(StoreError, RuntimeError):
 
 class WriterLock:
     """The writer lock of ``folder``; a context manager. The lock file is ``folder/.rfcx.lock``, or with
-    ``beside`` ``.NAME.lock`` in the folder's parent (the folder holding the lock file is created when missing,
+    ``beside`` ``.NAME.lock`` in the folder's parent, both of the folder's real path (symbolic links resolved: a
+    link to a locked folder is locked too) (the folder holding the lock file is created when missing,
     and removed again when the lock made it and it is still empty). ``what`` names the folder in the message
     (``feature store``, ``run directory``, ...). :meth:`acquire` raises :class:`LockedError` at once when another
     process holds it. Released by :meth:`release`, or by the end of the process."""
@@ -104,7 +105,9 @@ class WriterLock:
         self, folder: str | Path, what: str = "folder", command: str | None = None, beside: bool = False
     ) -> None:
         self.folder = Path(folder)
-        self.path = self.folder.parent / f".{self.folder.name}.lock" if beside else self.folder / LOCK_NAME
+        # the folder's real path: a symbolic link to it (or to a folder above it) takes the same lock
+        real = Path(os.path.realpath(self.folder))
+        self.path = real.parent / f".{real.name}.lock" if beside else real / LOCK_NAME
         self.what = what
         self.command = command if command is not None else _command_line()
         self._fd: int | None = None

@@ -93,6 +93,24 @@ def test_the_lock_itself(tmp_path, holders) -> None:
     assert isinstance(writer_lock("memory://somewhere/store.zarr", "feature store"), NoLock)  # URLs: no lock
 
 
+def test_a_symbolic_link_takes_the_lock_of_the_folder_it_names(tmp_path, holders) -> None:
+    store, run = tmp_path / "s.zarr", tmp_path / "runs"
+    store.mkdir()
+    run.mkdir()
+    (tmp_path / "link.zarr").symlink_to(store)
+    (tmp_path / "run-link").symlink_to(run)
+    (tmp_path / "above").symlink_to(tmp_path, target_is_directory=True)
+    h = holders(store, True)  # a store's lock lies beside it (.s.zarr.lock)
+    for other in (tmp_path / "link.zarr", tmp_path / "above" / "s.zarr"):
+        with pytest.raises(LockedError) as err:
+            WriterLock(other, "feature store", beside=True).acquire()
+        assert _names_holder(str(err.value), h) and str(other) in str(err.value)  # named as the user gave it
+    assert not (tmp_path / ".link.zarr.lock").exists()
+    h = holders(run)
+    with pytest.raises(LockedError):
+        WriterLock(tmp_path / "run-link", "run directory").acquire()
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
 def test_a_forked_child_does_not_hold_the_lock(tmp_path) -> None:
     """A process forked by the holder (a DataLoader worker, say) lets go of its copy at once: once the holder

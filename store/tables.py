@@ -92,7 +92,7 @@ def csv_records(path: Path) -> Iterator[tuple[int, list[str] | None, str | None]
     every line up to the next quote (or the end of the file) into that one field. The line is reported, and
     parsing starts again on the line after it, so that the rows it would have swallowed are read on their own.
     """
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a byte-order mark (Excel writes one) is read
         text = list(fh)  # lines split as csv counts them (\n, \r\n or \r), line ends kept
     start = 0  # index of the line parsing (re)starts on
     while start < len(text):

@@ -39,6 +39,17 @@ def test_unclosed_quote_on_the_last_line_and_crlf_line_ends(tmp_path) -> None:
     assert len(read_boxes(path).rows) == 1 and not read_boxes(path).rejected
 
 
+def test_a_byte_order_mark_is_read_past(dataset, tmp_path) -> None:
+    """Excel's "CSV UTF-8" starts the file with a byte-order mark: the header is still the header."""
+    for name in ("train_tp.csv", "train_fp.csv"):
+        path = dataset / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+        assert len(read_boxes(path).rows) == 4 and not read_boxes(path).rejected
+    build_store(dataset, tmp_path / "s.zarr", backend="torch", device="cpu", progress=False, strict=True)
+    fs = FeatureStore.open(tmp_path / "s.zarr")
+    assert (len(fs.boxes("tp")), len(fs.boxes("fp"))) == (4, 4)
+
+
 def test_duplicated_rows_are_named_and_kept_once(tmp_path) -> None:
     path = tmp_path / "train_tp.csv"
     rows = _rows(4)

@@ -29,7 +29,7 @@ def read_thresholds(path: str | os.PathLike, n_classes: int) -> dict[int, float]
     """``{species_id: threshold}`` from a CSV with columns ``species_id,threshold``; clear errors otherwise."""
     path = Path(path)
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)  # text as written, for the messages
     except FileNotFoundError:
         raise NotFoundError(f"{path}: thresholds file not found") from None
     except (ValueError, pd.errors.ParserError) as exc:
@@ -45,9 +45,10 @@ def read_thresholds(path: str | os.PathLike, n_classes: int) -> dict[int, float]
     ]
     if len(bad):
         row = bad.iloc[0]
+        species, threshold = (row[c].strip() or "(empty)" for c in ("species_id", "threshold"))
         raise InvalidInputError(
             f"{path}: line {bad.index[0] + 2}: species_id must be 0..{n_classes - 1} and threshold in "
-            f"0..1, got {row['species_id']!r},{row['threshold']!r}"
+            f"0..1, got species_id {species}, threshold {threshold}"
         )
     if sid.duplicated().any():
         raise InvalidInputError(f"{path}: species {int(sid[sid.duplicated()].iloc[0])} is listed twice")

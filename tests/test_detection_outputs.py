@@ -109,6 +109,12 @@ def test_thresholds_file(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("species_id,threshold\n1,0.2\n40,0.5\n")
     with pytest.raises(ValueError, match="line 3: species_id must be 0..23"):
         read_thresholds(tmp_path / "bad.csv", 24)
+    (tmp_path / "high.csv").write_text("species_id,threshold\n1,0.2\n2,1.5\n3,\n")
+    with pytest.raises(ValueError, match=r"line 3: .* got species_id 2, threshold 1.5$"):  # as written, no np.float64
+        read_thresholds(tmp_path / "high.csv", 24)
+    (tmp_path / "high.csv").write_text("species_id,threshold\n3,\n")
+    with pytest.raises(ValueError, match=r"got species_id 3, threshold \(empty\)$"):
+        read_thresholds(tmp_path / "high.csv", 24)
     (tmp_path / "cols.csv").write_text("species,t\n1,0.2\n")
     with pytest.raises(ValueError, match="expected columns species_id,threshold"):
         read_thresholds(tmp_path / "cols.csv", 24)

@@ -187,6 +187,28 @@ def test_bad_inputs(tiny_store, tmp_path, dataset) -> None:
     assert res.exit_code == 1 and "unknown config 'nope'" in res.output
 
 
+def test_runs_that_cannot_be_a_run_directory_are_refused_before_anything_is_written(tiny_store, tmp_path) -> None:
+    runner = CliRunner()
+    (tmp_path / "afile").write_text("notes")
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "a.jpg").write_bytes(b"x")
+    for runs, needle in (
+        (tmp_path / "afile", "is a file; --runs takes a folder"),
+        (other, "a folder holding other files than a training run (a.jpg)"),
+    ):
+        for extra in ([], ["--oracle"], ["--equal-compute", "--set", "pseudo_epochs=2"]):
+            res = runner.invoke(app, ["train", "--store", tiny_store, "--runs", str(runs), "--config", "tiny", *extra])
+            assert res.exit_code == 1 and needle in res.output and "Traceback" not in res.output, res.output
+    assert sorted(p.name for p in other.iterdir()) == ["a.jpg"] and (tmp_path / "afile").read_text() == "notes"
+    # a folder prepared for a run (the oracle linked in, as benchmarks/quality_set.sh does) is taken
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    (prepared / "oracle").symlink_to(tmp_path / "elsewhere")
+    train_rounds(tiny_store, prepared, _cfg(), progress=False, echo=lambda *_: None, export_formats=())
+    assert RunDir(prepared).is_complete(0)
+
+
 def test_cli_train_prints_lwlrap_per_round(tiny_store, tmp_path) -> None:
     res = CliRunner().invoke(
         app,

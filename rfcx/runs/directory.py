@@ -141,6 +141,47 @@ class RunDir:
         return done[-1] if done else None
 
 
+# What a run directory holds at its top (besides round{k}/): its own files, the runs beside its rounds (the oracle,
+# the equal-compute bootstrap), the writer lock and a mirror's manifest
+RUN_ENTRIES = frozenset(
+    {
+        "config.json",
+        "store.json",
+        "folds.json",
+        "best_round.json",
+        "templates.zarr",
+        "templates.json",
+        "lwlrap.png",
+        "oracle",
+        "equal-compute",
+        ".rfcx.lock",
+        ".rfcx-mirror.json",
+    }
+)
+
+
+def check_run_folder(location: str | os.PathLike) -> None:
+    """Refuse a local ``--runs`` that cannot be a run directory before anything is written to it: a file, or a
+    folder holding other things than a run's (``RUN_ENTRIES``, ``round{k}/``); a new or empty folder, or a run,
+    passes. URLs pass (their contents are checked as they are read)."""
+    from store.location import Location
+
+    loc = Location.parse(location)
+    if not loc.is_local:
+        return
+    root = loc.local_path
+    if root.exists() and not root.is_dir():
+        raise InvalidInputError(f"{location}: is a file; --runs takes a folder (a new one, or a run directory)")
+    if not root.is_dir() or (root / "config.json").is_file():
+        return
+    other = sorted(p.name for p in root.iterdir() if p.name not in RUN_ENTRIES and not _ROUND.match(p.name))
+    if other:
+        raise InvalidInputError(
+            f"{location}: a folder holding other files than a training run ({', '.join(other[:3])}"
+            f"{', ...' if len(other) > 3 else ''}); give a new or empty --runs folder, or a run directory"
+        )
+
+
 PULLS = ("all", "active", "meta", "none")
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from rfcx.errors import InvalidInputError
 from rfcx.process_group import SINGLE, DistributedError, ProcessGroup, run_local, thread_budget
-from rfcx.runs.directory import member_name
+from rfcx.runs.directory import check_run_folder, member_name
 from rfcx.scoring.yardsticks import EQUAL_COMPUTE
 from rfcx.train import member, teachers, templates
 from rfcx.train.config import EXECUTION_FIELDS, TrainConfig, get_config
@@ -82,6 +82,7 @@ def train_rounds(
         cfg = cfg.replace(folds=folds)
     if oracle and equal_compute:
         raise InvalidInputError("--oracle and --equal-compute train two different runs: give one of them")
+    check_run_folder(runs)  # a file, or a folder of other things, before anything is written or locked
     if oracle:  # the ceiling: the same config on every call's truth, one round, in RUNS/oracle
         cfg, runs, until_round = cfg.replace(oracle=True), oracle_runs(runs), 0
     if equal_compute:  # the yardstick of the pseudo labels: round 0 trained as long as a later round
@@ -93,6 +94,8 @@ def train_rounds(
             )
             return []
         cfg, runs, until_round = longer, sub_runs(runs, EQUAL_COMPUTE), 0
+    if oracle or equal_compute:
+        check_run_folder(runs)
     member.check_ddp_batch(cfg, group)
     check_pretrained(cfg)  # before any training: pretrained = "imagenet" offline, a missing or unfitting file
     nproc, threads = cpu_processes(cfg, device, group)

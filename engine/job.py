@@ -223,6 +223,7 @@ def run_infer(
     if batch:
         assert job.store is not None  # batch: a store is given
         fs = FeatureStore.open(job.store)
+        fs.require_complete()
         if job.split not in fs.splits:
             raise InferError(f"{job.store}: no split {job.split!r} (has: {', '.join(fs.splits) or 'none'})")
         ids, clips, params = fs.ids(job.split), fs, fs.params

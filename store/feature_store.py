@@ -102,6 +102,30 @@ class FeatureStore:
 
     # -- what is stored ---------------------------------------------------------------------------------
     @property
+    def complete(self) -> bool:
+        """Whether a build finished on this store: ``build-store`` writes the label tables last (empty ones where
+        the data folder has none), so a build stopped before its end leaves none."""
+        return all(f"tables/{kind}" in self.root for kind in layout.TABLE_KINDS)
+
+    def incomplete_reason(self) -> str:
+        """What to tell about a store a build did not finish: the clips stored so far and how to finish it."""
+        counts = []
+        for split in layout.SPLITS:
+            key = f"{split}/mel"
+            if key in self.root:
+                counts.append(f"{sum(1 for _ in layout.group_at(self.root, key).array_keys())} {split}")
+        stored = f" ({' and '.join(counts)} clips stored so far)" if counts else ""
+        return (
+            f"{self.path}: the store is incomplete: a build-store was stopped before its end{stored}; run the same "
+            f"`rfcx build-store --data DIR --store {self.path}` again to finish it (what is stored is kept)"
+        )
+
+    def require_complete(self) -> None:
+        """Raise :class:`InvalidInputError` (:meth:`incomplete_reason`) where a build did not finish."""
+        if not self.complete:
+            raise InvalidInputError(self.incomplete_reason())
+
+    @property
     def splits(self) -> list[str]:
         return list(self._index)
 

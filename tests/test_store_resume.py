@@ -61,11 +61,25 @@ def test_resume_after_kill(tmp_path) -> None:
     if "ids" in root["train"]:
         for rid in root["train/ids"][:].tolist():
             assert root[f"train/mel/{rid}"].attrs["complete"] is True
+    # and every command says the store is incomplete and how to finish it, in one line
+    from typer.testing import CliRunner
+
+    from rfcx.cli import app
+
+    runner = CliRunner()
+    for args in (["info", "--store", str(store)], ["train", "--store", str(store), "--runs", str(tmp_path / "r")]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+        assert "the store is incomplete: a build-store was stopped before its end (" in res.output
+        assert f"run the same `rfcx build-store --data DIR --store {store}` again to finish it" in res.output
+    assert "boxes: None" not in runner.invoke(app, ["info", "--store", str(store)]).output
+    assert not FeatureStore.open(store).complete
 
     summary = build_store(data, store, backend="torch", device="cpu", progress=False)
     assert summary.skipped["train"] == done_before
     assert summary.stored["train"] == 24 - done_before
     fs = FeatureStore.open(store)
+    assert fs.complete
     assert fs.ids("train") == sorted(f"t{i}" for i in range(24))
     for rid in fs.ids("train"):
         mel = fs.mel(rid)

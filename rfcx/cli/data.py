@@ -250,6 +250,7 @@ def info(
 
     fs = FeatureStore.open(store)
     print_store(fs)
+    fs.require_complete()  # after what is there: one error line naming the clips so far and how to finish
     if check:
         report = fs.verify()
         print_check(report)

@@ -28,6 +28,8 @@ def print_store(fs) -> None:  # noqa: ANN001 (store.FeatureStore)
     )
     for split, d in s["splits"].items():
         typer.echo(f"  {split:<5} {d['clips']:>6} clips  {d['hours']:8.2f} h")
+    if not fs.complete:
+        return
     typer.echo(f"  boxes: {s['tp_boxes']} TP, {s['fp_boxes']} FP;  rejected inputs: {s['rejected']}")
     rejections = fs.rejections()
     shown = defects(rejections)  # each defect on its own line; the causes many rows share, grouped

@@ -107,6 +107,7 @@ def write_review(
     shown = select_rounds(run, round_)
     last = shown[-1]
     fs = FeatureStore.open(store)
+    fs.require_complete()
     notes: list[str] = []
     boxes = _boxes(fs, notes)
     truth = fs.truth("test")

@@ -54,6 +54,7 @@ def open_context(
     """Check the store and the run directory, write/verify the run's config and folds (``writer=False``: only
     read them, as the ranks other than 0 of a launch do once rank 0 has written them)."""
     fs = FeatureStore.open(store, cache_mb=cfg.store_cache_mb)
+    fs.require_complete()
     if "train" not in fs.splits:
         raise InvalidInputError(f"{store}: the store has no train split (was DIR/train/ given to build-store?)")
     try:

@@ -181,14 +181,26 @@ class FeatureStore:
 
     def _read(self, recording_id: str, lo: int = 0, hi: int | None = None) -> np.ndarray:
         """Frames [lo, hi) of the stored clip (float16); a chunk that does not read back as written (checksum,
-        decompression) raises :class:`store.errors.DamagedStoreError` naming the split, clip and chunk."""
+        decompression) or whose file is missing (Zarr would read it as zeros) raises
+        :class:`store.errors.DamagedStoreError` naming the split, clip and chunk."""
         arr = self.array(recording_id)
         try:
-            return cast(np.ndarray, arr[:, lo:hi])
+            values = cast(np.ndarray, arr[:, lo:hi])
         except integrity.READ_ERRORS as exc:
             hi = arr.shape[1] if hi is None else hi
             damage = integrity.locate(arr, self.split_of(recording_id), recording_id, lo, hi, exc)
             raise integrity.damaged_error(self.path, damage) from None
+        gone = integrity.absent_chunk(arr, values, lo)
+        if gone is not None:
+            damage = integrity.Damage(
+                self.split_of(recording_id),
+                recording_id,
+                gone,
+                "missing chunk file (would read as zeros)",
+                integrity.chunk_frames(arr, gone),
+            )
+            raise integrity.damaged_error(self.path, damage)
+        return values
 
     def crop(self, recording_id: str, start_frame: int, n_frames: int) -> np.ndarray:
         """float32 (n_mels, n_frames); frames outside the clip hold the silence floor (``params.floor_db``)."""

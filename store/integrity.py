@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 
+import numpy as np
 import zarr
 from tqdm.auto import tqdm
 from zarr.codecs import Crc32cCodec
@@ -94,6 +95,23 @@ def missing_chunks(arr: zarr.Array) -> list[int]:
         return []
     key = arr.metadata.encode_chunk_key
     return [c for c in range(total) if not sync((arr.store_path / key((0, c))).exists())]
+
+
+def absent_chunk(arr: zarr.Array, values: np.ndarray, lo: int) -> int | None:
+    """The first chunk whose file is absent among those ``values`` (frames [lo, lo + width) of ``arr``, as read)
+    cover: Zarr reads such a chunk as its fill value, so only a region holding nothing else is looked up (a real
+    log-mel never is one constant), with one existence check of its file. None when every chunk is there."""
+    fill = arr.metadata.fill_value
+    per = arr.chunks[1]
+    hi = lo + values.shape[1]
+    for c in range(lo // per, -(-hi // per)):
+        a, b = max(lo, c * per) - lo, min(hi, (c + 1) * per) - lo
+        region = values[:, a:b]
+        if not region.size or not (region[:, 0] == fill).all() or not (region == fill).all():
+            continue
+        if not sync((arr.store_path / arr.metadata.encode_chunk_key((0, c))).exists()):
+            return c
+    return None
 
 
 def check_array(arr: zarr.Array, split: str, recording_id: str) -> list[Damage]:

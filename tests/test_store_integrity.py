@@ -141,6 +141,24 @@ def test_a_store_written_before_checksums_still_reads_and_is_checked(tmp_path, m
     assert report.ok and report.without_checksum == 1  # the repaired clip is written with the checksum
 
 
+def test_a_missing_chunk_file_fails_its_read_instead_of_reading_zeros(built) -> None:
+    store = built["store"]
+    before = FeatureStore.open(store).mel("t1")
+    _chunk(store, "train", "t1", 1).unlink()
+    for cache_mb in (0, 64):
+        fs = FeatureStore.open(store, cache_mb=cache_mb)
+        for read in (lambda: fs.mel("t1"), lambda: fs.crop("t1", 600, 100), lambda: fs.crops([("t1", 400, 200)])):
+            with pytest.raises(DamagedStoreError) as caught:
+                read()
+            assert f"{store}: damaged chunk 1 of clip t1 (split train, frames 512-750): missing chunk file" in str(
+                caught.value
+            )
+            assert caught.value.damage.chunk == 1
+    np.testing.assert_array_equal(FeatureStore.open(store).crop("t1", 0, 300), before[:, :300])  # chunk 0 is there
+    code, text = _run("info", "--check", "--store", store)
+    assert code == 1 and "damaged train/t1 chunk 1" in text and "missing chunk file" in text
+
+
 @pytest.fixture(scope="module")
 def synth_store(tmp_path_factory) -> Path:
     return make_synth_store(tmp_path_factory.mktemp("train_damage"), n_train=6, n_test=2, seconds=6.0)

@@ -189,6 +189,12 @@ def _build_store(
     root = _open_root(store_path, params, backend, storage_options, splits, main, gather)
     logmel = _LogMel(backend, device, params, batch_size, threads)
     plans = [_plan_split(root, i, split, data_dir / split, params, reject, main) for i, split in enumerate(splits)]
+    for plan in plans if main else []:
+        if plan.writer.rebuilt:
+            _warn(
+                summary,
+                f"the index of split {plan.split!r} was damaged ({plan.writer.rebuilt}): rebuilt from the clips",
+            )
     if repair:  # rank 0 reads every stored chunk; every rank then decodes its share of the damaged clips again
         report = (
             verify_clips(

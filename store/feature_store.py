@@ -15,7 +15,7 @@ import zarr
 
 from . import integrity, layout
 from .clip_cache import ClipCache
-from .errors import InvalidInputError, MissingKeyError, NotFoundError, Rejection
+from .errors import DamagedStoreError, InvalidInputError, MissingKeyError, NotFoundError, Rejection
 from .location import Location
 from .params import MelParams
 from .tables import BOX_COLUMNS, empty_boxes
@@ -54,7 +54,7 @@ class FeatureStore:
         self._split_of: dict[str, str] = {}
         self._arrays: dict[str, zarr.Array] = {}
         for split in layout.SPLITS:
-            if split in root and "ids" in layout.group_at(root, split):
+            if split in root and any(name in layout.group_at(root, split) for name in layout.INDEX_ARRAYS):
                 frame = self._read_index(split)
                 self._index[split] = frame
                 self._split_of.update(dict.fromkeys(frame.index, split))
@@ -88,11 +88,11 @@ class FeatureStore:
 
     def _read_index(self, split: str) -> pd.DataFrame:
         group = layout.group_at(self.root, split)
-        cols = {name: layout.read_column(group, name) for name in layout.INDEX_ARRAYS}
-        if len({len(c) for c in cols.values()}) != 1:
-            raise InvalidInputError(
-                f"{self.path}: the index of split {split!r} is inconsistent (an interrupted build?); "
-                "run `rfcx build-store` again to repair it"
+        cols, damage = layout.read_index(group)
+        if cols is None:
+            raise DamagedStoreError(
+                f"{self.path}: the index of split {split!r} is damaged: {damage}; run `rfcx build-store --data DIR "
+                f"--store {self.path}` (or with --repair) to rebuild it from the clips' own arrays"
             )
         frame = pd.DataFrame(
             {k: v for k, v in cols.items() if k != "ids"}, index=pd.Index(cols["ids"].tolist(), dtype=object)

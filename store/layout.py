@@ -60,6 +60,27 @@ def read_column(parent: zarr.Group, key: str) -> np.ndarray:
     return cast(np.ndarray, array_at(parent, key)[:])
 
 
+def read_index(group: zarr.Group) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """A split's index columns (``INDEX_ARRAYS``), or None with the reason it cannot be trusted: a column missing,
+    one whose chunk file is gone (Zarr would read its fill value: empty ids, zeros), columns of other lengths, or
+    an empty id. The clips' own arrays hold what the index holds: a build rebuilds it from them."""
+    cols: dict[str, np.ndarray] = {}
+    for name in INDEX_ARRAYS:
+        if name not in group:
+            return None, f"its {name} array is missing"
+        arr = group[name]
+        if not isinstance(arr, zarr.Array):
+            return None, f"its {name} array is missing"
+        if arr.nchunks_initialized < arr.nchunks:
+            return None, f"a chunk file of its {name} array is missing"
+        cols[name] = cast(np.ndarray, arr[:])
+    if len({len(c) for c in cols.values()}) != 1:
+        return None, "its arrays have other lengths (an interrupted build?)"
+    if any(not str(rid) for rid in cols["ids"]):
+        return None, "it holds an empty recording id"
+    return cols, None
+
+
 def mel_key(split: str, recording_id: str) -> str:
     return f"{split}/mel/{recording_id}"
 

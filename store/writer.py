@@ -86,14 +86,16 @@ class _SplitWriter:
         self.entries = self._load_index()
 
     def _load_index(self) -> dict[str, tuple[int, int, int]]:
-        """Complete clips: the index where it is consistent, plus any complete clip it is missing."""
+        """Complete clips: the index where it can be trusted (:func:`store.layout.read_index`), plus any complete
+        clip it is missing: a damaged index is rebuilt from the clips' own arrays."""
         entries: dict[str, tuple[int, int, int]] = {}
-        try:
-            cols = [layout.read_column(self.group, name) for name in layout.INDEX_ARRAYS]
-            if len({len(c) for c in cols}) == 1:
-                entries = {str(r): (int(f), int(s), int(sr)) for r, f, s, sr in zip(*cols)}
-        except KeyError:
-            pass
+        cols, damage = layout.read_index(self.group)
+        indexed = any(name in self.group for name in layout.INDEX_ARRAYS)
+        self.rebuilt = damage if indexed and cols is None else None  # why a stored index is not taken
+        if cols is not None:
+            entries = {
+                str(r): (int(f), int(s), int(sr)) for r, f, s, sr in zip(*(cols[n] for n in layout.INDEX_ARRAYS))
+            }
         for name, arr in self.mel.arrays():
             if name in entries:
                 continue

@@ -159,6 +159,24 @@ def test_a_missing_chunk_file_fails_its_read_instead_of_reading_zeros(built) -> 
     assert code == 1 and "damaged train/t1 chunk 1" in text and "missing chunk file" in text
 
 
+def test_a_lost_index_chunk_is_named_and_rebuilt_from_the_clips(built) -> None:
+    store, data = built["store"], built["data"]
+    (store / "test" / "ids" / "c" / "0").unlink()
+    with pytest.raises(DamagedStoreError, match=r"the index of split 'test' is damaged: a chunk file of its ids"):
+        FeatureStore.open(store)
+    for args in (("info", "--check", "--store", store), ("train", "--store", store, "--runs", store.parent / "r")):
+        code, text = _run(*args)
+        assert code == 1 and "Traceback" not in text and "the index of split 'test' is damaged" in text, text
+    for repair in ([], ["--repair"]):
+        if repair:
+            (store / "train" / "n_frames" / "c" / "0").unlink()
+        code, text = _run("build-store", "--data", data, "--store", store, *repair)
+        assert code == 0 and "was damaged" in text and "rebuilt from the clips" in text, text
+        fs = FeatureStore.open(store)
+        assert fs.ids("test") == ["u0"] and fs.ids("train") == ["t0", "t1"]  # no empty id added
+        assert fs.n_frames("t1") == FeatureStore.open(HEALTHY["store"]).n_frames("t1")
+
+
 @pytest.fixture(scope="module")
 def synth_store(tmp_path_factory) -> Path:
     return make_synth_store(tmp_path_factory.mktemp("train_damage"), n_train=6, n_test=2, seconds=6.0)

@@ -165,7 +165,12 @@ class FeatureStore:
         """The clip's Zarr array (float16, (n_mels, frames))."""
         arr = self._arrays.get(recording_id)
         if arr is None:
-            arr = layout.array_at(self.root, layout.mel_key(self.split_of(recording_id), recording_id))
+            split = self.split_of(recording_id)
+            try:
+                arr = layout.array_at(self.root, layout.mel_key(split, recording_id))
+            except (KeyError, FileNotFoundError, ValueError) as exc:  # its zarr.json gone or unreadable
+                damage = integrity.Damage(split, recording_id, None, f"its array does not open ({integrity.why(exc)})")
+                raise integrity.damaged_error(self.path, damage) from None
             self._arrays[recording_id] = arr
         return arr
 

@@ -29,6 +29,8 @@ def open_or_create(
     ``store_path`` is a local path or an fsspec URL (see :mod:`store.location`)."""
     loc = Location.parse(store_path, storage_options)
     store_path = loc.text
+    if loc.is_local and loc.local_path.exists() and not loc.local_path.is_dir():
+        raise InvalidInputError(f"{store_path}: is a file; --store takes a folder (a new one, or a feature store)")
     try:
         root = zarr.open_group(loc.zarr_store(), mode="r+")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):

@@ -177,6 +177,20 @@ def test_a_lost_index_chunk_is_named_and_rebuilt_from_the_clips(built) -> None:
         assert fs.n_frames("t1") == FeatureStore.open(HEALTHY["store"]).n_frames("t1")
 
 
+def test_a_clip_whose_metadata_is_gone_is_named_in_one_line(built) -> None:
+    store = built["store"]
+    (store / "train" / "mel" / "t1" / "zarr.json").unlink()
+    with pytest.raises(DamagedStoreError, match=r"damaged clip t1 \(split train\): its array does not open"):
+        FeatureStore.open(store).mel("t1")
+    code, text = _run("train", "--store", store, "--runs", store.parent / "r", "--config", "tiny")
+    assert code == 1 and "Traceback" not in text and text.count("error: ") == 1, text
+    assert "damaged clip t1 (split train): its array does not open" in text and "--repair" in text
+    at = text.index("error: ")
+    assert at == 0 or text[at - 1] in "\r\n"  # a line of its own, not the end of a progress bar's
+    code, text = _run("build-store", "--data", built["data"], "--store", store.parent / "s.zarr" / "zarr.json")
+    assert code == 1 and "is a file; --store takes a folder" in text and "Traceback" not in text
+
+
 @pytest.fixture(scope="module")
 def synth_store(tmp_path_factory) -> Path:
     return make_synth_store(tmp_path_factory.mktemp("train_damage"), n_train=6, n_test=2, seconds=6.0)

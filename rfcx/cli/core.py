@@ -37,8 +37,24 @@ class RfcxGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except RfcxError as exc:
+            _close_progress_bars()
             typer.secho(f"error: {error_message(exc)}", fg=typer.colors.RED, err=True)
             raise typer.Exit(exc.exit_code) from exc
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars still open (an error raised inside one's loop): each ends its line (or clears it),
+    so that the error is printed on a line of its own, not at the end of a bar's."""
+    import sys
+
+    tqdm = sys.modules.get("tqdm.std")  # only where a bar was made: the command line does not import tqdm itself
+    if tqdm is None:
+        return
+    for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 (a bar whose stream is gone: nothing to end)
+            pass
 
 
 app = typer.Typer(

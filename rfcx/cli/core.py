@@ -3,6 +3,7 @@ message and an exit code, and the torchrun guard."""
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,12 +35,77 @@ class RfcxGroup(TyperGroup):
     ``error: <message>`` on stderr and its ``exit_code``; any other exception keeps its traceback."""
 
     def invoke(self, ctx: Context) -> Any:
+        argv = [*(getattr(ctx, "_protected_args", None) or []), *ctx.args]  # the command and its arguments
         try:
             return super().invoke(ctx)
         except RfcxError as exc:
             _close_progress_bars()
             typer.secho(f"error: {error_message(exc)}", fg=typer.colors.RED, err=True)
             raise typer.Exit(exc.exit_code) from exc
+        except OSError as exc:
+            message = storage_message(exc, _output_of(argv))
+            if message is None:
+                raise
+            _close_progress_bars()
+            typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from exc
+
+
+# What the file system refused, and what the user can do about it (a re-run resumes where the command stopped)
+STORAGE_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def storage_message(exc: OSError, output: str | None = None) -> str | None:
+    """One line for an OSError of the storage (a full disk, a read-only file system, no permission), naming the
+    path (the exception's, else ``output``: the command's own) and what to do; None for any other OSError."""
+    reason = STORAGE_ERRORS.get(exc.errno) if exc.errno is not None else None
+    if reason is None:
+        return None
+    where = exc.filename or output or "the output"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        todo = "free some space (or write to another disk) and run the same command again"
+    else:
+        todo = "give a folder this user can write to, or make this one writable, and run the command again"
+    return (
+        f"{where}: {reason} (errno {exc.errno}); {todo}: it goes on where it stopped (what was written whole is "
+        f"kept, nothing half-written is taken for whole)"
+    )
+
+
+OUTPUTS = {"build-store": "--store", "train": "--runs", "infer": "--out", "review": "--out", "synth": None}
+
+
+def _output_of(args: list[str]) -> str | None:
+    """The command's own output (build-store's --store, train's --runs, infer's and review's --out, synth's folder)
+    in its arguments: where a write failed that named no file."""
+    if not args:
+        return None
+    if args[0] == "synth":
+        return next((a for a in args[1:] if not a.startswith("-")), None)
+    flag = OUTPUTS.get(args[0])
+    if flag is None:
+        return None
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+    if args[0] == "synth":
+        return next((a for a in args[1:] if not a.startswith("-")), None)
+    flag = OUTPUTS.get(args[0])
+    for i, arg in enumerate(args[:-1]):
+        if flag is not None and arg == flag:
+            return args[i + 1]
+        if flag is not None and arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def _close_progress_bars() -> None:

@@ -24,6 +24,7 @@ selection. The label is ``species {id} {peak score:.3f}``. A label track belongs
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -132,38 +133,105 @@ def write_raven(
     return [path]
 
 
-def read_raven(path: str | os.PathLike) -> pd.DataFrame:
-    """Events back from a selection table (``Begin File`` gives the recording id, its suffix dropped) or a folder
-    of them (the recording id from the file name)."""
-    path = Path(path)
-    if path.is_dir():
-        parts = []
-        for f in sorted(path.glob(f"*{RAVEN_SUFFIX}")):
-            table = pd.read_csv(f, sep="\t")
-            table["Begin File"] = f.name[: -len(RAVEN_SUFFIX)]
-            parts.append(table)
-        table = (
-            pd.concat(parts, ignore_index=True)
-            if parts
-            else pd.DataFrame(columns=RAVEN_COLUMNS + RAVEN_EXTRA + ["Begin File"])
+# Where a selection table keeps what an event needs, first found first: rfcx's own columns, then those of other
+# tools (BirdNET-Analyzer's Raven tables: "Common Name" / "Species Code" and "Confidence", "Begin Path")
+RAVEN_SPECIES = ("Species", "Species Code", "Common Name")
+RAVEN_SCORE = ("Score", "Confidence")
+RAVEN_FILE = ("Begin File", "Begin Path")
+RAVEN_TIMES = ("Begin Time (s)", "End Time (s)")
+TABLE_SUFFIXES = (RAVEN_SUFFIX, ".BirdNET.selection.table.txt", ".selections.txt", ".txt")
+
+
+def species_id(value: object, where: str, n_classes: int = 24) -> int:
+    """A species id written as ``3``, ``s3``, ``S3`` or ``species 3`` (a reviewer's edit); else an
+    :class:`InvalidInputError` naming ``where`` (file, line, column) and the value."""
+    text = str(value).strip()
+    match = re.fullmatch(r"(?:s|species\s*)?(\d+)(?:\.0+)?", text, flags=re.IGNORECASE)
+    if match is None or not 0 <= int(match.group(1)) < n_classes:
+        raise InvalidInputError(
+            f"{where}: {text!r} is not a species id of these models (0..{n_classes - 1}, s0..s{n_classes - 1} or "
+            f"species N)"
         )
-    else:
-        table = pd.read_csv(path, sep="\t")
-    rid = table["Begin File"].astype(str).map(lambda name: Path(name).stem if "." in name else name)
-    frame = pd.DataFrame(
-        {
-            "recording_id": rid,
-            "species_id": table["Species"].astype(np.int64),
-            "start_s": table["Begin Time (s)"].astype(np.float64),
-            "end_s": table["End Time (s)"].astype(np.float64),
-            "low_hz": table["Low Freq (Hz)"].astype(np.float64),
-            "high_hz": table["High Freq (Hz)"].astype(np.float64),
-            "peak_score": table["Score"].astype(np.float64),
-            "mean_score": table["Mean Score"].astype(np.float64),
-            "n_windows": table["Windows"].astype(np.int64),
-        }
+    return int(match.group(1))
+
+
+def _number(value: object, where: str) -> float:
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        raise InvalidInputError(f"{where}: {str(value).strip()!r} is not a number") from None
+
+
+def _first(table: pd.DataFrame, names: Sequence[str]) -> str | None:
+    return next((n for n in names if n in table.columns), None)
+
+
+def _recording_of_table(path: Path) -> str:
+    name = path.name
+    for suffix in TABLE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _raven_events(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The events of one selection table as read (text): times and species required, the rest optional (band:
+    NaN, score: NaN, mean score: the score, windows: 0); a value that does not read is named with its line and
+    column."""
+    missing = [c for c in RAVEN_TIMES if c not in table.columns]
+    species_col, score_col, file_col = (
+        _first(table, RAVEN_SPECIES),
+        _first(table, RAVEN_SCORE),
+        _first(table, RAVEN_FILE),
     )
-    return frame[EVENT_COLUMNS]
+    if missing or species_col is None:
+        need = missing + ([] if species_col else [" or ".join(RAVEN_SPECIES)])
+        raise InvalidInputError(f"{path}: not a selection table of detections: no column {', '.join(need)}")
+    rows = []
+    own = _recording_of_table(path)
+    for i, row in enumerate(table.itertuples(index=False), start=2):
+        values = dict(zip(table.columns, row))
+
+        def cell(column: str | None, default: float = np.nan) -> float:
+            if column is None or column not in values or str(values[column]).strip() in ("", "nan"):
+                return default
+            return _number(values[column], f"{path}: line {i}, column {column}")
+
+        score = cell(score_col)
+        name = str(values[file_col]).strip() if file_col else ""
+        rows.append(
+            {
+                "recording_id": Path(name.replace("\\", "/")).stem if name else own,
+                "species_id": species_id(values[species_col], f"{path}: line {i}, column {species_col}"),
+                "start_s": cell(RAVEN_TIMES[0]),
+                "end_s": cell(RAVEN_TIMES[1]),
+                "low_hz": cell("Low Freq (Hz)"),
+                "high_hz": cell("High Freq (Hz)"),
+                "peak_score": score,
+                "mean_score": cell("Mean Score", score),
+                "n_windows": int(cell("Windows", 0)),
+            }
+        )
+    return pd.DataFrame(rows, columns=EVENT_COLUMNS)
+
+
+def read_raven(path: str | os.PathLike) -> pd.DataFrame:
+    """Events back from a selection table or a folder of them: rfcx's own (``Begin File`` gives the recording id,
+    its suffix dropped; in a folder, the file name) and those other tools write or a reviewer trimmed: the
+    species from ``Species``, ``Species Code`` or ``Common Name`` (an id: 3, s3, species 3), the score from
+    ``Score`` or ``Confidence``, the recording from ``Begin File`` or ``Begin Path`` (else the table's file
+    name); ``Mean Score``, ``Windows`` and the band are optional. What does not read is named with its file,
+    line and column."""
+    path = Path(path)
+    files = sorted(path.glob(f"*{RAVEN_SUFFIX}")) or sorted(path.glob("*.txt")) if path.is_dir() else [path]
+    parts = []
+    for f in files:
+        try:
+            table = pd.read_csv(f, sep="\t", dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+            raise InvalidInputError(f"{f}: not a tab-separated selection table ({exc})") from None
+        parts.append(_raven_events(table, f))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=EVENT_COLUMNS)
 
 
 # -- Audacity ------------------------------------------------------------------------------------------------------
@@ -206,30 +274,42 @@ def read_audacity(path: str | os.PathLike, recording_id: str | None = None) -> p
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=EVENT_COLUMNS)
     rid = recording_id if recording_id is not None else path.stem
     rows: list[dict] = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        if not line.strip():
+            continue
         fields = line.split("\t")
         if fields[0] == "\\":
             if not rows or len(fields) != 3:
                 raise InvalidInputError(f"{path}: line {n}: a frequency line must follow a label and hold low and high")
-            rows[-1]["low_hz"], rows[-1]["high_hz"] = float(fields[1]), float(fields[2])
+            rows[-1]["low_hz"] = _number(fields[1], f"{path}: line {n}, low frequency")
+            rows[-1]["high_hz"] = _number(fields[2], f"{path}: line {n}, high frequency")
             continue
-        if len(fields) != 3:
+        if len(fields) < 3:
             raise InvalidInputError(f"{path}: line {n}: expected start, end and label separated by tabs")
-        word, sid, score = fields[2].split(" ")
+        species, score = _audacity_label("\t".join(fields[2:]), f"{path}: line {n}, label")
         rows.append(
             {
                 "recording_id": rid,
-                "species_id": int(sid),
-                "start_s": float(fields[0]),
-                "end_s": float(fields[1]),
+                "species_id": species,
+                "start_s": _number(fields[0], f"{path}: line {n}, start"),
+                "end_s": _number(fields[1], f"{path}: line {n}, end"),
                 "low_hz": np.nan,
                 "high_hz": np.nan,
-                "peak_score": float(score),
+                "peak_score": score,
                 "mean_score": np.nan,
                 "n_windows": 0,
             }
         )
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
+
+
+def _audacity_label(label: str, where: str) -> tuple[int, float]:
+    """The species and score of a label: ``species 3 0.912`` as written, with any words a reviewer added before or
+    after; the species as ``species N`` or ``sN``, the score the first number after it (NaN where none)."""
+    match = re.search(r"\b(?:species\s*|s)(\d+)\b(?:\s+(\d*\.\d+|\d+))?", label, flags=re.IGNORECASE)
+    if match is None:
+        raise InvalidInputError(f"{where}: {label.strip()!r} names no species (species N, or sN)")
+    return species_id(match.group(1), where), float(match.group(2)) if match.group(2) else float("nan")
 
 
 # -- any of them -----------------------------------------------------------------------------------------------

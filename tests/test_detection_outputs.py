@@ -352,3 +352,49 @@ def test_target_precision_on_out_of_fold_scores(tiny_run, tmp_path: Path) -> Non
     assert (tmp_path / "ev.thresholds.csv").read_text() == "species_id,threshold\n"
     code, text = _infer(tiny_run, tmp_path, "--detections", tmp_path / "ev.csv", "--target-precision", "0.9")
     assert code == 1 and "no predictions.npz of round 0" in text
+
+
+def test_detections_as_other_tools_and_reviewers_leave_them(tmp_path: Path) -> None:
+    from engine.detection_formats import read_detections
+
+    head = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)"
+    # a Raven table a reviewer trimmed (no Mean Score, no Windows) and whose species they wrote as s3 / species 4
+    trimmed = tmp_path / "rec1.Table.1.selections.txt"
+    trimmed.write_text(
+        f"{head}\tSpecies\tScore\n1\tSpectrogram 1\t1\t1.0\t4.0\t900\t2000\ts3\t0.9\n"
+        "2\tSpectrogram 1\t1\t5.0\t9.0\t900\t2000\tspecies 4\t0.7\n"
+    )
+    events = read_detections(trimmed)
+    assert events.recording_id.tolist() == ["rec1", "rec1"] and events.species_id.tolist() == [3, 4]
+    assert events.peak_score.tolist() == [0.9, 0.7] and events.mean_score.tolist() == [0.9, 0.7]
+    assert events.n_windows.tolist() == [0, 0] and list(events.columns) == EVENT_COLUMNS
+    # a BirdNET-Analyzer table: Common Name / Species Code, Confidence, Begin Path, no Begin File
+    birdnet = tmp_path / "x.BirdNET.selection.table.txt"
+    birdnet.write_text(
+        f"{head}\tCommon Name\tSpecies Code\tConfidence\tBegin Path\tFile Offset (s)\n"
+        "1\tSpectrogram 1\t1\t0\t3\t0\t15000\ts5\ts5\t0.8123\t/data/site2/abc123.WAV\t0\n"
+    )
+    got = read_detections(birdnet).iloc[0]
+    assert (got.recording_id, got.species_id, got.peak_score) == ("abc123", 5, 0.8123)
+    # its real species names are named with their file, line and column
+    birdnet.write_text(
+        f"{head}\tCommon Name\tConfidence\n1\tSpectrogram 1\t1\t0\t3\t0\t15000\ts5\t0.8\n"
+        "2\tSpectrogram 1\t1\t3\t6\t0\t15000\tPuerto Rican Tody\t0.7\n"
+    )
+    with pytest.raises(ValueError, match=r"x.BirdNET.selection.table.txt: line 3, column Common Name: 'Puerto Rican"):
+        read_detections(birdnet)
+    broken = tmp_path / "b.Table.1.selections.txt"
+    broken.write_text(f"{head}\tSpecies\tScore\n1\tSpectrogram 1\t1\tsoon\t4.0\t900\t2000\t3\t0.9\n")
+    with pytest.raises(ValueError, match=r"line 2, column Begin Time \(s\): 'soon' is not a number"):
+        read_detections(broken)
+    # Audacity labels with the reviewer's words around them
+    labels = tmp_path / "rec2.txt"
+    labels.write_text(
+        "1.000000\t3.000000\tok: species 3 0.912 checked by Ana\n\\\t900.0\t2000.0\n4.000000\t5.000000\ts7 maybe\n"
+    )
+    events = read_detections(labels, "audacity")
+    assert events.species_id.tolist() == [3, 7] and events.peak_score.iloc[0] == 0.912
+    assert np.isnan(events.peak_score.iloc[1]) and events.low_hz.iloc[0] == 900.0
+    labels.write_text("1.0\t3.0\ta frog\n")
+    with pytest.raises(ValueError, match=r"rec2.txt: line 1, label: 'a frog' names no species"):
+        read_detections(labels, "audacity")

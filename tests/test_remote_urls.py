@@ -164,6 +164,14 @@ def test_cli_build_store_and_info_with_a_file_url_across_processes(data, local_s
     assert result.exit_code == 0 and "4 clips" in result.output
 
 
+def test_a_memory_url_is_said_to_vanish_with_the_command(data) -> None:
+    url = _memory_url("said.zarr")
+    result = runner.invoke(app, ["info", "--store", url])
+    assert f"note: {url} lives in this process's memory only" in result.output
+    assert result.output.index("note:") < result.output.index("error:")  # said first, before the command's own words
+    assert "note:" not in runner.invoke(app, ["info", "--store", str(data)]).output
+
+
 # -- run directories ---------------------------------------------------------------------------------------------
 
 

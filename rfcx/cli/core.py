@@ -36,6 +36,13 @@ class RfcxGroup(TyperGroup):
 
     def invoke(self, ctx: Context) -> Any:
         argv = [*(getattr(ctx, "_protected_args", None) or []), *ctx.args]  # the command and its arguments
+        for value in dict.fromkeys(a.split("=", 1)[-1] for a in argv if "memory://" in a):
+            typer.secho(
+                f"note: {value} lives in this process's memory only: what the command writes there is gone when it "
+                "ends (give a folder, or a file system URL such as s3://, to keep it)",
+                fg=typer.colors.YELLOW,
+                err=True,
+            )
         try:
             return super().invoke(ctx)
         except RfcxError as exc:

@@ -10,7 +10,7 @@ import typer
 
 from rfcx.cli import options
 from rfcx.cli.core import app
-from rfcx.cli.options import DEFAULT_RUNS, DEFAULT_STORE, at_least, choice, round_number
+from rfcx.cli.options import DEFAULT_RUNS, DEFAULT_STORE, at_least, choice, local_output, round_number
 from rfcx.errors import UsageError
 
 if TYPE_CHECKING:
@@ -181,6 +181,8 @@ def infer_cmd(
         raise UsageError(
             "give either --batch (score a store's split) or audio FILE_OR_DIR arguments, not both or neither"
         )
+    local_output(out, "--out")
+    local_output(detections, "--detections")
     choice(mode, Mode, "--mode")
     choice(postprocess, Postprocess, "--postprocess")
     choice(fmt, SUFFIXES, "--format")

@@ -3,6 +3,7 @@ choices and ranges."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
@@ -42,6 +43,18 @@ DetectionsFormat = Annotated[
         show_default=False,
     ),
 ]
+
+
+def local_output(path: Path | None, flag: str) -> Path | None:
+    """``path`` when it is a local path; a :class:`UsageError` for a URL (``s3://...``: a ``Path`` keeps it as
+    ``s3:/...``, which would be written as a local folder named ``s3:``)."""
+    if path is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", str(path)):
+        url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*):/+", r"\1://", str(path))
+        raise UsageError(
+            f"{flag} {url}: outputs are written to a local path (with the parts a re-run resumes from beside them); "
+            f"write them locally, then copy them there"
+        )
+    return path
 
 
 def choice(value: str, choices: Iterable[str], flag: str) -> str:

@@ -9,7 +9,7 @@ import typer
 
 from rfcx.cli import options
 from rfcx.cli.core import app
-from rfcx.cli.options import DEFAULT_RUNS, DEFAULT_STORE, round_number
+from rfcx.cli.options import DEFAULT_RUNS, DEFAULT_STORE, local_output, round_number
 
 
 @app.command()
@@ -90,6 +90,7 @@ def review(
     their TP/FP boxes above the pseudo labels they produced."""
     from rfcx.review import write_review
 
+    local_output(out, "--out")
     summary = write_review(
         runs,
         store,

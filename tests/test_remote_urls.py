@@ -427,16 +427,16 @@ def test_infer_with_file_urls_across_processes(synth_store, tmp_path) -> None:
 
 def test_missing_backend_for_runs(local_store) -> None:
     try:
-        import s3fs  # noqa: F401
+        import gcsfs  # noqa: F401
 
-        pytest.skip("s3fs is installed here")
+        pytest.skip("gcsfs is installed here")
     except ImportError:
         pass
-    with pytest.raises(MissingBackendError, match=r"s3:// needs the s3fs package: pip install s3fs"):
-        open_run("s3://bucket/runs")
-    result = runner.invoke(app, ["infer", "--batch", "--store", str(local_store), "--runs", "s3://bucket/runs"])
-    assert result.exit_code == 1 and "s3:// needs the s3fs package: pip install s3fs" in result.output
+    with pytest.raises(MissingBackendError, match=r"gs:// needs the gcsfs package: pip install gcsfs"):
+        open_run("gs://bucket/runs")
+    result = runner.invoke(app, ["infer", "--batch", "--store", str(local_store), "--runs", "gs://bucket/runs"])
+    assert result.exit_code == 1 and "gs:// needs the gcsfs package: pip install gcsfs" in result.output
     result = runner.invoke(
-        app, ["train", "--store", str(local_store), "--runs", "s3://bucket/runs", "--config", "tiny"]
+        app, ["train", "--store", str(local_store), "--runs", "gs://bucket/runs", "--config", "tiny"]
     )
-    assert result.exit_code == 1 and "s3:// needs the s3fs package: pip install s3fs" in result.output
+    assert result.exit_code == 1 and "gs:// needs the gcsfs package: pip install gcsfs" in result.output
